@@ -1,0 +1,118 @@
+"""The Catalog: the one table every data source produces and everything downstream reads.
+
+One row per image: `item_id`, `product_id` (images of one product never straddle splits), `ref`
+(how the source's reader finds the image: a path, an array index, later a BSON offset), `label`,
+`split` ("train", "val", "test" or "" when not yet assigned), `title`, `description`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+COLUMNS = ["item_id", "product_id", "ref", "label", "split", "title", "description"]
+SPLITS = ("train", "val", "test")
+
+
+class ImageReader(Protocol):
+    """Turns a catalog `ref` into an RGB (or L) PIL image. Must be picklable for DataLoader workers."""
+
+    def read(self, ref) -> Image.Image: ...
+
+
+@dataclass
+class Catalog:
+    table: pd.DataFrame
+    classes: list[str]
+    reader: ImageReader
+    source: str
+    channels: int = 3  # 1 for grayscale sources such as Fashion-MNIST
+    native_size: tuple[int, int] | None = None  # (height, width) when every image has the same size
+    arrays: np.ndarray | None = None  # in-memory uint8 images (N, H, W[, C]) indexed by `ref`
+    problems: list[dict] = field(default_factory=list)  # {"ref": ..., "reason": ...}
+    notes: list[str] = field(default_factory=list)  # what was done to the data, in words
+
+    @classmethod
+    def from_records(cls, records: dict, **kwargs) -> Catalog:
+        n = len(records["ref"])
+        columns = {}
+        for name in COLUMNS:
+            values = records.get(name)
+            if values is None:
+                values = [str(i) for i in range(n)] if name == "item_id" else [""] * n
+            columns[name] = values
+        table = pd.DataFrame(columns)
+        if "product_id" not in records:
+            table["product_id"] = table["item_id"]
+        return cls(table=table, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # -- views -----------------------------------------------------------------------------
+    def subset(self, mask) -> Catalog:
+        """A catalog with the rows selected by a boolean mask or an index array; classes unchanged."""
+        table = self.table[mask] if isinstance(mask, pd.Series) else self.table.iloc[mask]
+        return replace(self, table=table.reset_index(drop=True))
+
+    def split(self, name: str) -> Catalog:
+        return self.subset(self.table["split"] == name)
+
+    def has_split(self, name: str) -> bool:
+        return bool((self.table["split"] == name).any())
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer class index of every row (-1 for an unlabelled row)."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        return self.table["label"].map(lambda label: index.get(label, -1)).to_numpy(np.int64)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = self.table["label"].value_counts()
+        return {name: int(counts.get(name, 0)) for name in self.classes}
+
+    def read(self, row: int) -> Image.Image:
+        return self.reader.read(self.table["ref"].iat[row])
+
+    def fingerprint(self) -> str:
+        """A short hash of what the catalog holds (ids, labels, splits): two runs on the same data agree."""
+        digest = hashlib.sha256()
+        digest.update(self.source.encode())
+        digest.update("\x1f".join(self.classes).encode())
+        for column in ("item_id", "label", "split"):
+            digest.update(pd.util.hash_pandas_object(self.table[column], index=False).to_numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def stats(self) -> dict:
+        """Items, products, classes, per-class counts, imbalance and problems, as plain JSON types."""
+        per_class = self.class_counts()
+        nonzero = [count for count in per_class.values() if count]
+        per_split = {
+            name: int(count) for name, count in self.table["split"].value_counts().items() if name
+        }
+        return {
+            "source": self.source,
+            "items": len(self),
+            "products": int(self.table["product_id"].nunique()),
+            "classes": len(self.classes),
+            "per_class": per_class,
+            "per_split": per_split,
+            "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else None,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
+
+
+class ArrayReader:
+    """Reads images held in memory as a uint8 array (N, H, W) or (N, H, W, C)."""
+
+    def __init__(self, arrays: np.ndarray):
+        self.arrays = arrays
+
+    def read(self, ref) -> Image.Image:
+        return Image.fromarray(self.arrays[int(ref)])

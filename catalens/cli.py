@@ -1,0 +1,194 @@
+"""The `catalens` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from .errors import CatalensError
+
+app = typer.Typer(
+    help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
+    "DATA is a folder (one subfolder per class, optionally train/ val/ test/) or fashion-mnist[:DIR].",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+catalog_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/) or fashion-mnist[:DIR]."
+LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in name such as fashion-mnist-groups."
+
+
+@app.command()
+def train(
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name: cnn3, fastcnn (default) or timm:<name>."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory to write (must be new unless --resume)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (e.g. a run's config.yaml); "
+                                          "options given here override it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs [default: 12]."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Train on at most N items, stratified by class."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: 256]"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (momentum, nesterov) or adamw."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 0.1 sgd, 2e-3 adamw, at batch 256]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 5e-4]"),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="onecycle (default) or cosine (warm-up + cosine)."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="[default: 0.1]"),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Preset: none, light (default), shopee, standard."),
+    class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights",
+                                                 help="Weight the loss by inverse class frequency."),
+    balanced_sampling: Optional[bool] = typer.Option(None, "--balanced-sampling/--no-balanced-sampling",
+                                                     help="Sample every class equally often."),
+    monitor: Optional[str] = typer.Option(None, "--monitor", help="Validation metric for the best checkpoint and "
+                                          "early stopping: accuracy (default), macro_f1, loss."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after N epochs without improvement."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of train used for validation "
+                                                 "when the data has no val split [default: 0.111]; 0 = none."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side in pixels."),
+    min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images."),
+    top_classes: Optional[int] = typer.Option(None, "--top-classes", help="Keep only the K largest classes."),
+    max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
+):
+    """Train a classifier and write a run directory (weights, model card, config, history, curves).
+
+    Example: catalens train --data fashion-mnist --model fastcnn --epochs 12 --out runs/fm
+    """
+    from .config import make_config
+    from .train import train as run_train
+
+    overrides = dict(data=data, model=model, out=out, labels=labels, epochs=epochs, limit=limit,
+                     batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                     label_smoothing=label_smoothing, augment=augment, class_weights=class_weights,
+                     balanced_sampling=balanced_sampling, monitor=monitor, patience=patience,
+                     val_fraction=val_fraction, input_size=input_size, min_per_class=min_per_class,
+                     top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers)
+    if resume:
+        if not out:
+            raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
+        saved = Path(out) / "config.yaml"
+        run_train(make_config(saved if saved.is_file() else config, **overrides), resume=True)
+        return
+    if not data and not config:
+        raise CatalensError("give --data DATA (a folder or fashion-mnist) or --config FILE")
+    if not out and not config:
+        raise CatalensError("give --out RUN_DIR, the directory the run is written to")
+    run_train(make_config(config, **overrides))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`."),
+    data: str = typer.Option(..., "--data", help=DATA_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report directory [default: MODEL/eval]."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP + " Default: the one used in training."),
+    split: Optional[str] = typer.Option(None, "--split", help="test, val, train or all [default: test if the data "
+                                        "has one, else all]."),
+    batch_size: int = typer.Option(512, "--batch-size"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
+):
+    """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed.
+
+    Writes metrics.json, report.md and PNG plots to --out. Example:
+    catalens evaluate runs/fm --data fashion-mnist --out runs/fm/eval
+    """
+    from .evaluate import evaluate as run_evaluate
+
+    run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or one data spec."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to list per image."),
+    output_format: str = typer.Option("csv", "--format", help="csv or jsonl."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file [default: standard output]."),
+    split: Optional[str] = typer.Option(None, "--split", help="With a data spec: only this split."),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
+):
+    """Top-k labels with probabilities for each image, as CSV or JSON Lines.
+
+    Example: catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
+    """
+    from .predict import predict as run_predict
+
+    summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
+                          workers=workers, split=split)
+    if out:
+        print(f"{summary['predicted']} predictions written to {out}"
+              + (f"; {summary['failed']} unreadable" if summary["failed"] else ""), file=sys.stderr)
+
+
+@catalog_app.command("stats")
+def catalog_stats(
+    data: str = typer.Argument(..., help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (items, products, classes, per_class, problems)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
+    min_per_class: int = typer.Option(0, "--min-per-class"),
+    top_classes: Optional[int] = typer.Option(None, "--top-classes"),
+    max_per_class: Optional[int] = typer.Option(None, "--max-per-class"),
+):
+    """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded)."""
+    from .data import DataOptions
+    from .stats import catalog_stats as compute, print_stats
+
+    stats = compute(data, DataOptions(labels=labels, min_per_class=min_per_class, top_classes=top_classes,
+                                      max_per_class=max_per_class))
+    if as_json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        print_stats(stats)
+
+
+@app.command()
+def models():
+    """List the models you can pass to --model."""
+    from .models import MODELS
+
+    for entry in MODELS.values():
+        print(f"{entry.name:10s} {entry.description}")
+    print(f"{'timm:NAME':10s} any timm architecture, e.g. timm:resnet18, timm:mobilenetv2_100 (random init)")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
+    epochs: int = typer.Option(4, "--epochs", help="Training epochs (about a minute each on 2 CPU cores)."),
+    data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist or fashion-mnist:DIR."),
+):
+    """Train the default model on Fashion-MNIST for a few minutes and evaluate it on the test set."""
+    from .demo import run_demo
+
+    run_demo(out, epochs, data)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except CatalensError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""From a data spec to the Catalog a command works on: source, label mapping, class filters, splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .labels import apply_mapping, filter_classes
+from .sources import open_source
+from .splits import ensure_splits
+
+
+@dataclass
+class DataOptions:
+    """What to do with a source's items before training or evaluation (all saved in a run's config)."""
+
+    labels: str | None = None  # label mapping: file or built-in name
+    min_per_class: int = 0
+    top_classes: int | None = None
+    max_per_class: int | None = None
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    val_fraction: float | None = None  # share of train carved out for validation when there is no val split
+    seed: int = 0
+
+
+def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = False, split: bool = True) -> Catalog:
+    options = options or DataOptions()
+    catalog = open_source(spec, verify=verify)
+    if options.labels:
+        catalog = apply_mapping(catalog, options.labels)
+    catalog = filter_classes(
+        catalog, options.min_per_class, options.top_classes, options.max_per_class, seed=options.seed
+    )
+    if split:
+        catalog = ensure_splits(catalog, tuple(options.split_ratios), seed=options.seed, val_fraction=options.val_fraction)
+    return catalog

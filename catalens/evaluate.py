@@ -1,0 +1,236 @@
+"""`catalens evaluate`: an honest report of a model on a data split.
+
+Writes metrics.json, report.md (embedding the PNGs), confusion matrices (counts, row-normalised),
+a grid of misclassified examples, and prints a table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .catalog import Catalog
+from .data import DataOptions, load_catalog
+from .errors import CatalensError
+from .plots import plot_confusion, plot_examples
+from .predict import Predictions, predict_catalog
+from .progress import console, info, warn
+from .run import WEIGHTS_FILE, Model, write_json
+
+
+def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
+    if split in (None, "auto"):
+        if catalog.has_split("test"):
+            return catalog.split("test"), "test"
+        return catalog, "all"
+    if split == "all":
+        return catalog, "all"
+    if not catalog.has_split(split):
+        present = sorted(set(catalog.table["split"]) - {""}) or ["none"]
+        raise CatalensError(f"the data has no {split!r} split (it has: {', '.join(present)}); use --split all")
+    return catalog.split(split), split
+
+
+def align_classes(catalog: Catalog, model: Model) -> np.ndarray:
+    """Integer labels in the model's class order; refuses data whose classes the model does not know."""
+    unknown = sorted(set(catalog.table["label"]) - set(model.classes) - {""})
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise CatalensError(
+            f"the model does not match the data: classes {shown} are unknown to it (it knows "
+            f"{', '.join(model.classes[:10])}{' ...' if len(model.classes) > 10 else ''}); "
+            "pass the --labels mapping used in training or evaluate on data with the same classes"
+        )
+    index = {name: i for i, name in enumerate(model.classes)}
+    return catalog.table["label"].map(index).to_numpy(np.int64)
+
+
+def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    n = len(classes)
+    predicted = probabilities.argmax(1)
+    labels = list(range(n))
+    matrix = confusion_matrix(truth, predicted, labels=labels)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    total = matrix.sum()
+    per_class = {}
+    for i, name in enumerate(classes):
+        true_negative = total - matrix[i, :].sum() - matrix[:, i].sum() + matrix[i, i]
+        false_negative = matrix[i, :].sum() - matrix[i, i]
+        npv = true_negative / (true_negative + false_negative) if true_negative + false_negative else 0.0
+        per_class[name] = {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                           "npv": float(npv), "support": int(support[i])}
+    present = support > 0
+    weights = support / max(1, support.sum())
+    ranks = (-probabilities).argsort(axis=1)
+    top_k = {}
+    for k in (1, 3, 5):
+        if k <= n:
+            top_k[str(k)] = float((ranks[:, :k] == truth[:, None]).any(axis=1).mean())
+    confused = [
+        {"true": classes[i], "predicted": classes[j], "count": int(matrix[i, j]),
+         "share_of_true": float(matrix[i, j] / max(1, matrix[i].sum()))}
+        for i in range(n) for j in range(n) if i != j and matrix[i, j] > 0
+    ]
+    confused.sort(key=lambda item: -item["count"])
+    return {
+        "accuracy": float((predicted == truth).mean()),
+        "top_k_accuracy": top_k,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "weighted_f1": float((f1 * weights).sum()),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "most_confused": confused[:10],
+    }
+
+
+def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, repeats: int = 30) -> dict:
+    """Latency at batch 1 (median ms) and throughput at a large batch (images/s), model only."""
+    one = sample[:1]
+    model.logits(one)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.logits(one)
+        timings.append((time.perf_counter() - started) * 1000)
+    big = sample.repeat((batch_size + len(sample) - 1) // len(sample), 1, 1, 1)[:batch_size]
+    model.logits(big)
+    rounds, started = 0, time.perf_counter()
+    while rounds < 3 or time.perf_counter() - started < 1.0:
+        model.logits(big)
+        rounds += 1
+    return {
+        "latency_ms_batch1": round(statistics.median(timings), 3),
+        "throughput_images_per_s": round(rounds * batch_size / (time.perf_counter() - started), 1),
+        "throughput_batch_size": batch_size,
+    }
+
+
+def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
+             split: str | None = None, batch_size: int = 512, workers: int | None = None,
+             weights: str = WEIGHTS_FILE, examples: int = 32) -> dict:
+    """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`."""
+    model = Model.load(model_dir, weights=weights)
+    labels = labels if labels is not None else model.card.get("data", {}).get("labels")
+    catalog = load_catalog(data, DataOptions(labels=labels), split=False)
+    catalog, split_name = choose_split(catalog, split)
+    if not len(catalog):
+        raise CatalensError(f"no items to evaluate in {data} ({split_name} split)")
+    truth_all = align_classes(catalog, model)
+    out = Path(out) if out else Path(model_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+
+    result: Predictions = predict_catalog(model, catalog, batch_size, workers, description=f"evaluating {split_name}")
+    if not len(result.rows):
+        raise CatalensError(f"none of the {len(catalog)} images could be read; see the warnings above")
+    truth = truth_all[result.rows]
+    metrics = classification_metrics(truth, result.probabilities, model.classes)
+    sample = next(iter(make_sample(model, catalog, result)))
+    weights_path = Path(model_dir) / weights
+    metrics.update(
+        classes=model.classes,
+        split=split_name,
+        items=int(len(result.rows)),
+        unreadable=[{"ref": ref, "reason": reason} for ref, reason in result.failures],
+        num_params=model.num_params,
+        model_size_mb=round(weights_path.stat().st_size / 1e6, 3),
+        evaluation_images_per_s=round(result.images_per_s, 1),
+        evaluation_seconds=round(result.seconds, 3),
+        data=data,
+        labels=labels,
+        model=str(model_dir),
+        architecture=model.card["architecture"],
+        device=str(model.device),
+        torch_threads=torch.get_num_threads(),
+    )
+    metrics.update(measure_speed(model, sample))
+    if result.failures:
+        warn(f"{len(result.failures)} image(s) could not be read and were left out; listed in metrics.json")
+
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix.png", False)
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix_normalized.png", True)
+    wrong = np.flatnonzero(result.probabilities.argmax(1) != truth)
+    wrong = wrong[np.argsort(-result.probabilities[wrong].max(1))][:examples]
+    grid = plot_examples(
+        [catalog.read(int(result.rows[i])) for i in wrong],
+        [f"{model.classes[truth[i]]} -> {model.classes[result.probabilities[i].argmax()]}"
+         f" ({result.probabilities[i].max():.2f})" for i in wrong],
+        out / "misclassified.png",
+    )
+    write_json(out / "metrics.json", metrics)
+    (out / "report.md").write_text(render_report(metrics, grid is not None))
+    print_summary(metrics)
+    info(f"report: {out / 'report.md'}")
+    return metrics
+
+
+def make_sample(model: Model, catalog: Catalog, result: Predictions):
+    """Yields a small uint8 batch of real images of the data, for speed measurement."""
+    from .batches import make_batches
+
+    subset = catalog.subset(result.rows[:64])
+    for batch in make_batches(subset, model.preprocessing, 64, workers=0):
+        if len(batch.rows):
+            yield batch.images
+
+
+def render_report(metrics: dict, has_examples: bool) -> str:
+    lines = [
+        f"# Evaluation of `{metrics['model']}` ({metrics['architecture']})", "",
+        f"Data `{metrics['data']}`, split **{metrics['split']}**, {metrics['items']:,} images"
+        + (f", label mapping `{metrics['labels']}`" if metrics["labels"] else "") + ".", "",
+        "| metric | value |", "|---|---|",
+        f"| accuracy | {metrics['accuracy']:.4f} |",
+    ]
+    lines += [f"| top-{k} accuracy | {v:.4f} |" for k, v in metrics["top_k_accuracy"].items() if k != "1"]
+    lines += [
+        f"| macro F1 | {metrics['macro_f1']:.4f} |", f"| weighted F1 | {metrics['weighted_f1']:.4f} |",
+        f"| parameters | {metrics['num_params']:,} |", f"| model size | {metrics['model_size_mb']:.2f} MB |",
+        f"| latency (batch 1) | {metrics['latency_ms_batch1']:.2f} ms/image |",
+        f"| throughput (batch {metrics['throughput_batch_size']}) | {metrics['throughput_images_per_s']:,.0f} images/s |",
+        f"| evaluation end to end | {metrics['evaluation_images_per_s']:,.0f} images/s "
+        f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['torch_threads']} threads) |",
+        "", "## Per class", "",
+        "| class | precision | recall | F1 | NPV | support |", "|---|---|---|---|---|---|",
+    ]
+    for name, row in metrics["per_class"].items():
+        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+                     f"{row['npv']:.4f} | {row['support']} |")
+    lines += ["", "## Confusion matrix", "", "![counts](confusion_matrix.png)", "",
+              "![row-normalised](confusion_matrix_normalized.png)", "", "## Most confused pairs", "",
+              "| true | predicted as | count | share of true class |", "|---|---|---|---|"]
+    lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
+              for c in metrics["most_confused"]]
+    if has_examples:
+        lines += ["", "## Misclassified examples (most confident mistakes first)", "", "![mistakes](misclassified.png)"]
+    if metrics["unreadable"]:
+        lines += ["", f"## Unreadable images ({len(metrics['unreadable'])})", ""]
+        lines += [f"- `{item['ref']}`: {item['reason']}" for item in metrics["unreadable"][:100]]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(metrics: dict) -> None:
+    table = Table(title=f"{metrics['architecture']} on {metrics['split']} ({metrics['items']:,} images)")
+    for column in ("class", "precision", "recall", "F1", "NPV", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      f"{row['npv']:.4f}", str(row["support"]))
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{metrics['accuracy']:.4f}", "", str(metrics["items"]))
+    table.add_row("macro avg", f"{metrics['macro_precision']:.4f}", f"{metrics['macro_recall']:.4f}",
+                  f"{metrics['macro_f1']:.4f}", "", "")
+    console.print(table)
+    console.print(
+        f"parameters {metrics['num_params']:,} | size {metrics['model_size_mb']:.2f} MB | "
+        f"latency {metrics['latency_ms_batch1']:.2f} ms/image (batch 1) | "
+        f"throughput {metrics['throughput_images_per_s']:,.0f} img/s | "
+        f"evaluation {metrics['evaluation_images_per_s']:,.0f} img/s end to end"
+    )

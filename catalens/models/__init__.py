@@ -1,0 +1,62 @@
+"""Models by name, like timm's registry: `cnn3`, `fastcnn` (the default for small grayscale images)
+and any timm architecture as `timm:<name>`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import CatalensError
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    build: Callable[..., nn.Module]  # build(num_classes, in_chans, input_size) -> nn.Module
+    description: str
+    default_input_size: tuple[int, int] | None = None  # None: the data's native size (or 224 for photos)
+
+
+MODELS: dict[str, ModelEntry] = {}
+DEFAULT_MODEL = "fastcnn"
+
+
+def register_model(name: str, description: str, default_input_size: tuple[int, int] | None = None):
+    """Decorator registering a builder `fn(num_classes, in_chans, input_size) -> nn.Module` under `name`."""
+
+    def decorate(build):
+        MODELS[name] = ModelEntry(name, build, description, default_input_size)
+        return build
+
+    return decorate
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS) + ["timm:<name>"]
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] = (224, 224)) -> nn.Module:
+    if name.startswith("timm:"):
+        from .timm_models import create_timm_model
+
+        return create_timm_model(name.removeprefix("timm:"), num_classes, in_chans)
+    if name not in MODELS:
+        raise CatalensError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+    return MODELS[name].build(num_classes=num_classes, in_chans=in_chans, input_size=input_size)
+
+
+def default_input_size(name: str, native_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The input size a model trains at: its own default, else the data's native size, else 224."""
+    if name.startswith("timm:"):
+        from .timm_models import timm_input_size
+
+        return native_size or timm_input_size(name.removeprefix("timm:"))
+    entry = MODELS.get(name)
+    if entry and entry.default_input_size:
+        return entry.default_input_size
+    return native_size or (224, 224)
+
+
+from . import cnn  # noqa: E402,F401  (registers the built-in models)

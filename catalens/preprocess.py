@@ -1,0 +1,70 @@
+"""How an image becomes a model input. Saved in every model card so predict and serve do exactly what
+training did: resize (shorter side, then centre crop), channels, scaling to [0, 1], mean/std."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocessing:
+    input_size: tuple[int, int]  # (height, width)
+    channels: int  # 1 = grayscale, 3 = RGB
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "shorter-side-then-center-crop"
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(
+            input_size=tuple(data["input_size"]), channels=int(data["channels"]), mean=tuple(data["mean"]),
+            std=tuple(data["std"]), resize=data.get("resize", cls.resize),
+            interpolation=data.get("interpolation", cls.interpolation),
+        )
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> uint8 tensor (C, H, W) at the model's input size."""
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        height, width = self.input_size
+        if image.size != (width, height):
+            method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+            scale = max(width / image.width, height / image.height)
+            resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+            image = image.resize(resized, method, reducing_gap=3.0)
+            left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
+            image = image.crop((left, top, left + width, top + height))
+        array = np.asarray(image, dtype=np.uint8)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float batch (N, C, H, W) -> normalised float batch."""
+        if batch.dtype == torch.uint8:
+            batch = batch.float().div_(255)
+        mean = torch.tensor(self.mean, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
+        return (batch - mean) / std
+
+
+def array_mean_std(arrays: np.ndarray, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, H, W[, C]) scaled to [0, 1], from up to 10,000 images."""
+    sample = arrays[:: max(1, len(arrays) // 10_000)].astype(np.float32) / 255
+    if sample.ndim == 3:
+        sample = sample[..., None]
+    mean = sample.mean(axis=(0, 1, 2))
+    std = sample.std(axis=(0, 1, 2))
+    if channels == 1 and mean.size > 1:
+        mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

@@ -1,0 +1,58 @@
+"""Progress bars and console output (rich), quiet when not attached to a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True, highlight=False)
+
+
+def bars_enabled() -> bool:
+    return console.is_terminal and not os.environ.get("CATALENS_NO_PROGRESS")
+
+
+def make_progress(*extra_columns) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not bars_enabled(),
+        transient=False,
+    )
+
+
+def progress(iterable: Iterable, total: int | None = None, description: str = "") -> Iterator:
+    """Wrap an iterable in a progress bar (a no-op when output is not a terminal)."""
+    with make_progress() as bar:
+        yield from bar.track(iterable, total=total, description=description)
+
+
+def info(message: str) -> None:
+    console.print(message)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

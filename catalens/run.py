@@ -1,0 +1,143 @@
+"""Run directories and the Model object that loads one.
+
+A run directory holds everything needed to reproduce and use a model:
+    config.yaml          the resolved training config (`catalens train --config run/config.yaml` re-runs it)
+    model.safetensors    best weights (by the validation metric); last.safetensors: the last epoch's
+    model_card.json      architecture, classes, preprocessing, metrics, data fingerprint
+    checkpoint.pt        optimizer/scheduler state for `--resume` (tensors and plain types only)
+    history.csv, training_curves.png, problems.csv (images that failed to decode, if any)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CatalensError
+from .models import create_model
+from .preprocess import Preprocessing
+
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
+CARD_FORMAT = "catalens-model/1"
+
+
+def save_weights(module: nn.Module, path: Path) -> None:
+    state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    temporary = path.with_suffix(".tmp")
+    save_file(state, str(temporary))
+    temporary.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CatalensError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+class Model:
+    """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
+
+    def __init__(self, module: nn.Module, card: dict, path: Path | None = None):
+        self.module = module.eval()
+        self.card = card
+        self.path = path
+        self.classes: list[str] = card["classes"]
+        self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        self.device = next(module.parameters()).device
+        self._fast = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto") -> Model:
+        run_dir = Path(run_dir)
+        card_path = run_dir / CARD_FILE
+        if not card_path.is_file():
+            hint = " (give the run directory that `catalens train --out` wrote)" if run_dir.exists() else ""
+            raise CatalensError(f"no model at {run_dir}: {CARD_FILE} not found{hint}")
+        card = json.loads(card_path.read_text())
+        if card.get("format") != CARD_FORMAT:
+            raise CatalensError(f"{card_path} is not a catalens model card (format {card.get('format')!r})")
+        weights_path = run_dir / weights
+        if not weights_path.is_file():
+            raise CatalensError(f"{weights_path} not found; the run may not have finished an epoch yet")
+        preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        module = create_model(card["architecture"], len(card["classes"]), preprocessing.channels,
+                              tuple(preprocessing.input_size))
+        module.load_state_dict(load_file(str(weights_path)))
+        target = pick_device(device)
+        module = module.to(target)
+        if target.type == "cpu":
+            module = module.to(memory_format=torch.channels_last)
+        return cls(module, card, run_dir)
+
+    @property
+    def num_params(self) -> int:
+        return count_parameters(self.module)
+
+    def fast_module(self):
+        """The network prepared for CPU inference: traced and frozen (BatchNorm folded into the convolutions)."""
+        if self._fast is None:
+            self._fast = self.module
+            if self.device.type == "cpu":
+                try:
+                    import warnings
+
+                    height, width = self.preprocessing.input_size
+                    example = torch.zeros(2, self.preprocessing.channels, height, width).to(
+                        memory_format=torch.channels_last)
+                    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                        warnings.simplefilter("ignore")
+                        traced = torch.jit.trace(self.module.eval(), example)
+                        self._fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                except Exception:  # noqa: BLE001 - tracing is an optimisation; eager always works
+                    self._fast = self.module
+        return self._fast
+
+    def logits(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """uint8 batch (N, C, H, W) at the input size -> logits (N, classes)."""
+        batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        module = self.fast_module() if fast else self.module
+        with torch.inference_mode():
+            return module(batch).float()
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        return self.logits(images).softmax(dim=1).cpu().numpy()
+
+    def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) for PIL images, file paths, or a uint8 batch tensor."""
+        if isinstance(images, torch.Tensor):
+            batch = images
+        else:
+            from .images import load_image
+
+            items = images if isinstance(images, (list, tuple)) else [images]
+            batch = torch.stack([
+                self.preprocessing.prepare(item if hasattr(item, "convert") else load_image(item)) for item in items
+            ])
+        probabilities = self.probabilities(batch)
+        return [top_k(row, self.classes, k) for row in probabilities]
+
+
+def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-probabilities)[: max(1, min(k, len(classes)))]
+    return [(classes[i], float(probabilities[i])) for i in order]

@@ -1,0 +1,329 @@
+"""`catalens train`: a Catalog in, a run directory out (see run.py for its contents)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import TextColumn
+from sklearn.metrics import f1_score
+from torch import nn
+
+from . import __version__
+from .augment import get_preset
+from .batches import make_batches
+from .catalog import Catalog
+from .config import TrainConfig, make_config
+from .data import DataOptions, load_catalog
+from .errors import CatalensError
+from .models import create_model, default_input_size
+from .plots import plot_history
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
+from .progress import info, make_progress, warn
+from .run import (CARD_FILE, CARD_FORMAT, LAST_WEIGHTS_FILE, WEIGHTS_FILE, count_parameters, pick_device,
+                  save_weights, write_json)
+from .splits import stratified_sample
+
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+                   "images_per_s", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    metrics: dict  # best validation metrics (empty without a validation split)
+    seconds: float
+
+
+def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
+    native = catalog.native_size
+    size = (config.input_size, config.input_size) if config.input_size else default_input_size(config.model, native)
+    if catalog.arrays is not None:
+        mean, std = array_mean_std(catalog.arrays, catalog.channels)
+    elif catalog.channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (0.5,), (0.5,)
+    return Preprocessing(input_size=tuple(size), channels=catalog.channels, mean=mean, std=std)
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters."""
+    decay, no_decay = [], []
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(config: TrainConfig, module: nn.Module):
+    default_lr = 0.1 if config.optimizer == "sgd" else 2e-3
+    lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
+    groups = parameter_groups(module, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0), lr
+    return torch.optim.AdamW(groups, lr=lr), lr
+
+
+def make_scheduler(config: TrainConfig, optimizer, peak_lr: float, steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak_lr, total_steps=total, pct_start=min(0.3, max(0.05, 3 / config.epochs / 4)),
+        )
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weight_tensor(catalog: Catalog, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(catalog.labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def evaluate_split(module, batches, preprocessing, device, num_classes, channels_last) -> dict:
+    module.eval()
+    losses, predictions, targets = [], [], []
+    with torch.inference_mode():
+        for batch in batches:
+            if not len(batch.labels):
+                continue
+            images = preprocessing.normalize(batch.images.to(device, non_blocking=True))
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits = module(images).float()
+            labels = batch.labels.to(device)
+            losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+            predictions.append(logits.argmax(1).cpu().numpy())
+            targets.append(batch.labels.numpy())
+    module.train()
+    if not targets:
+        return {}
+    predicted, truth = np.concatenate(predictions), np.concatenate(targets)
+    return {
+        "loss": sum(losses) / len(truth),
+        "accuracy": float((predicted == truth).mean()),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", labels=list(range(num_classes)),
+                                   zero_division=0)),
+    }
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise CatalensError(f"nothing to resume in {out}: {CHECKPOINT_FILE} not found; start without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise CatalensError(f"run directory {out} already exists and is not empty; use --resume to continue it, "
+                            "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None]:
+    options = DataOptions(
+        labels=config.labels, min_per_class=config.min_per_class, top_classes=config.top_classes,
+        max_per_class=config.max_per_class, split_ratios=tuple(config.split_ratios),
+        val_fraction=config.val_fraction, seed=config.seed,
+    )
+    catalog = load_catalog(config.data, options)
+    train_catalog = catalog.split("train") if catalog.has_split("train") else catalog
+    val_catalog = catalog.split("val") if catalog.has_split("val") else None
+    if config.limit:
+        train_catalog = stratified_sample(train_catalog, config.limit, config.seed)
+        if val_catalog is not None:
+            val_catalog = stratified_sample(val_catalog, max(config.limit // 4, len(catalog.classes)), config.seed)
+    present = train_catalog.table["label"].nunique()
+    if present < 2:
+        raise CatalensError(f"training needs at least 2 classes with images; {config.data} has {present} "
+                            "in its train split")
+    return catalog, train_catalog, val_catalog
+
+
+def train(config: TrainConfig | None = None, resume: bool = False, **overrides) -> TrainResult:
+    """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields."""
+    config = make_config(**overrides) if config is None else config
+    out = Path(config.out)
+    if resume:
+        saved = out / "config.yaml"
+        config = make_config(saved, **{k: v for k, v in overrides.items() if k in ("epochs", "patience", "device")}) \
+            if saved.is_file() else config
+    prepare_run_dir(out, resume)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    catalog, train_catalog, val_catalog = training_data(config)
+    classes = catalog.classes
+    preprocessing = make_preprocessing(config, catalog)
+    device = pick_device(config.device)
+    channels_last = True
+    module = create_model(config.model, len(classes), preprocessing.channels, preprocessing.input_size)
+    module = module.to(device).to(memory_format=torch.channels_last)
+    optimizer, peak_lr = make_optimizer(config, module)
+    train_batches = make_batches(train_catalog, preprocessing, config.batch_size, shuffle=True,
+                                 balanced=config.balanced_sampling, seed=config.seed, workers=config.workers)
+    val_batches = make_batches(val_catalog, preprocessing, max(config.batch_size, 512), workers=config.workers) \
+        if val_catalog is not None and len(val_catalog) else None
+    scheduler = make_scheduler(config, optimizer, peak_lr, len(train_batches))
+    weight = class_weight_tensor(train_catalog, len(classes)).to(device) if config.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    augment = get_preset(config.augment)
+
+    start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
+    failures: dict[str, str] = {}
+    if resume:
+        state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
+        best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
+        torch.set_rng_state(state["rng"])
+        info(f"resuming {out} after epoch {start_epoch}")
+    else:
+        config.save(out / "config.yaml")
+
+    info(f"training {config.model} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
+         f"{len(classes)} classes, validating on {len(val_catalog) if val_catalog is not None else 0:,}; "
+         f"device {device}, input {preprocessing.input_size[0]}x{preprocessing.input_size[1]}")
+    for note in catalog.notes:
+        info(f"  data: {note}")
+
+    card = {
+        "format": CARD_FORMAT,
+        "architecture": config.model,
+        "classes": classes,
+        "num_classes": len(classes),
+        "preprocessing": preprocessing.to_dict(),
+        "num_params": count_parameters(module),
+        "data": {
+            "spec": config.data, "labels": config.labels, "fingerprint": catalog.fingerprint(),
+            "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
+            "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
+        },
+        "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
+                     "seed": config.seed},
+        "catalens_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    started = time.time()
+    history_path = out / "history.csv"
+    if not resume or not history_path.exists():
+        with history_path.open("w", newline="") as handle:
+            csv.writer(handle).writerow(HISTORY_COLUMNS)
+
+    interrupted = False
+    extra = (TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[speed]:,.0f} img/s"),)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_start = time.time()
+            module.train()
+            seen, correct, loss_sum = 0, 0, 0.0
+            with make_progress(*extra) as bar:
+                task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
+                                    loss=0.0, acc=0.0, speed=0.0)
+                for batch in train_batches:
+                    for ref, reason in batch.failures:
+                        if ref not in failures:
+                            failures[ref] = reason
+                    if len(batch.labels) == 0:
+                        bar.advance(task)
+                        continue
+                    images = batch.images.to(device, non_blocking=True).float().div_(255)
+                    images = preprocessing.normalize(augment(images)).contiguous(memory_format=torch.channels_last)
+                    labels = batch.labels.to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
+                                        enabled=use_amp):
+                        logits = module(images)
+                        loss = criterion(logits.float(), labels)
+                    if not torch.isfinite(loss):
+                        raise CatalensError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    n = len(labels)
+                    seen += n
+                    loss_sum += loss.item() * n
+                    correct += (logits.argmax(1) == labels).sum().item()
+                    bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
+                               speed=seen / max(1e-9, time.time() - epoch_start))
+            train_seconds = time.time() - epoch_start
+            metrics = evaluate_split(module, val_batches, preprocessing, device, len(classes), channels_last) \
+                if val_batches is not None else {}
+            row = {
+                "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(1, seen),
+                "train_accuracy": correct / max(1, seen), "val_loss": metrics.get("loss", ""),
+                "val_accuracy": metrics.get("accuracy", ""), "val_macro_f1": metrics.get("macro_f1", ""),
+                "images_per_s": seen / max(1e-9, train_seconds), "seconds": time.time() - epoch_start,
+            }
+            with history_path.open("a", newline="") as handle:
+                csv.writer(handle).writerow([row[c] for c in HISTORY_COLUMNS])
+            summary = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            if metrics:
+                summary += f" | val loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f} " \
+                           f"macro-F1 {metrics['macro_f1']:.4f}"
+            info(summary + f" | {row['images_per_s']:,.0f} img/s")
+
+            save_weights(module, out / LAST_WEIGHTS_FILE)
+            score = -metrics["loss"] if config.monitor == "loss" and metrics else metrics.get(config.monitor, epoch)
+            if score > best_score:
+                best_score, best_epoch, best_metrics, stale = score, epoch + 1, metrics, 0
+                shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
+            else:
+                stale += 1
+            card.update(best_epoch=best_epoch, validation=best_metrics)
+            write_json(out / CARD_FILE, card)
+            torch.save({
+                "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1, "best_epoch": best_epoch, "best_score": float(best_score),
+                "best_metrics": best_metrics, "stale": stale, "rng": torch.get_rng_state(),
+            }, out / (CHECKPOINT_FILE + ".tmp"))
+            (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)
+            if config.patience is not None and stale >= config.patience and metrics:
+                info(f"early stopping: no {config.monitor} improvement for {config.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
+
+    seconds = time.time() - started
+    if failures:
+        write_problems(out / "problems.csv", failures)
+        warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
+    plot_history(history_path, out / "training_curves.png")
+    if not interrupted:
+        info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
+    return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+def write_problems(path: Path, failures: dict[str, str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ref", "reason"])
+        writer.writerows(sorted(failures.items()))
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
