@@ -84,7 +84,7 @@ class ArrayBatches:
         elif preprocessing.channels == 1 and self.images.shape[1] == 3:
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             self.images = (self.images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
-        self.labels = torch.from_numpy(catalog.labels)
+        self.labels = torch.tensor(catalog.labels)
         self.size = tuple(preprocessing.input_size)
         self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
         self.weights = balanced_weights(catalog.labels) if balanced else None

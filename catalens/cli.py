@@ -95,6 +95,7 @@ def evaluate(
                                         "has one, else all]."),
     batch_size: int = typer.Option(512, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
+    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
 ):
     """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed.
 
@@ -103,7 +104,8 @@ def evaluate(
     """
     from .evaluate import evaluate as run_evaluate
 
-    run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers)
+    run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
+                 backend=backend)
 
 
 @app.command()
@@ -116,6 +118,7 @@ def predict(
     split: Optional[str] = typer.Option(None, "--split", help="With a data spec: only this split."),
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
+    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
 ):
     """Top-k labels with probabilities for each image, as CSV or JSON Lines.
 
@@ -124,7 +127,7 @@ def predict(
     from .predict import predict as run_predict
 
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
-                          workers=workers, split=split)
+                          workers=workers, split=split, backend=backend)
     if out:
         print(f"{summary['predicted']} predictions written to {out}"
               + (f"; {summary['failed']} unreadable" if summary["failed"] else ""), file=sys.stderr)

@@ -18,10 +18,27 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .catalog import Catalog
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
+from .splits import ensure_splits
 from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
 from .progress import console, info, warn
 from .run import WEIGHTS_FILE, Model, write_json
+
+
+def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None]:
+    """The data as training saw it: the card's label mapping and class filters unless --labels is given, and,
+    when it is the very data the model was trained on, the same seeded splits, so `test` is held out."""
+    trained = model.card.get("data", {})
+    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
+                             if key in DataOptions.__dataclass_fields__})
+    if "split_ratios" in trained.get("options", {}):
+        options.split_ratios = tuple(options.split_ratios)
+    if labels is not None:
+        options.labels = labels
+    catalog = load_catalog(data, options, split=False)
+    if catalog.source == trained.get("source"):
+        catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
+    return catalog, options.labels
 
 
 def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
@@ -115,11 +132,10 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
 
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 512, workers: int | None = None,
-             weights: str = WEIGHTS_FILE, examples: int = 32) -> dict:
+             weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto") -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`."""
-    model = Model.load(model_dir, weights=weights)
-    labels = labels if labels is not None else model.card.get("data", {}).get("labels")
-    catalog = load_catalog(data, DataOptions(labels=labels), split=False)
+    model = Model.load(model_dir, weights=weights, backend=backend)
+    catalog, labels = evaluation_catalog(model, data, labels)
     catalog, split_name = choose_split(catalog, split)
     if not len(catalog):
         raise CatalensError(f"no items to evaluate in {data} ({split_name} split)")
@@ -148,6 +164,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         model=str(model_dir),
         architecture=model.card["architecture"],
         device=str(model.device),
+        backend=model.backend,
         torch_threads=torch.get_num_threads(),
     )
     metrics.update(measure_speed(model, sample))
@@ -196,7 +213,8 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"| latency (batch 1) | {metrics['latency_ms_batch1']:.2f} ms/image |",
         f"| throughput (batch {metrics['throughput_batch_size']}) | {metrics['throughput_images_per_s']:,.0f} images/s |",
         f"| evaluation end to end | {metrics['evaluation_images_per_s']:,.0f} images/s "
-        f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['torch_threads']} threads) |",
+        f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['backend']}, "
+        f"{metrics['torch_threads']} threads) |",
         "", "## Per class", "",
         "| class | precision | recall | F1 | NPV | support |", "|---|---|---|---|---|---|",
     ]

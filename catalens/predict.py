@@ -80,11 +80,11 @@ def catalog_of_inputs(inputs: list[str], split: str | None = None) -> Catalog:
 
 def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
             out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
-            split: str | None = None) -> dict:
+            split: str | None = None, backend: str = "auto") -> dict:
     """Write top-k predictions for each input image as CSV or JSON Lines; returns a summary."""
     if output_format not in ("csv", "jsonl"):
         raise CatalensError("--format must be csv or jsonl")
-    model = Model.load(model_dir)
+    model = Model.load(model_dir, backend=backend)
     catalog = catalog_of_inputs(inputs, split)
     result = predict_catalog(model, catalog, batch_size, workers)
     handle = open(out, "w", newline="") if out else sys.stdout

@@ -10,7 +10,11 @@ A run directory holds everything needed to reproduce and use a model:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from torch import nn
 
 from .errors import CatalensError
 from .models import create_model
+from .onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
 from .preprocess import Preprocessing
 
 CARD_FILE = "model_card.json"
@@ -56,8 +61,9 @@ def pick_device(name: str = "auto") -> torch.device:
 class Model:
     """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
 
-    def __init__(self, module: nn.Module, card: dict, path: Path | None = None):
+    def __init__(self, module: nn.Module, card: dict, path: Path | None = None, runner=None):
         self.module = module.eval()
+        self.runner = runner  # an OnnxRunner when the onnx backend is used
         self.card = card
         self.path = path
         self.classes: list[str] = card["classes"]
@@ -66,7 +72,9 @@ class Model:
         self._fast = None
 
     @classmethod
-    def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto") -> Model:
+    def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto",
+             backend: str = "auto") -> Model:
+        """Load a run directory. backend: torch, onnx (onnxruntime, CPU), or auto (onnx on CPU when installed)."""
         run_dir = Path(run_dir)
         card_path = run_dir / CARD_FILE
         if not card_path.is_file():
@@ -86,7 +94,16 @@ class Model:
         module = module.to(target)
         if target.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
-        return cls(module, card, run_dir)
+        if backend not in ("auto", "torch", "onnx"):
+            raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
+        runner = None
+        if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
+            runner = onnx_runner(module, card, run_dir, weights_path)
+        return cls(module, card, run_dir, runner)
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.runner is not None else "torch"
 
     @property
     def num_params(self) -> int:
@@ -113,6 +130,9 @@ class Model:
 
     def logits(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
         """uint8 batch (N, C, H, W) at the input size -> logits (N, classes)."""
+        if self.runner is not None:
+            batch = self.preprocessing.normalize(images)
+            return torch.from_numpy(self.runner.run(batch.numpy()))
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -136,6 +156,26 @@ class Model:
             ])
         probabilities = self.probabilities(batch)
         return [top_k(row, self.classes, k) for row in probabilities]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path):
+    """An onnxruntime session for these weights: the run's model.onnx when it was exported from them,
+    else a fresh export (saved into the run directory when it is writable)."""
+    digest = file_sha256(weights_path)
+    path = run_dir / ONNX_FILE
+    if path.is_file():
+        runner = OnnxRunner(path)
+        if runner.card and runner.card.get("weights_sha256") == digest:
+            return runner
+    if not os.access(run_dir, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
+    export_card = dict(card, weights_sha256=digest, weights_file=weights_path.name)
+    export_onnx(copy.deepcopy(module).float(), export_card, path)
+    return OnnxRunner(path)
 
 
 def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:

@@ -6,7 +6,8 @@ import csv
 import math
 import shutil
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,13 +137,16 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None]:
-    options = DataOptions(
+def data_options(config: TrainConfig) -> DataOptions:
+    return DataOptions(
         labels=config.labels, min_per_class=config.min_per_class, top_classes=config.top_classes,
         max_per_class=config.max_per_class, split_ratios=tuple(config.split_ratios),
         val_fraction=config.val_fraction, seed=config.seed,
     )
-    catalog = load_catalog(config.data, options)
+
+
+def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None]:
+    catalog = load_catalog(config.data, data_options(config))
     train_catalog = catalog.split("train") if catalog.has_split("train") else catalog
     val_catalog = catalog.split("val") if catalog.has_split("val") else None
     if config.limit:
@@ -158,12 +162,13 @@ def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None
 
 def train(config: TrainConfig | None = None, resume: bool = False, **overrides) -> TrainResult:
     """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields."""
-    config = make_config(**overrides) if config is None else config
+    if config is None:
+        saved = Path(overrides.get("out") or "") / "config.yaml"
+        if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
+            config = make_config(saved, **{k: v for k, v in overrides.items() if k != "data" or v})
+        else:
+            config = make_config(**overrides)
     out = Path(config.out)
-    if resume:
-        saved = out / "config.yaml"
-        config = make_config(saved, **{k: v for k, v in overrides.items() if k in ("epochs", "patience", "device")}) \
-            if saved.is_file() else config
     prepare_run_dir(out, resume)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -190,12 +195,18 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     augment = get_preset(config.augment)
 
     start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
-    failures: dict[str, str] = {}
+    failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
     if resume:
         state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if state.get("total_epochs") == config.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # the schedule was stretched or shortened: rebuild it and move it to where training stands
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(state["epoch"] * len(train_batches)):
+                    scheduler.step()
         start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
         best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
         torch.set_rng_state(state["rng"])
@@ -217,12 +228,14 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         "preprocessing": preprocessing.to_dict(),
         "num_params": count_parameters(module),
         "data": {
-            "spec": config.data, "labels": config.labels, "fingerprint": catalog.fingerprint(),
+            "spec": config.data, "source": catalog.source, "labels": config.labels,
+            "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
             "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
         },
         "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
                      "seed": config.seed},
+        "created": utc_now(),
         "catalens_version": __version__,
         "torch_version": torch.__version__,
     }
@@ -297,7 +310,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
             write_json(out / CARD_FILE, card)
             torch.save({
                 "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1, "best_epoch": best_epoch, "best_score": float(best_score),
+                "epoch": epoch + 1, "total_epochs": config.epochs, "best_epoch": best_epoch, "best_score": float(best_score),
                 "best_metrics": best_metrics, "stale": stale, "rng": torch.get_rng_state(),
             }, out / (CHECKPOINT_FILE + ".tmp"))
             (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)

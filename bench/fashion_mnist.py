@@ -1,0 +1,70 @@
+"""Fashion-MNIST accuracy within a wall-clock budget: the default model against the cnn3 baseline.
+
+Wall time counts the whole `catalens train` command (start-up and data loading included) plus
+`catalens evaluate` on the 10,000 test images. Targets (issue 2): default model >= 94.0 % test accuracy in
+<= 10 min on 2 CPU cores; with --labels fashion-mnist-groups every group's precision and recall >= 0.96.
+
+    python bench/fashion_mnist.py --model fastcnn --epochs 12 --baseline cnn3 --record
+    python bench/fashion_mnist.py --model fastcnn --epochs 12 --labels fashion-mnist-groups --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from common import FASHION, REPO, catalens, record
+
+
+def run(model: str, epochs: int, labels: str | None, out_root, extra: list[str]) -> dict:
+    out = out_root / f"{model}-{labels or 'classes'}-{epochs}ep"
+    shutil.rmtree(out, ignore_errors=True)
+    label_args = ["--labels", labels] if labels else []
+    train_s = catalens("train", "--data", FASHION, "--model", model, "--epochs", str(epochs), "--val-fraction", "0",
+                       *label_args, *extra, "--out", str(out))
+    eval_s = catalens("evaluate", str(out), "--data", FASHION, "--out", str(out / "eval"))
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    worst = min(min(row["precision"], row["recall"]) for row in metrics["per_class"].values())
+    return {"model": model, "epochs": epochs, "labels": labels or "10 classes", "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"], "worst_precision_or_recall": worst, "train_s": train_s,
+            "eval_s": eval_s, "wall_s": train_s + eval_s, "params": metrics["num_params"], "metrics": metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="fastcnn")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--baseline", default=None, help="also run this model (e.g. cnn3) in the same session")
+    parser.add_argument("--baseline-epochs", type=int, default=None)
+    parser.add_argument("--labels", default=None)
+    parser.add_argument("--record", action="store_true", help="append the rows to BENCHMARKS.md")
+    parser.add_argument("extra", nargs="*", help="extra arguments for catalens train")
+    args = parser.parse_args()
+    out_root = REPO / "bench" / "out"
+    results = [run(args.model, args.epochs, args.labels, out_root, args.extra)]
+    if args.baseline:
+        results.append(run(args.baseline, args.baseline_epochs or args.epochs, args.labels, out_root, args.extra))
+    print(f"\n| model | labels | epochs | params | test accuracy | macro F1 | worst class P/R | wall (train + eval) |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for r in results:
+        row = (f"{r['model']}, {r['labels']}, {r['epochs']} epochs, {r['params']:,} params: test accuracy "
+               f"**{r['accuracy']:.4f}**, macro F1 {r['macro_f1']:.4f}, worst class precision/recall "
+               f"{r['worst_precision_or_recall']:.4f}, wall {r['wall_s']:.0f} s (train {r['train_s']:.0f} s + "
+               f"eval {r['eval_s']:.0f} s)")
+        print(f"| {r['model']} | {r['labels']} | {r['epochs']} | {r['params']:,} | {r['accuracy']:.4f} | "
+              f"{r['macro_f1']:.4f} | {r['worst_precision_or_recall']:.4f} | {r['wall_s']:.0f} s |")
+        if args.labels:
+            per = ", ".join(f"{name} P {v['precision']:.3f} R {v['recall']:.3f}"
+                            for name, v in r["metrics"]["per_class"].items())
+            print("   per group:", per)
+            row += f"; per group: {per}"
+        rows.append(row)
+    if args.record:
+        record(rows, "python bench/fashion_mnist.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

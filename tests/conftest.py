@@ -1,0 +1,87 @@
+"""Shared fixtures: small real-format image folders the tests make themselves, and ../shared/data."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CATALENS_SHARED_DATA", REPO.parent / "shared" / "data"))
+os.environ.setdefault("CATALENS_NO_PROGRESS", "1")
+
+
+def shared(path: str) -> Path:
+    """A file under ../shared/data; missing data fails under CI=true and skips elsewhere."""
+    full = SHARED_DATA / path
+    if not full.exists():
+        message = f"shared data {full} is missing (set CATALENS_SHARED_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return full
+
+
+def pattern(kind: str, size: int = 40, seed: int = 0) -> np.ndarray:
+    """A learnable synthetic RGB image: horizontal stripes, vertical stripes or a blob, with noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    period = rng.integers(6, 10)
+    if kind == "stripes_h":
+        base = (y // (period // 2)) % 2
+    elif kind == "stripes_v":
+        base = (x // (period // 2)) % 2
+    else:
+        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+        base = ((y - cy) ** 2 + (x - cx) ** 2 < (size // 4) ** 2).astype(int)
+    image = base[..., None] * rng.integers(120, 255, 3) + rng.normal(0, 12, (size, size, 3))
+    return image.clip(0, 255).astype(np.uint8)
+
+
+CLASSES = ("stripes_h", "stripes_v", "blob")
+
+
+def make_folder(root: Path, per_class: int = 30, size: int = 40, split_layout: bool = False) -> Path:
+    """A class-per-subfolder tree of JPEGs and PNGs (optionally under train/ and validation/)."""
+    for c, name in enumerate(CLASSES):
+        for i in range(per_class):
+            split = ("validation" if i % 5 == 0 else "train") if split_layout else ""
+            folder = root / split / name / ("sub" if i % 3 == 0 else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(pattern(name, size, seed=c * 1000 + i))
+            image.save(folder / f"{name}_{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "shop")
+
+
+def jpeg_bytes(array: np.ndarray, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def add_bad_files(folder: Path) -> dict[str, str]:
+    """Zero-byte, not-an-image and truncated files inside a class folder; returns name -> expected reason."""
+    target = folder / CLASSES[0]
+    (target / "empty.jpg").write_bytes(b"")
+    (target / "notes.jpg").write_text("this is not an image")
+    (target / "truncated.jpg").write_bytes(jpeg_bytes(pattern("blob", 64))[:300])
+    return {"empty.jpg": "zero-byte", "notes.jpg": "not an image", "truncated.jpg": "truncated"}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `catalens` command for real."""
+    executable = Path(sys.executable).parent / "catalens"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "catalens.cli"]
+    return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "CATALENS_NO_PROGRESS": "1"})

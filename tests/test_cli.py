@@ -1,0 +1,83 @@
+"""The real `catalens` command: contract forms, JSON keys, one-line errors with no traceback."""
+
+import json
+
+import pytest
+
+from conftest import add_bad_files, make_folder, run_cli
+
+
+def assert_one_line_error(result, fragment: str):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert fragment in lines[0]
+
+
+def test_catalog_stats_json(tmp_path):
+    data = make_folder(tmp_path / "shop", per_class=5)
+    add_bad_files(data)
+    result = run_cli("catalog", "stats", str(data), "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["items"] == 15 and stats["products"] == 15 and stats["classes"] == 3
+    assert stats["per_class"] == {"blob": 5, "stripes_h": 5, "stripes_v": 5}
+    assert stats["imbalance_ratio"] == 1.0
+    assert sorted(p["ref"].rsplit("/", 1)[-1] for p in stats["problems"]) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert all(set(p) == {"ref", "reason"} for p in stats["problems"])
+
+
+def test_catalog_stats_table(tmp_path):
+    result = run_cli("catalog", "stats", str(make_folder(tmp_path / "shop", per_class=2)))
+    assert result.returncode == 0 and "imbalance ratio" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["catalog", "stats", "/no/such/folder"], "does not exist"),
+    (["train", "--data", "DATA", "--model", "nonet", "--out", "OUT"], "unknown model 'nonet'"),
+    (["train", "--data", "DATA", "--model", "timm:not_a_net", "--out", "OUT"], "timm has no architecture"),
+    (["train", "--data", "DATA", "--labels", "MAP", "--out", "OUT"], "unknown class 'Dress'"),
+    (["train", "--data", "EMPTY", "--out", "OUT"], "no images found"),
+    (["evaluate", "OUT", "--data", "DATA"], "no model at"),
+    (["predict", "OUT", "x.jpg"], "no model at"),
+    (["train", "--data", "DATA", "--augment", "wild", "--out", "OUT"], "unknown augmentation preset"),
+])
+def test_bad_input_gives_one_line_error(tmp_path, args, fragment):
+    data = make_folder(tmp_path / "shop", per_class=3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "map.yaml").write_text("clothes: [Dress, blob]\n")
+    replace = {"DATA": str(data), "OUT": str(tmp_path / "run"), "EMPTY": str(tmp_path / "empty"),
+               "MAP": str(tmp_path / "map.yaml")}
+    result = run_cli(*[replace.get(arg, arg) for arg in args])
+    assert_one_line_error(result, fragment)
+
+
+def test_train_evaluate_predict_contract_forms(tmp_path):
+    data = make_folder(tmp_path / "shop", per_class=12)
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", str(data), "--model", "cnn3", "--epochs", "1", "--limit", "24",
+                     "--input-size", "32", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["data"]["train_items"] == 24
+    result = run_cli("evaluate", str(run), "--data", str(data), "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["split"] == "all" and metrics["items"] == 36
+    result = run_cli("predict", str(run), str(data / "blob"), "--top-k", "2", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 12 and all(len(line["top_k"]) == 2 for line in lines)
+    # re-running from the saved config reproduces the same data selection
+    result = run_cli("train", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again"))
+    assert result.returncode == 0, result.stderr
+    again = json.loads((tmp_path / "again" / "model_card.json").read_text())
+    assert again["data"]["fingerprint"] == card["data"]["fingerprint"]
+
+
+def test_help_teaches():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for option in ("--data", "--model", "--labels", "--epochs", "--limit", "--out", "--resume", "--augment"):
+        assert option in result.stdout

@@ -1,0 +1,69 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catalens.images import check_image, load_image
+from conftest import jpeg_bytes, pattern
+
+
+def save(image: Image.Image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("extension,mode", [
+    ("png", "RGB"), ("png", "L"), ("png", "P"), ("png", "RGBA"), ("png", "LA"), ("png", "I;16"),
+    ("jpg", "CMYK"), ("jpg", "L"), ("webp", "RGB"), ("bmp", "RGB"), ("tiff", "RGB"), ("tiff", "I;16"),
+    ("gif", "P"),
+])
+def test_every_common_format_and_mode_decodes_to_rgb(tmp_path, extension, mode):
+    base = Image.fromarray(pattern("blob", 32))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+        assert image.mode.startswith("I")
+    else:
+        image = base.convert(mode)
+    path = save(image, tmp_path / f"x.{extension}")
+    decoded = load_image(path)
+    assert decoded.mode == "RGB" and decoded.size == (32, 32)
+    if mode == "I;16":  # 16-bit is scaled to 8-bit, not clipped to white
+        assert 0 < np.asarray(decoded).mean() < 250
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    transparent = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    decoded = load_image(save(transparent, tmp_path / "t.png"))
+    assert np.asarray(decoded)[0, 0].tolist() == [255, 255, 255]
+
+
+def test_gif_first_frame(tmp_path):
+    frames = [Image.new("P", (10, 10), color) for color in (1, 2)]
+    frames[0].putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    frames[1].putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert np.asarray(load_image(path))[0, 0].tolist() == [255, 0, 0]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.fromarray(pattern("blob", 20)).resize((40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif.tobytes())
+    assert load_image(path).size == (20, 40)
+
+
+def test_bad_files_are_reported_with_a_reason(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "cut.jpg").write_bytes(jpeg_bytes(pattern("blob", 64))[:300])
+    (tmp_path / "good.jpg").write_bytes(jpeg_bytes(pattern("blob", 64)))
+    assert check_image(tmp_path / "empty.jpg") == "zero-byte file"
+    assert "not an image" in check_image(tmp_path / "text.jpg")
+    assert "truncated" in check_image(tmp_path / "cut.jpg")
+    assert check_image(tmp_path / "good.jpg") is None
+    with pytest.raises(OSError):
+        load_image(io.BytesIO(b"not an image"))

@@ -1,0 +1,110 @@
+"""End to end on generated image folders: train, resume, evaluate, predict, bad files."""
+
+import csv
+import json
+
+import pytest
+
+import catalens
+from catalens import CatalensError
+from catalens.run import Model
+from conftest import CLASSES, add_bad_files, make_folder
+
+METRIC_KEYS = {"accuracy", "top_k_accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "classes",
+               "num_params", "model_size_mb", "latency_ms_batch1", "throughput_images_per_s"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A cnn3 trained on a folder of generated images that also holds three unreadable files."""
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_folder(root / "shop", per_class=40)
+    add_bad_files(data)
+    result = catalens.train(data=str(data), model="cnn3", out=str(root / "run"), epochs=6, input_size=32,
+                            batch_size=16, lr=0.02, augment="none", workers=0, seed=1)
+    return data, result
+
+
+def test_run_directory_contents(trained):
+    _, result = trained
+    run = result.run_dir
+    for name in ("config.yaml", "model.safetensors", "last.safetensors", "model_card.json", "history.csv",
+                 "training_curves.png", "checkpoint.pt", "problems.csv"):
+        assert (run / name).is_file(), name
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["architecture"] == "cnn3" and card["classes"] == sorted(CLASSES)
+    assert card["preprocessing"]["input_size"] == [32, 32] and card["preprocessing"]["channels"] == 3
+    assert len(card["data"]["fingerprint"]) == 16
+    with (run / "history.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_unreadable_images_are_warned_counted_and_listed(trained):
+    _, result = trained
+    with (result.run_dir / "problems.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    names = sorted(row["ref"].rsplit("/", 1)[-1] for row in rows)
+    # the zero-byte file is found while listing the folder, the other two when decoding
+    assert names == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert all(row["reason"] for row in rows)
+
+
+def test_learns_the_generated_patterns(trained):
+    _, result = trained
+    assert result.metrics["accuracy"] >= 0.8
+
+
+def test_evaluate_writes_full_report(trained, tmp_path):
+    data, result = trained
+    metrics = catalens.evaluate(result.run_dir, data=str(data), out=tmp_path / "eval", split="val")
+    assert METRIC_KEYS <= set(metrics)
+    assert set(metrics["per_class"]) == set(CLASSES)
+    for row in metrics["per_class"].values():
+        assert set(row) == {"precision", "recall", "f1", "npv", "support"}
+    assert sum(sum(r) for r in metrics["confusion_matrix"]) == metrics["items"]
+    assert metrics["top_k_accuracy"]["3"] == 1.0  # three classes: the truth is always in the top 3
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["accuracy"] == metrics["accuracy"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "confusion_matrix.png" in report and "NPV" in report
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 1000
+
+
+def test_predict_files_and_folders(trained, tmp_path):
+    data, result = trained
+    out = tmp_path / "pred.jsonl"
+    summary = catalens.predict(result.run_dir, [str(data / "blob")], k=2, output_format="jsonl", out=out)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["predicted"] == 40 and len(lines) == 40
+    assert all(len(line["top_k"]) == 2 for line in lines)
+    assert sum(line["label"] == "blob" for line in lines) >= 32
+    model = Model.load(result.run_dir)
+    top = model.predict([next((data / "stripes_v").rglob("*.png"))], k=3)[0]
+    assert [label for label, _ in top][0] == "stripes_v" and abs(sum(p for _, p in top) - 1) < 1e-4
+    csv_out = tmp_path / "pred.csv"
+    summary = catalens.predict(result.run_dir, [str(data / "stripes_h")], output_format="csv", out=csv_out)
+    rows = list(csv.DictReader(csv_out.open()))
+    assert summary["failed"] == 3 and sum(1 for row in rows if row["error"]) == 3
+
+
+def test_resume_continues_an_interrupted_run(tmp_path):
+    data = make_folder(tmp_path / "shop", per_class=10)
+    out = tmp_path / "run"
+    catalens.train(data=str(data), model="cnn3", out=str(out), epochs=1, input_size=32, workers=0)
+    first = (out / "history.csv").read_text().splitlines()
+    # a second run into the same directory is refused; --resume with more epochs continues it
+    with pytest.raises(CatalensError, match="already exists"):
+        catalens.train(data=str(data), model="cnn3", out=str(out), epochs=1, input_size=32, workers=0)
+    config = catalens.config.make_config(out / "config.yaml", epochs=3)
+    catalens.train(config, resume=True)
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[:2] == first and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
+
+
+def test_model_that_does_not_match_the_data(trained, tmp_path):
+    _, result = trained
+    other = make_folder(tmp_path / "other", per_class=3)
+    (other / "blob").rename(other / "hats")
+    with pytest.raises(CatalensError, match="does not match the data"):
+        catalens.evaluate(result.run_dir, data=str(other), out=tmp_path / "e")
