@@ -3,7 +3,7 @@ device, so in-memory data trains at array speed. Each preset is a small named cl
 reference presets.
 
 none      nothing
-light     horizontal flip (p=0.5) and a random shift of up to 1/8 of the side
+light     horizontal flip (p=0.5) and a random shift of up to 1/14 of the side (2 px at 28x28)
 shopee    random grayscale, horizontal flip, vertical flip (each p=0.5), as in the Shopee write-up
 standard  random-resized-crop (scale 0.35-1, aspect 3/4-4/3), horizontal flip, colour jitter
 """
@@ -92,10 +92,10 @@ class Preset:
 
 class Light(Preset):
     name = "light"
-    description = "horizontal flip, random shift up to 1/8 of the side"
+    description = "horizontal flip, random shift up to 1/14 of the side"
 
     def __call__(self, batch):
-        return random_shift(flip(batch, 0.5, 3), 0.125)
+        return random_shift(flip(batch, 0.5, 3), 1 / 14)
 
 
 class Shopee(Preset):

@@ -88,7 +88,12 @@ class ArrayBatches:
         self.size = tuple(preprocessing.input_size)
         self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
         self.weights = balanced_weights(catalog.labels) if balanced else None
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the order of every epoch depend only on (seed, epoch), so a resumed run sees the same batches."""
+        self.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -122,12 +127,16 @@ class FileBatches:
             sampler = torch.utils.data.WeightedRandomSampler(
                 balanced_weights(catalog.labels), len(dataset), replacement=True, generator=generator
             )
+        self.seed, self.generator = seed, generator
         workers = default_workers() if workers is None else workers
         self.loader = DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             num_workers=workers, collate_fn=collate, generator=generator,
             persistent_workers=False, prefetch_factor=4 if workers else None,
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)

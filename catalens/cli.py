@@ -15,7 +15,7 @@ from .errors import CatalensError
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
     "DATA is a folder (one subfolder per class, optionally train/ val/ test/) or fashion-mnist[:DIR].",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
 )
 catalog_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
@@ -27,7 +27,7 @@ LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in n
 @app.command()
 def train(
     data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name: cnn3, fastcnn (default) or timm:<name>."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name: fastcnn (default), fastcnn_dense, cnn3 or timm:<name> (see catalens models)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory to write (must be new unless --resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (e.g. a run's config.yaml); "
                                           "options given here override it."),
@@ -38,7 +38,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: 256]"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (momentum, nesterov) or adamw."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 0.1 sgd, 2e-3 adamw, at batch 256]."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 5e-4]"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 5e-5]"),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="onecycle (default) or cosine (warm-up + cosine)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="[default: 0.1]"),
     augment: Optional[str] = typer.Option(None, "--augment", help="Preset: none, light (default), shopee, standard."),

@@ -32,7 +32,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
     lr: float | None = None  # peak learning rate; default 0.1 for sgd, 2e-3 for adamw (at batch 256)
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-5
     schedule: str = "onecycle"  # onecycle | cosine (linear warm-up, then cosine)
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1

@@ -6,6 +6,8 @@ a grid of misclassified examples, and prints a table.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from .splits import ensure_splits
 from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
 from .progress import console, info, warn
-from .run import WEIGHTS_FILE, Model, write_json
+from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 
 
 def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None]:
@@ -182,10 +184,25 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         out / "misclassified.png",
     )
     write_json(out / "metrics.json", metrics)
+    record_in_card(model, metrics)
     (out / "report.md").write_text(render_report(metrics, grid is not None))
     print_summary(metrics)
     info(f"report: {out / 'report.md'}")
     return metrics
+
+
+def record_in_card(model: Model, metrics: dict) -> None:
+    """Keep the headline numbers of each evaluation in the run's model card (when it is writable)."""
+    path = Path(model.path) / CARD_FILE
+    if not os.access(path, os.W_OK):
+        return
+    card = json.loads(path.read_text())
+    key = f"{metrics['data']} [{metrics['split']}]" + (f" labels={metrics['labels']}" if metrics["labels"] else "")
+    card.setdefault("evaluations", {})[key] = {
+        name: metrics[name] for name in ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy", "items",
+                                         "latency_ms_batch1", "throughput_images_per_s")
+    }
+    write_json(path, card)
 
 
 def make_sample(model: Model, catalog: Catalog, result: Predictions):

@@ -250,6 +250,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     try:
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.time()
+            train_batches.set_epoch(epoch)
             module.train()
             seen, correct, loss_sum = 0, 0, 0.0
             with make_progress(*extra) as bar:

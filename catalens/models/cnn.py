@@ -27,7 +27,7 @@ def cnn3(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Module:
     )
 
 
-def four_stage_cnn(num_classes: int, in_chans: int, widths: tuple[int, int, int, int]) -> nn.Module:
+def four_stage_cnn(num_classes: int, in_chans: int, widths: tuple[int, int, int, int], dense: int = 0) -> nn.Module:
     """Conv-BN-ReLU at full size, then three max-pool + conv-BN-ReLU stages (1/2, 1/4, 1/8 size), global max-pool.
     The widest layers work on the smallest maps, so compute stays low, and the global pool makes any
     input size work."""
@@ -37,16 +37,21 @@ def four_stage_cnn(num_classes: int, in_chans: int, widths: tuple[int, int, int,
         *conv_bn_relu(a, b), nn.MaxPool2d(2),
         *conv_bn_relu(b, c), nn.MaxPool2d(2),
         *conv_bn_relu(c, d),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(d, num_classes),
+        *(
+            [nn.AdaptiveMaxPool2d(3), nn.Flatten(), nn.Linear(9 * d, dense), nn.ReLU(inplace=True),
+             nn.Linear(dense, num_classes)]
+            if dense else [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)]
+        ),
     )
 
 
-@register_model("fastcnn", "default for small grayscale images: 4 conv-BN-ReLU stages (32-64-128-256), "
-                "max-pooling, global max-pool head; about 10 M multiply-adds at 28x28")
+@register_model("fastcnn", "default for small grayscale images: 4 conv-BN-ReLU stages (24-48-96-192) with "
+                "max-pooling and a global max-pool head; about 5.7 M multiply-adds at 28x28")
 def fastcnn(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Module:
-    return four_stage_cnn(num_classes, in_chans, (32, 64, 128, 256))
-
-
-@register_model("fastcnn_small", "fastcnn at 3/4 width (24-48-96-192): half the compute, for speed")
-def fastcnn_small(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Module:
     return four_stage_cnn(num_classes, in_chans, (24, 48, 96, 192))
+
+
+@register_model("fastcnn_dense", "fastcnn with a dense head over the 3x3 map (keeps where features are): "
+                "more accurate, about 25 % slower")
+def fastcnn_dense(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Module:
+    return four_stage_cnn(num_classes, in_chans, (24, 48, 96, 192), dense=256)
