@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def main() -> None:
                         f"model-only {metrics['throughput_images_per_s']:,.0f} images/s at batch "
                         f"{metrics['throughput_batch_size']}")
     if args.record:
-        record(rows, "python bench/eval_throughput.py " + " ".join(sys.argv[1:]))
+        record(rows, "python bench/eval_throughput.py " + shlex.join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

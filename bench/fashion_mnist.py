@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 
@@ -66,7 +67,7 @@ def main() -> None:
             row += f"; per group: {per}"
         rows.append(row)
     if args.record:
-        record(rows, "python bench/fashion_mnist.py " + " ".join(sys.argv[1:]))
+        record(rows, "python bench/fashion_mnist.py " + shlex.join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -106,9 +106,10 @@ class ArrayBatches:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
+        in_order = not (self.balanced or self.shuffle)
         for start in range(0, n, self.batch_size):
             rows = order[start:start + self.batch_size]
-            images = self.images[rows]
+            images = self.images[start:start + self.batch_size] if in_order else self.images[rows]
             if tuple(images.shape[-2:]) != self.size:
                 images = F.interpolate(images.float(), size=self.size, mode="bilinear", antialias=True,
                                        align_corners=False).round().clamp(0, 255).to(torch.uint8)

@@ -93,7 +93,7 @@ def evaluate(
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP + " Default: the one used in training."),
     split: Optional[str] = typer.Option(None, "--split", help="test, val, train or all [default: test if the data "
                                         "has one, else all]."),
-    batch_size: int = typer.Option(512, "--batch-size"),
+    batch_size: int = typer.Option(256, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
 ):
@@ -141,13 +141,15 @@ def catalog_stats(
     min_per_class: int = typer.Option(0, "--min-per-class"),
     top_classes: Optional[int] = typer.Option(None, "--top-classes"),
     max_per_class: Optional[int] = typer.Option(None, "--max-per-class"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image to find unreadable ones "
+                                "(--no-verify only lists files: much faster on huge folders)."),
 ):
     """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded)."""
     from .data import DataOptions
     from .stats import catalog_stats as compute, print_stats
 
     stats = compute(data, DataOptions(labels=labels, min_per_class=min_per_class, top_classes=top_classes,
-                                      max_per_class=max_per_class))
+                                      max_per_class=max_per_class), verify=verify)
     if as_json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:

@@ -133,12 +133,16 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
 
 
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
-             split: str | None = None, batch_size: int = 512, workers: int | None = None,
+             split: str | None = None, batch_size: int = 256, workers: int | None = None,
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto") -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`."""
     model = Model.load(model_dir, weights=weights, backend=backend)
     catalog, labels = evaluation_catalog(model, data, labels)
     catalog, split_name = choose_split(catalog, split)
+    seen = int((catalog.table["split"] == "train").sum())
+    if split_name == "all" and seen and catalog.source == model.card.get("data", {}).get("source"):
+        warn(f"evaluating on every item, including {seen:,} images the model was trained on; "
+             "pass --split val (or test) for a held-out score")
     if not len(catalog):
         raise CatalensError(f"no items to evaluate in {data} ({split_name} split)")
     truth_all = align_classes(catalog, model)

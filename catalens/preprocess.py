@@ -58,6 +58,20 @@ class Preprocessing:
         return (batch - mean) / std
 
 
+def normalize_numpy(batch: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """The same as Preprocessing.normalize for a uint8 numpy batch, without torch: on the onnxruntime path this
+    keeps torch's worker threads from competing with onnxruntime's for the same cores."""
+    channels = batch.shape[1]
+    scale = (1.0 / (255.0 * np.asarray(preprocessing.std, np.float32))).reshape(1, channels, 1, 1)
+    shift = (np.asarray(preprocessing.mean, np.float32) / np.asarray(preprocessing.std, np.float32))
+    return batch.astype(np.float32) * scale - shift.reshape(1, channels, 1, 1)
+
+
+def softmax_numpy(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def array_mean_std(arrays: np.ndarray, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images (N, H, W[, C]) scaled to [0, 1], from up to 10,000 images."""
     sample = arrays[:: max(1, len(arrays) // 10_000)].astype(np.float32) / 255

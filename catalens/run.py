@@ -25,7 +25,7 @@ from torch import nn
 from .errors import CatalensError
 from .models import create_model
 from .onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
-from .preprocess import Preprocessing
+from .preprocess import Preprocessing, normalize_numpy, softmax_numpy
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -97,8 +97,15 @@ class Model:
         if backend not in ("auto", "torch", "onnx"):
             raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         runner = None
-        if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
+        if backend == "onnx":
             runner = onnx_runner(module, card, run_dir, weights_path)
+        elif backend == "auto" and target.type == "cpu" and onnx_available():
+            try:
+                runner = onnx_runner(module, card, run_dir, weights_path)
+            except Exception as error:  # noqa: BLE001 - an export failure only costs speed in auto mode
+                from .progress import warn
+
+                warn(f"ONNX export failed ({str(error).splitlines()[0][:120]}); using PyTorch")
         return cls(module, card, run_dir, runner)
 
     @property
@@ -131,8 +138,7 @@ class Model:
     def logits(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
         """uint8 batch (N, C, H, W) at the input size -> logits (N, classes)."""
         if self.runner is not None:
-            batch = self.preprocessing.normalize(images)
-            return torch.from_numpy(self.runner.run(batch.numpy()))
+            return torch.from_numpy(self.runner.run(normalize_numpy(images.numpy(), self.preprocessing)))
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -141,6 +147,8 @@ class Model:
             return module(batch).float()
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        if self.runner is not None:
+            return softmax_numpy(self.runner.run(normalize_numpy(images.numpy(), self.preprocessing)))
         return self.logits(images).softmax(dim=1).cpu().numpy()
 
     def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:

@@ -8,9 +8,9 @@ from .data import DataOptions, load_catalog
 from .progress import console
 
 
-def catalog_stats(data: str, options: DataOptions | None = None) -> dict:
-    """Items, products, classes, images per class, imbalance ratio and problems (every image decoded)."""
-    catalog = load_catalog(data, options or DataOptions(), verify=True, split=False)
+def catalog_stats(data: str, options: DataOptions | None = None, verify: bool = True) -> dict:
+    """Items, products, classes, images per class, imbalance ratio and problems (`verify`: decode every image)."""
+    catalog = load_catalog(data, options or DataOptions(), verify=verify, split=False)
     return catalog.stats()
 
 

@@ -53,3 +53,12 @@ def test_predict_on_a_data_spec(fashion, tmp_path):
     summary = catalens.predict(run, [fashion], k=3, out=out, split="test")
     assert summary["predicted"] == 10_000
     assert len(out.read_text().splitlines()) == 10_001
+
+
+def test_demo_command(fashion, tmp_path):
+    result = run_cli("demo", "--epochs", "1", "--data", fashion, "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo" / "eval" / "report.md").is_file()
+    assert "report.md" in result.stderr
+    metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["accuracy"] >= 0.8

@@ -14,7 +14,7 @@ from .idx import open_idx
 # prefix -> opener(rest_of_spec, **options); the folder source is the fallback for plain paths.
 SOURCES: dict[str, Callable[..., Catalog]] = {
     "fashion-mnist": lambda rest, **_: open_idx("fashion-mnist", rest or None),
-    "mnist": lambda rest, **_: open_idx("mnist", rest or None),
+    "mnist": lambda rest, **_: open_idx("mnist", rest or None),  # needs mnist:DIR (no download)
 }
 
 
@@ -31,8 +31,6 @@ def register_source(prefix: str):
 def open_source(spec: str, verify: bool = False) -> Catalog:
     """Open a data spec as a raw Catalog (no mapping, filtering or splitting)."""
     prefix, _, rest = str(spec).partition(":")
-    if prefix in SOURCES and (rest or prefix == "fashion-mnist"):
+    if prefix in SOURCES:
         return SOURCES[prefix](rest, verify=verify)
-    if prefix == "fashion-mnist" and not rest:
-        return SOURCES[prefix]("", verify=verify)
     return open_folder(spec, verify=verify)

@@ -123,6 +123,8 @@ def download_fashion_mnist(target: Path) -> None:
 
 
 def locate(spec_dir: str | None, dataset: str) -> Path:
+    if dataset != "fashion-mnist" and not spec_dir:
+        raise CatalensError(f"{dataset} needs the folder of its IDX files: {dataset}:DIR")
     searched = candidate_dirs(spec_dir)
     for folder in searched:
         if has_dataset(folder):
