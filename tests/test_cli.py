@@ -64,7 +64,8 @@ def test_train_evaluate_predict_contract_forms(tmp_path):
     result = run_cli("evaluate", str(run), "--data", str(data), "--out", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["split"] == "all" and metrics["items"] == 36
+    # the same data the model was trained on: its seeded 80/10/10 split is reproduced and test is held out
+    assert metrics["split"] == "test" and 3 <= metrics["items"] <= 6
     result = run_cli("predict", str(run), str(data / "blob"), "--top-k", "2", "--format", "jsonl")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
