@@ -36,7 +36,8 @@ def main() -> None:
                     f"{metrics['latency_ms_batch1']:.2f} | {metrics['throughput_images_per_s']:,.0f}")
             print(f"| {line} |")
             rows.append(f"{metrics['architecture']}, {backend} backend: evaluate pipeline "
-                        f"**{metrics['evaluation_images_per_s']:,.0f} images/s** over {metrics['items']:,} test images; "
+                        f"**{metrics['evaluation_images_per_s']:,.0f} images/s** over {metrics['items']:,} "
+                        "test images; "
                         f"whole command {wall:.1f} s; latency {metrics['latency_ms_batch1']:.2f} ms at batch 1; "
                         f"model-only {metrics['throughput_images_per_s']:,.0f} images/s at batch "
                         f"{metrics['throughput_batch_size']}")

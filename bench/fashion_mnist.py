@@ -50,7 +50,7 @@ def main() -> None:
     if args.baseline:
         results.append(run(args.baseline, args.baseline_epochs or args.epochs, args.labels, out_root,
                            args.extra + args.baseline_args.split()))
-    print(f"\n| model | labels | epochs | params | test accuracy | macro F1 | worst class P/R | wall (train + eval) |")
+    print("\n| model | labels | epochs | params | test accuracy | macro F1 | worst class P/R | wall (train + eval) |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for r in results:

@@ -1,7 +1,7 @@
 """catalens: classify e-commerce product images.
 
     import catalens
-    result = catalens.train(data="fashion-mnist", model="fastcnn", out="runs/fm", epochs=12)
+    result = catalens.train(data="fashion-mnist", model="fastcnn", out="runs/fm", epochs=15)
     metrics = catalens.evaluate("runs/fm", data="fashion-mnist", out="runs/fm/eval")
     model = catalens.Model.load("runs/fm")
     model.predict(["shoe.jpg"], k=3)   # [[("Sneaker", 0.93), ("Sandal", 0.05), ...]]

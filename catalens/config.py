@@ -27,7 +27,7 @@ class TrainConfig:
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size
     # optimisation
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
     lr: float | None = None  # peak learning rate; default 0.1 for sgd, 2e-3 for adamw (at batch 256)

@@ -32,5 +32,6 @@ def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = F
         catalog, options.min_per_class, options.top_classes, options.max_per_class, seed=options.seed
     )
     if split:
-        catalog = ensure_splits(catalog, tuple(options.split_ratios), seed=options.seed, val_fraction=options.val_fraction)
+        catalog = ensure_splits(catalog, tuple(options.split_ratios), seed=options.seed,
+                                val_fraction=options.val_fraction)
     return catalog

@@ -20,11 +20,11 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .catalog import Catalog
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
-from .splits import ensure_splits
 from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
 from .progress import console, info, warn
 from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
+from .splits import ensure_splits
 
 
 def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None]:
@@ -232,7 +232,8 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"| macro F1 | {metrics['macro_f1']:.4f} |", f"| weighted F1 | {metrics['weighted_f1']:.4f} |",
         f"| parameters | {metrics['num_params']:,} |", f"| model size | {metrics['model_size_mb']:.2f} MB |",
         f"| latency (batch 1) | {metrics['latency_ms_batch1']:.2f} ms/image |",
-        f"| throughput (batch {metrics['throughput_batch_size']}) | {metrics['throughput_images_per_s']:,.0f} images/s |",
+        f"| throughput (batch {metrics['throughput_batch_size']}) | "
+        f"{metrics['throughput_images_per_s']:,.0f} images/s |",
         f"| evaluation end to end | {metrics['evaluation_images_per_s']:,.0f} images/s "
         f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['backend']}, "
         f"{metrics['torch_threads']} threads) |",

@@ -59,7 +59,8 @@ def assign_splits(
     return result, notes
 
 
-def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0, val_fraction: float | None = None) -> Catalog:
+def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
+                  val_fraction: float | None = None) -> Catalog:
     """Give an unsplit catalog train/val/test splits; carve a validation split from `train` when missing.
 
     `val_fraction` is the share of train products moved to val when the data has no val split

@@ -29,8 +29,16 @@ from .models import create_model, default_input_size
 from .plots import plot_history
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from .progress import info, make_progress, warn
-from .run import (CARD_FILE, CARD_FORMAT, LAST_WEIGHTS_FILE, WEIGHTS_FILE, count_parameters, pick_device,
-                  save_weights, write_json)
+from .run import (
+    CARD_FILE,
+    CARD_FORMAT,
+    LAST_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    count_parameters,
+    pick_device,
+    save_weights,
+    write_json,
+)
 from .splits import stratified_sample
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -311,7 +319,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
             write_json(out / CARD_FILE, card)
             torch.save({
                 "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1, "total_epochs": config.epochs, "best_epoch": best_epoch, "best_score": float(best_score),
+                "epoch": epoch + 1, "total_epochs": config.epochs, "best_epoch": best_epoch,
+                "best_score": float(best_score),
                 "best_metrics": best_metrics, "stale": stale, "rng": torch.get_rng_state(),
             }, out / (CHECKPOINT_FILE + ".tmp"))
             (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)

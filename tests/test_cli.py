@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import add_bad_files, make_folder, run_cli
 
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import run_cli, shared
 
 from catalens.sources import open_source
-from conftest import run_cli, shared
 
 pytestmark = pytest.mark.integration
 

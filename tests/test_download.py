@@ -5,10 +5,10 @@ import http.server
 import threading
 
 import pytest
+from conftest import shared
 
 from catalens import CatalensError
 from catalens.sources import idx, open_source
-from conftest import shared
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import run_cli, shared
 
 import catalens
-from conftest import run_cli, shared
 
 pytestmark = pytest.mark.integration
 

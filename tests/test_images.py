@@ -2,10 +2,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import jpeg_bytes, pattern
 from PIL import Image
 
 from catalens.images import check_image, load_image
-from conftest import jpeg_bytes, pattern
 
 
 def save(image: Image.Image, path, **kwargs):

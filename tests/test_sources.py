@@ -2,11 +2,11 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import CLASSES, add_bad_files, make_folder, shared
 
 from catalens import CatalensError
 from catalens.sources import open_source
 from catalens.sources.idx import open_idx
-from conftest import CLASSES, add_bad_files, make_folder, shared
 
 
 def test_folder_source_recursive_with_classes(image_folder):

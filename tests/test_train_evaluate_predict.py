@@ -4,11 +4,11 @@ import csv
 import json
 
 import pytest
+from conftest import CLASSES, add_bad_files, make_folder
 
 import catalens
 from catalens import CatalensError
 from catalens.run import Model
-from conftest import CLASSES, add_bad_files, make_folder
 
 METRIC_KEYS = {"accuracy", "top_k_accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "classes",
                "num_params", "model_size_mb", "latency_ms_batch1", "throughput_images_per_s"}

@@ -159,7 +159,8 @@ def open_idx(dataset: str, spec_dir: str | None = None, verify_checksums: bool =
             raise CatalensError(f"{folder}: expected 3-d images and 1-d labels, got {images.shape} and {targets.shape}")
         if len(images) != len(targets):
             raise CatalensError(
-                f"{folder}: {split} has {len(images)} images but {len(targets)} labels; the files do not belong together"
+                f"{folder}: {split} has {len(images)} images but {len(targets)} labels; "
+                "the files do not belong together"
             )
         arrays.append(images)
         labels.append(targets)
