@@ -218,6 +218,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
         best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
         torch.set_rng_state(state["rng"])
+        trim_history(out / "history.csv", start_epoch)
         info(f"resuming {out} after epoch {start_epoch}")
     else:
         config.save(out / "config.yaml")
@@ -339,6 +340,18 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     if not interrupted:
         info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
     return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+def trim_history(path: Path, last_epoch: int) -> None:
+    """Drop history rows written after the checkpoint a run resumes from (a kill can fall between the two)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= last_epoch]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
 
 
 def write_problems(path: Path, failures: dict[str, str]) -> None:

@@ -108,3 +108,41 @@ def test_model_that_does_not_match_the_data(trained, tmp_path):
     (other / "blob").rename(other / "hats")
     with pytest.raises(CatalensError, match="does not match the data"):
         catalens.evaluate(result.run_dir, data=str(other), out=tmp_path / "e")
+
+
+def test_resume_after_kill_9(tmp_path):
+    """A run killed with SIGKILL mid-training continues from its last finished epoch, without duplicate epochs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data = make_folder(tmp_path / "shop", per_class=40)
+    out = tmp_path / "run"
+    executable = Path(sys.executable).parent / "catalens"
+    args = [str(executable), "train", "--data", str(data), "--model", "cnn3", "--epochs", "40", "--input-size", "32",
+            "--batch-size", "8", "--workers", "0", "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "checkpoint.pt").exists() and len((out / "history.csv").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = torch_load_epoch(out / "checkpoint.pt")
+    assert 2 <= done < 40
+    result = subprocess.run([str(executable), "train", "--out", str(out), "--resume", "--epochs", str(done + 2)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    epochs = [int(line.split(",")[0]) for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == list(range(1, done + 3))
+    assert Model.load(out, backend="torch").predict([next((data / "blob").rglob("*.jpg"))], k=1)
+
+
+def torch_load_epoch(path) -> int:
+    import torch
+
+    return torch.load(path, weights_only=True)["epoch"]
