@@ -6,6 +6,16 @@ import pytest
 from conftest import add_bad_files, make_folder, run_cli
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    import catalens
+
+    root = tmp_path_factory.mktemp("cli-run")
+    data = make_folder(root / "shop", per_class=4)
+    return catalens.train(data=str(data), model="cnn3", out=str(root / "run"), epochs=1, input_size=32,
+                          workers=0).run_dir
+
+
 def assert_one_line_error(result, fragment: str):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -40,14 +50,15 @@ def test_catalog_stats_table(tmp_path):
     (["train", "--data", "EMPTY", "--out", "OUT"], "no images found"),
     (["evaluate", "OUT", "--data", "DATA"], "no model at"),
     (["predict", "OUT", "x.jpg"], "no model at"),
+    (["predict", "RUN", "missing.jpg"], "input missing.jpg does not exist"),
     (["train", "--data", "DATA", "--augment", "wild", "--out", "OUT"], "unknown augmentation preset"),
 ])
-def test_bad_input_gives_one_line_error(tmp_path, args, fragment):
+def test_bad_input_gives_one_line_error(tmp_path, trained_run, args, fragment):
     data = make_folder(tmp_path / "shop", per_class=3)
     (tmp_path / "empty").mkdir()
     (tmp_path / "map.yaml").write_text("clothes: [Dress, blob]\n")
     replace = {"DATA": str(data), "OUT": str(tmp_path / "run"), "EMPTY": str(tmp_path / "empty"),
-               "MAP": str(tmp_path / "map.yaml")}
+               "MAP": str(tmp_path / "map.yaml"), "RUN": str(trained_run)}
     result = run_cli(*[replace.get(arg, arg) for arg in args])
     assert_one_line_error(result, fragment)
 
