@@ -89,7 +89,12 @@ class Model:
         preprocessing = Preprocessing.from_dict(card["preprocessing"])
         module = create_model(card["architecture"], len(card["classes"]), preprocessing.channels,
                               tuple(preprocessing.input_size))
-        module.load_state_dict(load_file(str(weights_path)))
+        try:
+            module.load_state_dict(load_file(str(weights_path)))
+        except (RuntimeError, OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0][:200]
+            raise CatalensError(f"{weights_path} does not fit the {card['architecture']} in {CARD_FILE} ({first}); "
+                                "the run directory is damaged or mixed up: retrain or restore it") from error
         target = pick_device(device)
         module = module.to(target)
         if target.type == "cpu":
@@ -98,7 +103,13 @@ class Model:
             raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         runner = None
         if backend == "onnx":
-            runner = onnx_runner(module, card, run_dir, weights_path)
+            try:
+                runner = onnx_runner(module, card, run_dir, weights_path)
+            except CatalensError:
+                raise
+            except Exception as error:  # noqa: BLE001 - say it in one line, suggest the way out
+                raise CatalensError(f"ONNX export of {card['architecture']} failed "
+                                    f"({str(error).strip().splitlines()[0][:160]}); use --backend torch") from error
         elif backend == "auto" and target.type == "cpu" and onnx_available():
             try:
                 runner = onnx_runner(module, card, run_dir, weights_path)

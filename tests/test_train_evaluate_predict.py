@@ -146,3 +146,16 @@ def torch_load_epoch(path) -> int:
     import torch
 
     return torch.load(path, weights_only=True)["epoch"]
+
+
+def test_damaged_run_directory_is_a_clear_error(trained, tmp_path):
+    import shutil
+
+    _, result = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(result.run_dir, copy)
+    card = json.loads((copy / "model_card.json").read_text())
+    card["architecture"] = "fastcnn"  # weights of a cnn3 under another architecture's name
+    (copy / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(CatalensError, match="does not fit the fastcnn"):
+        Model.load(copy)
