@@ -27,9 +27,10 @@ from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 from .splits import ensure_splits
 
 
-def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None]:
+def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None, bool]:
     """The data as training saw it: the card's label mapping and class filters unless --labels is given, and,
-    when it is the very data the model was trained on, the same seeded splits, so `test` is held out."""
+    when it is the very data the model was trained on (third value), the same seeded splits, so `test` is
+    held out."""
     trained = model.card.get("data", {})
     options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
                              if key in DataOptions.__dataclass_fields__})
@@ -38,9 +39,10 @@ def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Cat
     if labels is not None:
         options.labels = labels
     catalog = load_catalog(data, options, split=False)
-    if catalog.source == trained.get("source"):
+    training_data = catalog.source == trained.get("source")
+    if training_data:
         catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
-    return catalog, options.labels
+    return catalog, options.labels, training_data
 
 
 def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
@@ -137,10 +139,10 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto") -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`."""
     model = Model.load(model_dir, weights=weights, backend=backend)
-    catalog, labels = evaluation_catalog(model, data, labels)
+    catalog, labels, training_data = evaluation_catalog(model, data, labels)
     catalog, split_name = choose_split(catalog, split)
     seen = int((catalog.table["split"] == "train").sum())
-    if split_name == "all" and seen and catalog.source == model.card.get("data", {}).get("source"):
+    if split_name == "all" and seen and training_data:
         warn(f"evaluating on every item, including {seen:,} images the model was trained on; "
              "pass --split val (or test) for a held-out score")
     if not len(catalog):

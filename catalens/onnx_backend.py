@@ -6,7 +6,9 @@ preprocessing in its metadata, so the file alone is a usable model.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -28,20 +30,17 @@ def onnx_available() -> bool:
     return True
 
 
-def export_onnx(module: nn.Module, card: dict, path: Path) -> float:
-    """Export `module` (eval mode, CPU) to `path`; returns the max abs difference against PyTorch."""
+def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, float]:
+    """Export `module` (eval mode, CPU) to `path`; returns a session on the file and the max abs difference of
+    its outputs against PyTorch."""
     preprocessing = card["preprocessing"]
     height, width = preprocessing["input_size"]
     module = module.eval().cpu().to(memory_format=torch.contiguous_format)
     example = torch.randn(2, preprocessing["channels"], height, width)
     temporary = path.with_suffix(".onnx.tmp")
-    import logging
-
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
         warnings.simplefilter("ignore")
-        import contextlib
-
         with contextlib.redirect_stdout(devnull):
             program = torch.onnx.export(
                 module, (example,), dynamo=True, external_data=False, input_names=["images"],
@@ -60,7 +59,7 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> float:
     runner = OnnxRunner(path)
     with torch.no_grad():
         expected = module(example).numpy()
-    return float(np.abs(runner.run(example.numpy()) - expected).max())
+    return runner, float(np.abs(runner.run(example.numpy()) - expected).max())
 
 
 class OnnxRunner:

@@ -18,7 +18,7 @@ from .errors import CatalensError
 from .images import is_image_file
 from .progress import make_progress, warn
 from .run import Model, top_k
-from .sources import SOURCES
+from .sources import source_prefix
 from .sources.folder import FileReader, walk_files
 
 
@@ -63,7 +63,7 @@ def catalog_of_inputs(inputs: list[str], split: str | None = None) -> Catalog:
             paths += [p for p in walk_files(path) if is_image_file(p)]
         elif path.is_file():
             paths.append(path)
-        elif len(inputs) == 1 and str(item).partition(":")[0] in SOURCES:
+        elif len(inputs) == 1 and source_prefix(item):
             catalog = load_catalog(item, split=False)
             if split:
                 if not catalog.has_split(split):

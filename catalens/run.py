@@ -102,21 +102,19 @@ class Model:
         if backend not in ("auto", "torch", "onnx"):
             raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         runner = None
-        if backend == "onnx":
+        if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
             try:
                 runner = onnx_runner(module, card, run_dir, weights_path)
-            except CatalensError:
-                raise
-            except Exception as error:  # noqa: BLE001 - say it in one line, suggest the way out
-                raise CatalensError(f"ONNX export of {card['architecture']} failed "
-                                    f"({str(error).strip().splitlines()[0][:160]}); use --backend torch") from error
-        elif backend == "auto" and target.type == "cpu" and onnx_available():
-            try:
-                runner = onnx_runner(module, card, run_dir, weights_path)
-            except Exception as error:  # noqa: BLE001 - an export failure only costs speed in auto mode
+            except Exception as error:  # noqa: BLE001 - one line, with the way out
+                reason = str(error).strip().splitlines()[0][:160]
+                if backend == "onnx":
+                    if isinstance(error, CatalensError):
+                        raise
+                    raise CatalensError(f"ONNX export of {card['architecture']} failed ({reason}); "
+                                        "use --backend torch") from error
                 from .progress import warn
 
-                warn(f"ONNX export failed ({str(error).splitlines()[0][:120]}); using PyTorch")
+                warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
         return cls(module, card, run_dir, runner)
 
     @property
@@ -149,7 +147,7 @@ class Model:
     def logits(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
         """uint8 batch (N, C, H, W) at the input size -> logits (N, classes)."""
         if self.runner is not None:
-            return torch.from_numpy(self.runner.run(normalize_numpy(images.numpy(), self.preprocessing)))
+            return torch.from_numpy(self._runner_logits(images))
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -159,8 +157,12 @@ class Model:
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         if self.runner is not None:
-            return softmax_numpy(self.runner.run(normalize_numpy(images.numpy(), self.preprocessing)))
+            return softmax_numpy(self._runner_logits(images))
         return self.logits(images).softmax(dim=1).cpu().numpy()
+
+    def _runner_logits(self, images: torch.Tensor) -> np.ndarray:
+        """onnxruntime logits with numpy pre-processing (no torch threads competing with onnxruntime's)."""
+        return self.runner.run(normalize_numpy(images.numpy(), self.preprocessing))
 
     def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) for PIL images, file paths, or a uint8 batch tensor."""
@@ -193,8 +195,8 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
     if not os.access(run_dir, os.W_OK):
         path = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
     export_card = dict(card, weights_sha256=digest, weights_file=weights_path.name)
-    export_onnx(copy.deepcopy(module).float(), export_card, path)
-    return OnnxRunner(path)
+    runner, _ = export_onnx(copy.deepcopy(module).float(), export_card, path)
+    return runner
 
 
 def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:

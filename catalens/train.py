@@ -173,7 +173,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     if config is None:
         saved = Path(overrides.get("out") or "") / "config.yaml"
         if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
-            config = make_config(saved, **{k: v for k, v in overrides.items() if k != "data" or v})
+            config = make_config(saved, **overrides)
         else:
             config = make_config(**overrides)
     out = Path(config.out)

@@ -28,9 +28,15 @@ def register_source(prefix: str):
     return decorate
 
 
+def source_prefix(spec: str) -> str | None:
+    """The registered source a spec names (`bson:...` -> "bson"), or None for a plain folder path."""
+    prefix = str(spec).partition(":")[0]
+    return prefix if prefix in SOURCES else None
+
+
 def open_source(spec: str, verify: bool = False) -> Catalog:
     """Open a data spec as a raw Catalog (no mapping, filtering or splitting)."""
-    prefix, _, rest = str(spec).partition(":")
-    if prefix in SOURCES:
-        return SOURCES[prefix](rest, verify=verify)
+    prefix = source_prefix(spec)
+    if prefix:
+        return SOURCES[prefix](str(spec).partition(":")[2], verify=verify)
     return open_folder(spec, verify=verify)
