@@ -27,12 +27,12 @@ class TrainConfig:
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size
     # optimisation
-    epochs: int = 15
+    epochs: int = 18
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
     lr: float | None = None  # peak learning rate; default 0.1 for sgd, 2e-3 for adamw (at batch 256)
     momentum: float = 0.9
-    weight_decay: float = 5e-5
+    weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine (linear warm-up, then cosine)
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
