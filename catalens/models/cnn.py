@@ -54,7 +54,7 @@ def fastcnn(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Modu
     return four_stage_cnn(num_classes, in_chans, (24, 48, 96, 192))
 
 
-@register_model("fastcnn_dense", "fastcnn with a dense head over the 3x3 map (keeps where features are): "
-                "more accurate, about 25 % slower")
+@register_model("fastcnn_dense", "fastcnn with a dense head over the 3x3 map (keeps where features are); "
+                "about 10 % slower to train, and no more accurate with the default recipe (BENCHMARKS.md)")
 def fastcnn_dense(num_classes: int, in_chans: int = 1, input_size=(28, 28)) -> nn.Module:
     return four_stage_cnn(num_classes, in_chans, (24, 48, 96, 192), dense=256)
