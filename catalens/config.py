@@ -26,6 +26,14 @@ class TrainConfig:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size
+    # transfer learning (timm backbones)
+    pretrained: bool = False  # start from ImageNet weights (see pretrained.py for where they come from)
+    weights: str | None = None  # a local weights file (.pth/.pt state_dict or .safetensors); implies pretrained
+    freeze: str = "none"  # none | backbone (head only) | N (all but the last N backbone stages)
+    unfreeze_every: int | None = None  # gradual unfreezing: one more backbone stage trainable every N epochs
+    backbone_lr_scale: float | None = None  # backbone lr = lr x this [default: 0.1 when pretrained, else 1]
+    cache_features: bool | None = None  # head-only: compute backbone features once [default: on]
+    compile: bool = False  # torch.compile the network for training
     # optimisation
     epochs: int = 18
     batch_size: int = 256
@@ -81,6 +89,9 @@ def make_config(config_file: str | Path | None = None, **overrides) -> TrainConf
     if "split_ratios" in values:
         values["split_ratios"] = tuple(float(v) for v in values["split_ratios"])
     config = TrainConfig(**values)
+    config.freeze = str(config.freeze)
+    if config.weights:
+        config.pretrained = True
     validate(config)
     return config
 
@@ -95,6 +106,10 @@ def validate(config: TrainConfig) -> None:
         (0 <= config.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (config.limit is None or config.limit > 0, "--limit must be positive"),
         (len(config.split_ratios) == 3, "split_ratios must be three numbers (train, val, test)"),
+        (str(config.freeze) in ("none", "backbone") or str(config.freeze).isdigit(),
+         "--freeze must be none, backbone or a number of backbone stages to train"),
+        (config.unfreeze_every is None or config.unfreeze_every >= 1, "--unfreeze-every must be at least 1"),
+        (config.backbone_lr_scale is None or config.backbone_lr_scale >= 0, "--backbone-lr-scale must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

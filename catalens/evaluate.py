@@ -148,7 +148,8 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
     if not len(catalog):
         raise CatalensError(f"no items to evaluate in {data} ({split_name} split)")
     truth_all = align_classes(catalog, model)
-    out = Path(out) if out else Path(model_dir) / "eval"
+    model_path = Path(model_dir)
+    out = Path(out) if out else (model_path / "eval" if model_path.is_dir() else model_path.with_suffix(".eval"))
     out.mkdir(parents=True, exist_ok=True)
 
     result: Predictions = predict_catalog(model, catalog, batch_size, workers, description=f"evaluating {split_name}")
@@ -157,14 +158,13 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
     truth = truth_all[result.rows]
     metrics = classification_metrics(truth, result.probabilities, model.classes)
     sample = next(iter(make_sample(model, catalog, result)))
-    weights_path = Path(model_dir) / weights
     metrics.update(
         classes=model.classes,
         split=split_name,
         items=int(len(result.rows)),
         unreadable=[{"ref": ref, "reason": reason} for ref, reason in result.failures],
         num_params=model.num_params,
-        model_size_mb=round(weights_path.stat().st_size / 1e6, 3),
+        model_size_mb=round(model.weights_path.stat().st_size / 1e6, 3),
         evaluation_images_per_s=round(result.images_per_s, 1),
         evaluation_seconds=round(result.seconds, 3),
         data=data,

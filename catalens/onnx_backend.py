@@ -70,10 +70,17 @@ class OnnxRunner:
             import onnxruntime as ort
         except ImportError as error:
             raise CatalensError("onnxruntime is not installed; pip install onnxruntime") from error
+        if not Path(path).is_file():
+            raise CatalensError(f"ONNX model {path} not found")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for damaged files
+            reason = str(error).strip().splitlines()[0][:160]
+            raise CatalensError(f"{path} is not a readable ONNX model ({reason}); export it again with "
+                                "`catalens export`") from error
         self.input_name = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = json.loads(meta["catalens_card"]) if "catalens_card" in meta else None

@@ -1,5 +1,6 @@
 """How an image becomes a model input. Saved in every model card so predict and serve do exactly what
-training did: resize (shorter side, then centre crop), channels, scaling to [0, 1], mean/std."""
+training did: resize (shorter side to size / crop_pct, then centre crop), channels, scaling to [0, 1], mean/std.
+A pretrained backbone brings its own (timm's pretrained config)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: str = "shorter-side-then-center-crop"
-    interpolation: str = "bilinear"
+    interpolation: str = "bilinear"  # bilinear | bicubic
+    crop_pct: float = 1.0  # the centre crop's share of the resized shorter side (timm's crop_pct; 0.875: 256 -> 224)
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -30,7 +32,7 @@ class Preprocessing:
         return cls(
             input_size=tuple(data["input_size"]), channels=int(data["channels"]), mean=tuple(data["mean"]),
             std=tuple(data["std"]), resize=data.get("resize", cls.resize),
-            interpolation=data.get("interpolation", cls.interpolation),
+            interpolation=data.get("interpolation", cls.interpolation), crop_pct=float(data.get("crop_pct", 1.0)),
         )
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
@@ -39,7 +41,7 @@ class Preprocessing:
         height, width = self.input_size
         if image.size != (width, height):
             method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
-            scale = max(width / image.width, height / image.height)
+            scale = max(width / image.width, height / image.height) / self.crop_pct
             resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
             image = image.resize(resized, method, reducing_gap=3.0)
             left, top = (resized[0] - width) // 2, (resized[1] - height) // 2

@@ -61,21 +61,28 @@ def pick_device(name: str = "auto") -> torch.device:
 class Model:
     """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
 
-    def __init__(self, module: nn.Module, card: dict, path: Path | None = None, runner=None):
-        self.module = module.eval()
+    def __init__(self, module: nn.Module | None, card: dict, path: Path | None = None, runner=None,
+                 weights_path: Path | None = None):
+        self.module = module.eval() if module is not None else None  # None for an exported .onnx file
         self.runner = runner  # an OnnxRunner when the onnx backend is used
         self.card = card
-        self.path = path
+        self.path = path  # the run directory, or the .onnx file
+        self.weights_path = weights_path  # the file whose size is the model's size on disk
         self.classes: list[str] = card["classes"]
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
-        self.device = next(module.parameters()).device
+        self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
         self._fast = None
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto",
              backend: str = "auto") -> Model:
-        """Load a run directory. backend: torch, onnx (onnxruntime, CPU), or auto (onnx on CPU when installed)."""
+        """Load a run directory, or a file written by `catalens export` (onnx backend only). backend: torch,
+        onnx (onnxruntime, CPU), or auto (onnx on CPU when installed)."""
         run_dir = Path(run_dir)
+        if backend not in ("auto", "torch", "onnx"):
+            raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
+        if run_dir.is_file() and run_dir.suffix == ".onnx":
+            return cls.load_onnx(run_dir, backend)
         card_path = run_dir / CARD_FILE
         if not card_path.is_file():
             hint = " (give the run directory that `catalens train --out` wrote)" if run_dir.exists() else ""
@@ -99,8 +106,6 @@ class Model:
         module = module.to(target)
         if target.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
-        if backend not in ("auto", "torch", "onnx"):
-            raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         runner = None
         if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
             try:
@@ -115,15 +120,32 @@ class Model:
                 from .progress import warn
 
                 warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
-        return cls(module, card, run_dir, runner)
+        return cls(module, card, run_dir, runner, weights_path)
 
+    @classmethod
+    def load_onnx(cls, path: Path, backend: str = "onnx") -> Model:
+        """A model exported by `catalens export`: the file alone, run by onnxruntime."""
+        if backend == "torch":
+            raise CatalensError(f"{path} is an exported ONNX model: run it with --backend onnx (or auto), or give "
+                                "the run directory for --backend torch")
+        runner = OnnxRunner(path)
+        if runner.card is None:
+            raise CatalensError(f"{path} has no catalens metadata (class names, preprocessing); export it with "
+                                "`catalens export RUN_DIR --format onnx --out FILE`")
+        card = runner.card
+        expected = [card["preprocessing"]["channels"], *card["preprocessing"]["input_size"]]
+        shape = runner.session.get_inputs()[0].shape[1:]
+        if any(isinstance(dim, int) and dim != want for dim, want in zip(shape, expected)):
+            raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
+                                "was changed after export: export it again")
+        return cls(None, card, path, runner, path)
     @property
     def backend(self) -> str:
         return "onnx" if self.runner is not None else "torch"
 
     @property
     def num_params(self) -> int:
-        return count_parameters(self.module)
+        return count_parameters(self.module) if self.module is not None else int(self.card.get("num_params", 0))
 
     def fast_module(self):
         """The network prepared for CPU inference: traced and frozen (BatchNorm folded into the convolutions)."""
@@ -189,14 +211,28 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
     digest = file_sha256(weights_path)
     path = run_dir / ONNX_FILE
     if path.is_file():
-        runner = OnnxRunner(path)
-        if runner.card and runner.card.get("weights_sha256") == digest:
+        try:
+            runner = OnnxRunner(path)
+        except CatalensError:  # a damaged cached export: export again
+            runner = None
+        if runner and runner.card and runner.card.get("weights_sha256") == digest:
             return runner
     if not os.access(run_dir, os.W_OK):
         path = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
     export_card = dict(card, weights_sha256=digest, weights_file=weights_path.name)
     runner, _ = export_onnx(copy.deepcopy(module).float(), export_card, path)
     return runner
+
+
+def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FILE) -> dict:
+    """Write the run's model as one self-contained ONNX file (weights, class names and preprocessing inside),
+    checked against PyTorch; returns the file, its size and the max abs difference of the logits."""
+    model = Model.load(run_dir, weights=weights, backend="torch", device="cpu")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    card = dict(model.card, weights_sha256=file_sha256(model.weights_path), weights_file=weights)
+    _, difference = export_onnx(copy.deepcopy(model.module).float(), card, out)
+    return {"path": str(out), "size_mb": round(out.stat().st_size / 1e6, 3), "max_abs_difference": difference}
 
 
 def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:

