@@ -81,7 +81,7 @@ def train(
 
     Examples:
       catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
-      catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --epochs 10 --out runs/p
+      catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --out runs/p
     """
     from .config import make_config
     from .train import train as run_train
@@ -203,7 +203,6 @@ def catalog_stats(
 def models():
     """List the models you can pass to --model."""
     from .models import MODELS
-
     from .models.timm_models import LISTED_BACKBONES, timm_preprocessing
     from .pretrained import LITE0, lite0_package_file
 

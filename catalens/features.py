@@ -10,10 +10,19 @@ from torch import nn
 from .batches import Batch
 from .progress import make_progress
 
+# Images per forward pass when extracting on CPU: for tf_efficientnet_lite0 at 224 px on 2 cores, batch 8 ran
+# at 47 images/s, batch 32 at 29 (BENCHMARKS.md): big activations fall out of cache.
+CPU_CHUNK = 8
+
 
 def pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """What a timm model feeds its classifier: features, pooled (and any pre-logits layers)."""
     return module.forward_head(module.forward_features(images), pre_logits=True)
+
+
+def chunked_pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    chunk = CPU_CHUNK if images.device.type == "cpu" else len(images)
+    return torch.cat([pre_logits(module, part) for part in images.split(chunk)])
 
 
 @torch.inference_mode()
@@ -27,9 +36,9 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
             failures.extend(batch.failures)
             if len(batch.labels):
                 images = prepare(batch.images.to(device, non_blocking=True))
-                outputs = [pre_logits(module, images)]
+                outputs = [chunked_pre_logits(module, images)]
                 if flip:
-                    outputs.append(pre_logits(module, images.flip(3)))
+                    outputs.append(chunked_pre_logits(module, images.flip(3)))
                 views.append(torch.stack(outputs).float().cpu())
                 labels.append(batch.labels)
             bar.advance(task)

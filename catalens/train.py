@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 import time
@@ -213,8 +214,10 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     device = pick_device(config.device)
     architecture = canonical_model_name(config.model)
     module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
-    pretrained = None
-    if config.pretrained and not resume:
+    pretrained = None  # where the pretrained weights came from (kept in the model card)
+    if config.pretrained and resume and (out / CARD_FILE).is_file():
+        pretrained = json.loads((out / CARD_FILE).read_text()).get("pretrained")
+    elif config.pretrained:
         pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
     module = module.to(device).to(memory_format=torch.channels_last)
     plan = FreezePlan(module, architecture, config.freeze, config.unfreeze_every)

@@ -45,7 +45,7 @@ def test_catalog_stats_table(tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["catalog", "stats", "/no/such/folder"], "does not exist"),
     (["train", "--data", "DATA", "--model", "nonet", "--out", "OUT"], "unknown model 'nonet'"),
-    (["train", "--data", "DATA", "--model", "timm:not_a_net", "--out", "OUT"], "unknown backbone .not_a_net."),
+    (["train", "--data", "DATA", "--model", "timm:not_a_net", "--out", "OUT"], "unknown backbone 'not_a_net'"),
     (["train", "--data", "DATA", "--labels", "MAP", "--out", "OUT"], "unknown class 'Dress'"),
     (["train", "--data", "EMPTY", "--out", "OUT"], "no images found"),
     (["evaluate", "OUT", "--data", "DATA"], "no model at"),
