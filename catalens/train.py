@@ -267,8 +267,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         image_inputs
     cached = use_feature_cache(config, plan)
     if cached:  # the classifier trains alone, on backbone features computed once
-        train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs, device,
-                                                            config)
+        train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs,
+                                                            preprocessing, device, config)
         failures.update({str(ref): reason for ref, reason in failed})
         net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
     train_net = torch.compile(net) if config.compile else net
@@ -407,17 +407,20 @@ def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
     return True
 
 
-def cache_features(module, train_batches, val_batches, image_inputs, device, config: TrainConfig):
+def cache_features(module, train_batches, val_batches, image_inputs, preprocessing, device, config: TrainConfig):
     """Backbone features of the train (and validation) images, once, as batches for the classifier."""
-    from .features import FeatureBatches, extract_features
+    from .features import FeatureBatches, extract_features, feature_function
 
+    function = feature_function(module, preprocessing, device)
     features, labels, failures = extract_features(module, train_batches, image_inputs, device,
-                                                  flip=config.augment == "light", description="features (train)")
+                                                  flip=config.augment == "light", description="features (train)",
+                                                  features=function)
     train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed)
     val = None
     if val_batches is not None:
         val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
-                                                                  flip=False, description="features (val)")
+                                                                  flip=False, description="features (val)",
+                                                                  features=function)
         failures += val_failures
         val = FeatureBatches(val_features, val_labels, max(config.batch_size, 512), shuffle=False, seed=config.seed)
     return train, val, failures
