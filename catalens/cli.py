@@ -55,6 +55,8 @@ def train(
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of train used for validation "
                                                  "when the data has no val split [default: 0.111]; 0 = none."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side in pixels."),
+    resize: Optional[str] = typer.Option(None, "--resize", help="crop (default: shorter side to size, centre crop) "
+                                         "or squash (the whole photo to a square, aspect ignored)."),
     min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images."),
     top_classes: Optional[int] = typer.Option(None, "--top-classes", help="Keep only the K largest classes."),
     max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class."),
@@ -90,7 +92,7 @@ def train(
                      batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
                      label_smoothing=label_smoothing, augment=augment, class_weights=class_weights,
                      balanced_sampling=balanced_sampling, monitor=monitor, patience=patience,
-                     val_fraction=val_fraction, input_size=input_size, min_per_class=min_per_class,
+                     val_fraction=val_fraction, input_size=input_size, resize=resize, min_per_class=min_per_class,
                      top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers,
                      pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
                      backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile)

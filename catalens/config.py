@@ -26,6 +26,7 @@ class TrainConfig:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size
+    resize: str = "crop"  # crop (shorter side, then centre crop) | squash (whole image, aspect ignored)
     # transfer learning (timm backbones)
     pretrained: bool = False  # start from ImageNet weights (see pretrained.py for where they come from)
     weights: str | None = None  # a local weights file (.pth/.pt state_dict or .safetensors); implies pretrained
@@ -108,6 +109,7 @@ def validate(config: TrainConfig) -> None:
         (len(config.split_ratios) == 3, "split_ratios must be three numbers (train, val, test)"),
         (str(config.freeze) in ("none", "backbone") or str(config.freeze).isdigit(),
          "--freeze must be none, backbone or a number of backbone stages to train"),
+        (config.resize in ("crop", "squash"), "--resize must be crop or squash"),
         (config.unfreeze_every is None or config.unfreeze_every >= 1, "--unfreeze-every must be at least 1"),
         (config.backbone_lr_scale is None or config.backbone_lr_scale >= 0, "--backbone-lr-scale must be >= 0"),
     ]

@@ -20,7 +20,7 @@ class Preprocessing:
     channels: int  # 1 = grayscale, 3 = RGB
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "shorter-side-then-center-crop"
+    resize: str = "shorter-side-then-center-crop"  # or "squash": the whole image to the input size, aspect ignored
     interpolation: str = "bilinear"  # bilinear | bicubic
     crop_pct: float = 1.0  # the centre crop's share of the resized shorter side (timm's crop_pct; 0.875: 256 -> 224)
 
@@ -39,8 +39,10 @@ class Preprocessing:
         """PIL image -> uint8 tensor (C, H, W) at the model's input size."""
         image = image.convert("L" if self.channels == 1 else "RGB")
         height, width = self.input_size
-        if image.size != (width, height):
-            method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        if self.resize == "squash":
+            image = image.resize((width, height), method, reducing_gap=3.0) if image.size != (width, height) else image
+        elif image.size != (width, height):
             scale = max(width / image.width, height / image.height) / self.crop_pct
             resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
             image = image.resize(resized, method, reducing_gap=3.0)

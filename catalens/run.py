@@ -139,6 +139,7 @@ class Model:
             raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
                                 "was changed after export: export it again")
         return cls(None, card, path, runner, path)
+
     @property
     def backend(self) -> str:
         return "onnx" if self.runner is not None else "torch"

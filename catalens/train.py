@@ -65,7 +65,8 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
         backbone = timm_preprocessing(pretrained_backbone(config))
         size = (config.input_size,) * 2 if config.input_size else backbone["input_size"]
         return Preprocessing(input_size=tuple(size), channels=3, mean=backbone["mean"], std=backbone["std"],
-                             interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"])
+                             interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"],
+                             resize=resize_mode(config))
     native = catalog.native_size
     size = (config.input_size, config.input_size) if config.input_size else default_input_size(config.model, native)
     if catalog.arrays is not None:
@@ -74,7 +75,12 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = (0.5,), (0.5,)
-    return Preprocessing(input_size=tuple(size), channels=catalog.channels, mean=mean, std=std)
+    return Preprocessing(input_size=tuple(size), channels=catalog.channels, mean=mean, std=std,
+                         resize=resize_mode(config))
+
+
+def resize_mode(config: TrainConfig) -> str:
+    return "squash" if config.resize == "squash" else Preprocessing.resize
 
 
 def pretrained_backbone(config: TrainConfig) -> str:

@@ -67,3 +67,16 @@ def test_bad_files_are_reported_with_a_reason(tmp_path):
     assert check_image(tmp_path / "good.jpg") is None
     with pytest.raises(OSError):
         load_image(io.BytesIO(b"not an image"))
+
+
+def test_squash_resize_keeps_the_whole_photo():
+    from catalens.preprocess import Preprocessing
+
+    portrait = np.zeros((200, 100, 3), np.uint8)
+    portrait[:20] = 255  # a white band at the top that a centre crop cuts off
+    image = Image.fromarray(portrait)
+    crop = Preprocessing(input_size=(50, 50), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3).prepare(image)
+    squash = Preprocessing(input_size=(50, 50), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3,
+                           resize="squash").prepare(image)
+    assert crop.shape == squash.shape == (3, 50, 50)
+    assert crop[:, 0].float().mean() < 10 and squash[:, 0].float().mean() > 245

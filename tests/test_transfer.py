@@ -190,3 +190,18 @@ def test_onnx_file_bad_input(tmp_path, image_folder):
     result = run_cli("predict", str(exported), str(image_folder), "--format", "jsonl")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 90 and all(record["label"] in ("stripes_h", "stripes_v", "blob") for record in records)
+
+
+def test_gradual_unfreezing_in_a_training_run(tmp_path, image_folder):
+    run = tmp_path / "run"
+    result = run_cli("train", "--data", str(image_folder), "--model", "mobilenetv2_100", "--input-size", "32",
+                     "--freeze", "1", "--unfreeze-every", "1", "--epochs", "3", "--batch-size", "16",
+                     "--optimizer", "adamw", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    log = result.stdout + result.stderr
+    assert "epoch 1: training the last 1 of 8 backbone stages" in log
+    assert "epoch 2: training the last 2 of 8 backbone stages" in log
+    assert "epoch 3: training the last 3 of 8 backbone stages" in log
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["freeze"] == "1" and card["training"]["cached_features"] is False
+    assert card["architecture"] == "timm:mobilenetv2_100" and card["pretrained"] is None
