@@ -46,8 +46,8 @@ def feature_function(module: nn.Module, preprocessing, device):
         try:
             height, width = preprocessing.input_size
             card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
-            folder = Path(tempfile.mkdtemp(prefix="catalens-features-"))
-            runner, _ = export_onnx(PreLogits(copy.deepcopy(module)).float(), card, folder / "features.onnx")
+            with tempfile.TemporaryDirectory(prefix="catalens-features-") as folder:  # the session keeps the graph
+                runner, _ = export_onnx(PreLogits(copy.deepcopy(module)).float(), card, Path(folder) / "features.onnx")
             return lambda images: torch.from_numpy(runner.run(images.float().contiguous().cpu().numpy()))
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")

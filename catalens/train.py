@@ -247,7 +247,11 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     if resume:
         state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
         module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:  # e.g. a checkpoint from a catalens with other parameter groups
+            raise CatalensError(f"cannot resume {out}: its optimizer state does not fit this catalens version "
+                                f"({str(error).splitlines()[0][:100]}); start a new run") from error
         if state.get("total_epochs") == config.epochs:
             scheduler.load_state_dict(state["scheduler"])
         else:  # the schedule was stretched or shortened: rebuild it and move it to where training stands
