@@ -71,11 +71,39 @@ def balanced_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.double)
 
 
-class ArrayBatches:
+class EpochOrder:
+    """The order of in-memory items per epoch: shuffled, class-balanced (drawn with replacement) or as stored.
+    Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, shuffle: bool, balanced: bool, seed: int):
+        self.labels = torch.as_tensor(labels)
+        self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
+        self.weights = balanced_weights(np.asarray(labels)) if balanced else None
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def epoch_order(self) -> torch.Tensor | None:
+        """Row numbers for this epoch, or None for the stored order."""
+        n = len(self.labels)
+        if self.balanced:
+            return torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
+        if self.shuffle:
+            return torch.randperm(n, generator=self.generator)
+        return None
+
+
+class ArrayBatches(EpochOrder):
     """Batches sliced from an in-memory uint8 tensor, resized on the fly when the model wants another size."""
 
     def __init__(self, catalog: Catalog, preprocessing: Preprocessing, batch_size: int, shuffle: bool,
                  balanced: bool, seed: int):
+        super().__init__(catalog.labels, batch_size, shuffle, balanced, seed)
         rows = catalog.table["ref"].to_numpy(np.int64)
         images = torch.from_numpy(np.ascontiguousarray(catalog.arrays[rows]))
         self.images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
@@ -84,29 +112,13 @@ class ArrayBatches:
         elif preprocessing.channels == 1 and self.images.shape[1] == 3:
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             self.images = (self.images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
-        self.labels = torch.tensor(catalog.labels)
         self.size = tuple(preprocessing.input_size)
-        self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
-        self.weights = balanced_weights(catalog.labels) if balanced else None
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the order of every epoch depend only on (seed, epoch), so a resumed run sees the same batches."""
-        self.generator.manual_seed(self.seed + epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
 
     def __iter__(self):
         n = len(self.labels)
-        if self.balanced:
-            order = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
-        elif self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
-        else:
-            order = torch.arange(n)
-        in_order = not (self.balanced or self.shuffle)
+        order = self.epoch_order()
+        in_order = order is None
+        order = torch.arange(n) if in_order else order
         for start in range(0, n, self.batch_size):
             rows = order[start:start + self.batch_size]
             images = self.images[start:start + self.batch_size] if in_order else self.images[rows]

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .batches import Batch
+from .batches import Batch, EpochOrder
 from .onnx_backend import export_onnx, onnx_available
 from .progress import make_progress, warn
 
@@ -78,25 +78,22 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
     return torch.cat(views, dim=1), torch.cat(labels), failures
 
 
-class FeatureBatches:
-    """Batches of cached feature vectors; each item's view (original or flipped) is drawn per epoch."""
+class FeatureBatches(EpochOrder):
+    """Batches of cached feature vectors in the same per-epoch order as image batches; in training, each item's
+    view (original or flipped) is drawn per epoch."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int):
-        self.features, self.labels = features, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
+                 balanced: bool = False):
+        super().__init__(labels.numpy(), batch_size, shuffle, balanced, seed)
+        self.features = features
 
     def __iter__(self):
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        view = torch.randint(len(self.features), (n,), generator=self.generator) if self.shuffle \
-            else torch.zeros(n, dtype=torch.int64)
+        order = self.epoch_order()
+        if order is None:
+            order, view = torch.arange(n), torch.zeros(n, dtype=torch.int64)
+        else:
+            view = torch.randint(len(self.features), (n,), generator=self.generator)
         for start in range(0, n, self.batch_size):
             rows = order[start:start + self.batch_size]
             yield Batch(self.features[view[rows], rows], self.labels[rows], rows)

@@ -205,3 +205,18 @@ def test_gradual_unfreezing_in_a_training_run(tmp_path, image_folder):
     card = json.loads((run / "model_card.json").read_text())
     assert card["training"]["freeze"] == "1" and card["training"]["cached_features"] is False
     assert card["architecture"] == "timm:mobilenetv2_100" and card["pretrained"] is None
+
+
+def test_feature_batches_order_views_and_balanced_sampling():
+    from catalens.features import FeatureBatches
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    features = torch.stack([torch.zeros(100, 4), torch.ones(100, 4)])  # view 0 and view 1 (the mirror image)
+    in_order = list(FeatureBatches(features, labels, 32, shuffle=False, seed=0))
+    assert torch.equal(torch.cat([b.rows for b in in_order]), torch.arange(100))
+    assert all(float(b.images.max()) == 0.0 for b in in_order)  # evaluation uses the original view
+    balanced = FeatureBatches(features, labels, 32, shuffle=True, seed=0, balanced=True)
+    drawn = torch.cat([b.labels for b in balanced])
+    assert 35 <= int((drawn == 1).sum()) <= 65  # ~50 of 100 instead of 10
+    views = torch.cat([b.images[:, 0] for b in balanced])
+    assert 0 < float(views.mean()) < 1  # both views are drawn in training
