@@ -220,9 +220,14 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
             return runner
     if not os.access(run_dir, os.W_OK):
         path = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
-    export_card = dict(card, weights_sha256=digest, weights_file=weights_path.name)
-    runner, _ = export_onnx(copy.deepcopy(module).float(), export_card, path)
+    runner, _ = export_weights(module, card, weights_path, path, digest)
     return runner
+
+
+def export_weights(module: nn.Module, card: dict, weights_path: Path, path: Path, digest: str | None = None):
+    """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
+    card = dict(card, weights_sha256=digest or file_sha256(weights_path), weights_file=weights_path.name)
+    return export_onnx(copy.deepcopy(module).float(), card, path)
 
 
 def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FILE) -> dict:
@@ -231,8 +236,7 @@ def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FI
     model = Model.load(run_dir, weights=weights, backend="torch", device="cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    card = dict(model.card, weights_sha256=file_sha256(model.weights_path), weights_file=weights)
-    _, difference = export_onnx(copy.deepcopy(model.module).float(), card, out)
+    _, difference = export_weights(model.module, model.card, model.weights_path, out)
     return {"path": str(out), "size_mb": round(out.stat().st_size / 1e6, 3), "max_abs_difference": difference}
 
 
