@@ -85,11 +85,10 @@ def resize_mode(config: TrainConfig) -> str:
 
 def pretrained_backbone(config: TrainConfig) -> str:
     """The timm name of the backbone `--pretrained` asks weights for."""
-    architecture = canonical_model_name(config.model)
-    if not architecture.startswith("timm:"):
-        raise CatalensError(f"--pretrained needs a timm backbone (e.g. tf_efficientnet_lite0); {architecture} "
+    if not config.model.startswith("timm:"):
+        raise CatalensError(f"--pretrained needs a timm backbone (e.g. tf_efficientnet_lite0); {config.model} "
                             "has no pretrained weights")
-    return architecture.removeprefix("timm:")
+    return config.model.removeprefix("timm:")
 
 
 def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[dict]:
@@ -97,7 +96,7 @@ def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[
     normalisation parameters. Frozen parameters are in the groups too (they get no gradient, so no update):
     gradual unfreezing needs them there."""
     scale = config.backbone_lr_scale if config.backbone_lr_scale is not None else (0.1 if config.pretrained else 1.0)
-    head, backbone = head_and_backbone_parameters(module, canonical_model_name(config.model))
+    head, backbone = head_and_backbone_parameters(module, config.model)
     groups = []
     for parameters, group_lr in ((head, lr), (backbone, lr * scale)):
         decay = [parameter for parameter in parameters if parameter.ndim > 1]
@@ -207,6 +206,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
             config = make_config(saved, **overrides)
         else:
             config = make_config(**overrides)
+    config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
     out = Path(config.out)
     prepare_run_dir(out, resume)
     torch.manual_seed(config.seed)
@@ -218,7 +218,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     classes = catalog.classes
     preprocessing = make_preprocessing(config, catalog)
     device = pick_device(config.device)
-    architecture = canonical_model_name(config.model)
+    architecture = config.model
     module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
     pretrained = None  # where the pretrained weights came from (kept in the model card)
     if config.pretrained and resume and (out / CARD_FILE).is_file():
@@ -425,7 +425,8 @@ def cache_features(module, train_batches, val_batches, image_inputs, preprocessi
     features, labels, failures = extract_features(module, train_batches, image_inputs, device,
                                                   flip=config.augment == "light", description="features (train)",
                                                   features=function)
-    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed)
+    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
+                           balanced=config.balanced_sampling)
     val = None
     if val_batches is not None:
         val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
