@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -37,8 +38,10 @@ def catalens(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def record(rows: list[str], command: str) -> None:
-    """Append result rows (markdown table rows without the date/machine/command) to BENCHMARKS.md."""
+def record(rows: list[str]) -> None:
+    """Append result rows (markdown table rows without the date/machine/command) to BENCHMARKS.md, with the
+    command that ran this script."""
+    command = f"python bench/{Path(sys.argv[0]).name} {shlex.join(sys.argv[1:])}".strip()
     path = REPO / "BENCHMARKS.md"
     today = date.today().isoformat()
     with path.open("a") as handle:

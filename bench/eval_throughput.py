@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from common import FASHION, catalens, record
@@ -42,7 +40,7 @@ def main() -> None:
                         f"model-only {metrics['throughput_images_per_s']:,.0f} images/s at batch "
                         f"{metrics['throughput_batch_size']}")
     if args.record:
-        record(rows, "python bench/eval_throughput.py " + shlex.join(sys.argv[1:]))
+        record(rows)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 
 from common import FASHION, REPO, catalens, record
 
@@ -67,7 +65,7 @@ def main() -> None:
             row += f"; per group: {per}"
         rows.append(row)
     if args.record:
-        record(rows, "python bench/fashion_mnist.py " + shlex.join(sys.argv[1:]))
+        record(rows)
 
 
 if __name__ == "__main__":

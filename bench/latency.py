@@ -8,9 +8,7 @@ at batch 1 (224 px, 2 cores). Weights do not change speed, so the networks are f
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +71,7 @@ def main() -> None:
             f"difference {r['max_abs_difference']:.1e}")
         print(rows[-1])
     if args.record:
-        record(rows, "python bench/latency.py " + shlex.join(sys.argv[1:]))
+        record(rows)
 
 
 if __name__ == "__main__":

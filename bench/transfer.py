@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 
 from common import REPO, SHARED, catalens, record
 
@@ -57,7 +55,7 @@ def main() -> None:
                     f"**{r['accuracy']:.4f}**, macro F1 {r['macro_f1']:.4f}, training wall {r['train_s']:.0f} s")
         print(rows[-1])
     if args.record:
-        record(rows, "python bench/transfer.py " + shlex.join(sys.argv[1:]))
+        record(rows)
 
 
 if __name__ == "__main__":
