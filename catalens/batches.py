@@ -76,7 +76,7 @@ class EpochOrder:
     Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches."""
 
     def __init__(self, labels: np.ndarray, batch_size: int, shuffle: bool, balanced: bool, seed: int):
-        self.labels = torch.as_tensor(labels)
+        self.labels = torch.tensor(np.asarray(labels))  # a copy: catalog arrays can be read-only
         self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
         self.weights = balanced_weights(np.asarray(labels)) if balanced else None
         self.seed = seed
