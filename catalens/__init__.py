@@ -5,17 +5,38 @@
     metrics = catalens.evaluate("runs/fm", data="fashion-mnist", out="runs/fm/eval")
     model = catalens.Model.load("runs/fm")
     model.predict(["shoe.jpg"], k=3)   # [[("Sneaker", 0.93), ("Sandal", 0.05), ...]]
+
+The names below are imported on first use, so importing a light module (the BSON index, the CLI for --help)
+does not pay for importing PyTorch.
 """
+
+import sys
+from importlib import import_module
+from types import ModuleType
 
 __version__ = "0.1.0"
 
-from .catalog import Catalog  # noqa: E402
-from .data import DataOptions, load_catalog  # noqa: E402
-from .errors import CatalensError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .predict import predict  # noqa: E402
-from .run import Model  # noqa: E402
-from .train import train  # noqa: E402
+_LAZY = {"Catalog": "catalog", "DataOptions": "data", "load_catalog": "data", "CatalensError": "errors",
+         "evaluate": "evaluate", "predict": "predict", "Model": "run", "train": "train"}
+__all__ = [*_LAZY, "__version__"]
 
-__all__ = ["Catalog", "CatalensError", "DataOptions", "Model", "evaluate", "load_catalog", "predict", "train",
-           "__version__"]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'catalens' has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    """`catalens.train`, `.evaluate` and `.predict` are the functions: importing the submodules of the same
+    name (which makes Python set them as package attributes) must not hide them."""
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

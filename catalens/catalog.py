@@ -36,6 +36,9 @@ class Catalog:
     arrays: np.ndarray | None = None  # in-memory uint8 images (N, H, W[, C]) indexed by `ref`
     problems: list[dict] = field(default_factory=list)  # {"ref": ..., "reason": ...}
     notes: list[str] = field(default_factory=list)  # what was done to the data, in words
+    filtered: bool = False  # the source applied min/max per class itself (BSON: per product, at index time)
+    hierarchy: dict[str, dict] | None = None  # class -> names of its category levels (BSON with a tree)
+    level: int | None = None  # the tree level the classes are at
 
     @classmethod
     def from_records(cls, records: dict, **kwargs) -> Catalog:

@@ -21,16 +21,23 @@ class DataOptions:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # share of train carved out for validation when there is no val split
     seed: int = 0
+    # product dumps (bson:FILE)
+    categories: str | None = None  # category tree CSV [default: category_names.csv beside the file]
+    level: int = 3  # tree level to classify at: 1, 2 or 3 (leaf category_id)
+    sample: int | None = None  # a uniform sample of N products, drawn at index time
 
 
 def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = False, split: bool = True) -> Catalog:
     options = options or DataOptions()
-    catalog = open_source(spec, verify=verify)
+    catalog = open_source(spec, verify=verify, options=options)
     if options.labels:
         catalog = apply_mapping(catalog, options.labels)
-    catalog = filter_classes(
-        catalog, options.min_per_class, options.top_classes, options.max_per_class, seed=options.seed
-    )
+    if catalog.filtered:  # min/max per class already applied by the source (per product)
+        catalog = filter_classes(catalog, 0, options.top_classes, None, seed=options.seed)
+    else:
+        catalog = filter_classes(
+            catalog, options.min_per_class, options.top_classes, options.max_per_class, seed=options.seed
+        )
     if split:
         catalog = ensure_splits(catalog, tuple(options.split_ratios), seed=options.seed,
                                 val_fraction=options.val_fraction)

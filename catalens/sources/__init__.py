@@ -1,6 +1,7 @@
 """Data sources: each turns a data spec into a Catalog. A new source is one module and one registry entry.
 
-Specs: a folder path; `fashion-mnist`, `fashion-mnist:DIR`, `mnist:DIR`.
+Specs: a folder path; `fashion-mnist`, `fashion-mnist:DIR`, `mnist:DIR`; `bson:FILE` (a product dump).
+An opener is called as opener(rest_of_spec, verify=..., options=DataOptions).
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ SOURCES: dict[str, Callable[..., Catalog]] = {
     "fashion-mnist": lambda rest, **_: open_idx("fashion-mnist", rest or None),
     "mnist": lambda rest, **_: open_idx("mnist", rest or None),  # needs mnist:DIR (no download)
 }
+
+
+def _open_bson(rest: str, **options) -> Catalog:
+    from .bson_dump import open_bson  # imported on use: it loads numba and pymongo's bson
+
+    return open_bson(rest, **options)
+
+
+SOURCES["bson"] = _open_bson
 
 
 def register_source(prefix: str):
@@ -34,9 +44,10 @@ def source_prefix(spec: str) -> str | None:
     return prefix if prefix in SOURCES else None
 
 
-def open_source(spec: str, verify: bool = False) -> Catalog:
-    """Open a data spec as a raw Catalog (no mapping, filtering or splitting)."""
+def open_source(spec: str, verify: bool = False, options=None) -> Catalog:
+    """Open a data spec as a raw Catalog (no mapping or splitting; sources that sample at index time, such as
+    BSON, apply the class filters in `options` themselves and set `catalog.filtered`)."""
     prefix = source_prefix(spec)
     if prefix:
-        return SOURCES[prefix](str(spec).partition(":")[2], verify=verify)
+        return SOURCES[prefix](str(spec).partition(":")[2], verify=verify, options=options)
     return open_folder(spec, verify=verify)

@@ -34,6 +34,10 @@ class FileReader:
     def read(self, ref) -> Image.Image:
         return load_image(self.root / ref)
 
+    def check(self, ref) -> str | None:
+        """None if the image decodes, else why not."""
+        return check_image(self.root / ref)
+
 
 def walk_files(folder: Path) -> list[Path]:
     """Every non-hidden file under `folder`, sorted, without loading anything."""
@@ -113,11 +117,11 @@ def open_folder(path: str | Path, verify: bool = False) -> Catalog:
 
 def drop_unreadable(catalog: Catalog, workers: int | None = None) -> Catalog:
     """Decode every image (reduced-size JPEG decoding, in threads); report and drop those that fail."""
-    reader = catalog.reader
-    paths = [reader.path(ref) for ref in catalog.table["ref"]]
+    refs = catalog.table["ref"].tolist()
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(progress(pool.map(check_image, paths), total=len(paths), description="checking images"))
+        reasons = list(progress(pool.map(catalog.reader.check, refs), total=len(refs),
+                                description="checking images"))
     bad = [i for i, reason in enumerate(reasons) if reason]
     if not bad:
         return catalog
