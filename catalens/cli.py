@@ -14,13 +14,21 @@ from .errors import CatalensError
 
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
-    "DATA is a folder (one subfolder per class, optionally train/ val/ test/) or fashion-mnist[:DIR].",
+    "DATA is a folder (one subfolder per class, optionally train/ val/ test/), fashion-mnist[:DIR] or bson:FILE "
+    "(a product dump such as CDiscount's train.bson).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
 )
 catalog_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+bson_app = typer.Typer(help="BSON product dumps (CDiscount's format): generate test files, build the index.",
+                       no_args_is_help=True)
+app.add_typer(bson_app, name="bson")
 
-DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/) or fashion-mnist[:DIR]."
+DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/), fashion-mnist[:DIR] or bson:FILE."
+CATEGORIES_HELP = "bson: category tree CSV (category_id, category_level1..3) [default: category_names.csv beside " \
+    "the BSON file]."
+LEVEL_HELP = "bson: the category level to classify at: 1, 2 or 3 (leaf category_id) [default: 3]."
+SAMPLE_HELP = "bson: a uniform sample of N products, drawn from the index (seeded by --seed)."
 LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in name such as fashion-mnist-groups."
 
 
@@ -57,9 +65,14 @@ def train(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side in pixels."),
     resize: Optional[str] = typer.Option(None, "--resize", help="crop (default: shorter side to size, centre crop) "
                                          "or squash (the whole photo to a square, aspect ignored)."),
-    min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images."),
+    min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images "
+                                                "(bson: products)."),
     top_classes: Optional[int] = typer.Option(None, "--top-classes", help="Keep only the K largest classes."),
-    max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class."),
+    max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class (bson: "
+                                                "products, drawn at random)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
+    level: Optional[int] = typer.Option(None, "--level", help=LEVEL_HELP),
+    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--from-scratch", help="Start a timm backbone from "
                                               "ImageNet weights: --weights FILE, the lite0 extra for "
                                               "tf_efficientnet_lite0, else timm's hub or cache [default: scratch]."),
@@ -84,6 +97,7 @@ def train(
     Examples:
       catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
       catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --out runs/p
+      catalens train --data bson:train.bson --level 2 --sample 100000 --min-per-class 50 --out runs/cd
     """
     from .config import make_config
     from .train import train as run_train
@@ -95,7 +109,8 @@ def train(
                      val_fraction=val_fraction, input_size=input_size, resize=resize, min_per_class=min_per_class,
                      top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers,
                      pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
-                     backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile)
+                     backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile,
+                     categories=categories, level=level, sample=sample)
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -163,17 +178,36 @@ def predict(
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
+                                              "submission (_id,category_id, one row per product); an interrupted "
+                                              "run continues where it stopped."),
 ):
-    """Top-k labels with probabilities for each image, as CSV or JSON Lines.
+    """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
+    row per product: its images' probabilities averaged, with the category level names.
 
-    Example: catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
+    Examples:
+      catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
+      catalens predict runs/cd bson:test.bson --submission submission.csv
     """
     from .predict import predict as run_predict
 
+    if submission:
+        from .products import write_submission
+        from .run import Model
+
+        if len(inputs) != 1:
+            raise CatalensError("--submission takes one input, the BSON dump: bson:test.bson")
+        result = write_submission(Model.load(model, backend=backend), inputs[0], submission, batch_size=batch_size,
+                                  workers=workers)
+        print(f"{result.products:,} products in {result.path} ({result.written:,} written now"
+              + (f", {result.resumed_from:,} by an earlier run" if result.resumed_from else "") + ")",
+              file=sys.stderr)
+        return
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
                           workers=workers, split=split, backend=backend)
     if out:
-        print(f"{summary['predicted']} predictions written to {out}"
+        print(f"predictions for {summary['predicted']} images written to {out}"
+              + (" (one row per product)" if summary["per_product"] else "")
               + (f"; {summary['failed']} unreadable" if summary["failed"] else ""), file=sys.stderr)
 
 
@@ -185,6 +219,10 @@ def catalog_stats(
     min_per_class: int = typer.Option(0, "--min-per-class"),
     top_classes: Optional[int] = typer.Option(None, "--top-classes"),
     max_per_class: Optional[int] = typer.Option(None, "--max-per-class"),
+    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
+    level: int = typer.Option(3, "--level", help=LEVEL_HELP),
+    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of --sample and --max-per-class."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image to find unreadable ones "
                                 "(--no-verify only lists files: much faster on huge folders)."),
 ):
@@ -194,11 +232,55 @@ def catalog_stats(
     from .stats import print_stats
 
     stats = compute(data, DataOptions(labels=labels, min_per_class=min_per_class, top_classes=top_classes,
-                                      max_per_class=max_per_class), verify=verify)
+                                      max_per_class=max_per_class, categories=categories, level=level,
+                                      sample=sample, seed=seed), verify=verify)
     if as_json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:
         print_stats(stats)
+
+
+@bson_app.command("generate")
+def bson_generate(
+    out: Path = typer.Argument(..., help="The .bson file to write."),
+    images: Path = typer.Option(..., "--images", help="Folder of product photos (class subfolders allowed)."),
+    categories: Path = typer.Option(..., "--categories", help="The category tree, e.g. category_names.csv."),
+    size: Optional[str] = typer.Option(None, "--size", help="Stop at this file size, e.g. 2GB or 300MB."),
+    products: Optional[int] = typer.Option(None, "--products", help="Stop after N products."),
+    classes: int = typer.Option(50, "--classes", help="How many leaf categories of the tree to use."),
+    test: bool = typer.Option(False, "--test", help="Write a test file: no category_id."),
+    quality: int = typer.Option(75, "--quality", help="JPEG quality of the 180x180 pictures."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Write a BSON dump in CDiscount's exact format ({_id, imgs: [{picture}], category_id}, 1-4 images per
+    product, 180x180 JPEGs) from real photos and the real category tree, for tests and benchmarks at scale.
+
+    Example: catalens bson generate data/train.bson --images photos/ --categories category_names.csv --size 2GB
+    """
+    from .bson_generate import generate_bson
+
+    result = generate_bson(out, images, categories, size=size, products=products, classes=classes, test=test,
+                           seed=seed, quality=quality)
+    print(f"wrote {result.path}: {result.products:,} products, {result.images:,} images, "
+          f"{result.bytes / 1e6:,.1f} MB, {result.categories} categories", file=sys.stderr)
+
+
+@bson_app.command("index")
+def bson_index(
+    file: Path = typer.Argument(..., help="The .bson file."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build it again even if the saved index is current."),
+):
+    """Build (or check) the index of a BSON dump: one pass reading only document headers. Every command that
+    reads bson:FILE does this on first use; the index is saved beside the file (or in the cache directory)."""
+    from .sources.bson_index import open_index
+
+    index = open_index(file, rebuild=rebuild)
+    summary = index.summary()
+    print(f"{file}: {summary['products']:,} products, {summary['images']:,} images, "
+          f"{'labelled' if summary['labelled'] else 'no category_id (test file)'}; "
+          + ("index reused" if index.reused else f"indexed in {summary['seconds']:.2f} s")
+          + (f"; {summary['problems']} problem(s), see catalens catalog stats bson:{file}" if index.problems else ""),
+          file=sys.stderr)
 
 
 @app.command()

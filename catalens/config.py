@@ -23,6 +23,9 @@ class TrainConfig:
     min_per_class: int = 0
     top_classes: int | None = None
     max_per_class: int | None = None
+    categories: str | None = None  # bson: category tree CSV [default: category_names.csv beside the file]
+    level: int = 3  # bson: category level to classify at (1, 2 or 3 = leaf category_id)
+    sample: int | None = None  # bson: a uniform sample of N products, drawn at index time
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size
@@ -110,6 +113,8 @@ def validate(config: TrainConfig) -> None:
         (str(config.freeze) in ("none", "backbone") or str(config.freeze).isdigit(),
          "--freeze must be none, backbone or a number of backbone stages to train"),
         (config.resize in ("crop", "squash"), "--resize must be crop or squash"),
+        (config.level in (1, 2, 3), "--level must be 1, 2 or 3"),
+        (config.sample is None or config.sample > 0, "--sample must be a positive number of products"),
         (config.unfreeze_every is None or config.unfreeze_every >= 1, "--unfreeze-every must be at least 1"),
         (config.backbone_lr_scale is None or config.backbone_lr_scale >= 0, "--backbone-lr-scale must be >= 0"),
     ]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -22,6 +23,7 @@ from .data import DataOptions, load_catalog
 from .errors import CatalensError
 from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
+from .products import average_by_product, catalog_has_products
 from .progress import console, info, warn
 from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 from .splits import ensure_splits
@@ -176,6 +178,13 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         torch_threads=torch.get_num_threads(),
     )
     metrics.update(measure_speed(model, sample))
+    if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served
+        products, mean, _ = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
+                                               result.probabilities)
+        product_truth = pd.Series(truth).groupby(catalog.table["product_id"].to_numpy()[result.rows],
+                                                 sort=False).first().reindex(products).to_numpy()
+        metrics.update(products=int(len(products)),
+                       product_accuracy=float((mean.argmax(1) == product_truth).mean()))
     if result.failures:
         warn(f"{len(result.failures)} image(s) could not be read and were left out; listed in metrics.json")
 
@@ -229,6 +238,9 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         "| metric | value |", "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} |",
     ]
+    if "product_accuracy" in metrics:
+        lines.append(f"| product accuracy (images averaged, {metrics['products']:,} products) | "
+                     f"{metrics['product_accuracy']:.4f} |")
     lines += [f"| top-{k} accuracy | {v:.4f} |" for k, v in metrics["top_k_accuracy"].items() if k != "1"]
     lines += [
         f"| macro F1 | {metrics['macro_f1']:.4f} |", f"| weighted F1 | {metrics['weighted_f1']:.4f} |",

@@ -16,6 +16,7 @@ from .catalog import Catalog
 from .data import load_catalog
 from .errors import CatalensError
 from .images import is_image_file
+from .products import average_by_product, catalog_has_products, level_names
 from .progress import make_progress, warn
 from .run import Model, top_k
 from .sources import source_prefix
@@ -35,12 +36,12 @@ class Predictions:
 
 
 def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, workers: int | None = None,
-                    description: str = "predicting") -> Predictions:
+                    description: str = "predicting", show_progress: bool = True) -> Predictions:
     """Class probabilities for every readable image in the catalog, timed end to end (decoding included)."""
     started = time.perf_counter()
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
     probabilities, rows, failures = [], [], []
-    with make_progress() as bar:
+    with make_progress(disable=not show_progress) as bar:
         task = bar.add_task(description, total=len(catalog))
         for batch in batches:
             failures += batch.failures
@@ -96,18 +97,34 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
             handle.close()
     if result.failures:
         warn(f"{len(result.failures)} image(s) could not be read; they are in the output with their error")
-    return {"predicted": len(result.rows), "failed": len(result.failures), "images_per_s": result.images_per_s}
+    return {"predicted": len(result.rows), "failed": len(result.failures), "images_per_s": result.images_per_s,
+            "per_product": catalog_has_products(catalog)}
 
 
 def write_predictions(handle, output_format: str, catalog: Catalog, model: Model, result: Predictions, k: int):
-    refs = catalog.table["ref"].astype(str).to_numpy()
+    """One row per image, or, for a product dump, one per product (its images' probabilities averaged), with
+    the category level names of each class when the model knows its tree."""
+    inputs, probabilities, images = catalog.table["ref"].astype(str).to_numpy()[result.rows], result.probabilities, None
+    failures = result.failures
+    if catalog_has_products(catalog):
+        inputs, probabilities, images = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
+                                                           probabilities)
+        item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
+        failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
+    hierarchy = bool(model.card.get("hierarchy"))
     records = []
-    for row, probabilities in zip(result.rows, result.probabilities):
-        best = top_k(probabilities, model.classes, k)
-        records.append({"input": refs[row], "label": best[0][0], "probability": round(best[0][1], 6),
-                        "top_k": [{"label": label, "probability": round(p, 6)} for label, p in best], "error": ""})
+    for i, (name, row) in enumerate(zip(inputs, probabilities)):
+        best = top_k(row, model.classes, k)
+        record = {"input": str(name), "label": best[0][0], "probability": round(best[0][1], 6)}
+        if images is not None:
+            record["images"] = int(images[i])
+        record["top_k"] = [{"label": label, "probability": round(p, 6)} for label, p in best]
+        if hierarchy:
+            for entry in record["top_k"]:
+                entry.update(level_names(model, entry["label"]))
+        records.append({**record, "error": ""})
     records += [{"input": ref, "label": "", "probability": "", "top_k": [], "error": reason}
-                for ref, reason in result.failures]
+                for ref, reason in failures]
     if output_format == "jsonl":
         for record in records:
             if not record["error"]:
@@ -115,7 +132,13 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
     writer = csv.writer(handle)
-    writer.writerow(["input", "label", "probability", "top_k", "error"])
+    levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
+        name in entry for entry in model.card["hierarchy"].values())]
+    writer.writerow(["input", "label", "probability", *(["images"] if images is not None else []), *levels,
+                     "top_k", "error"])
     for record in records:
         top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
-        writer.writerow([record["input"], record["label"], record["probability"], top, record["error"]])
+        first = record["top_k"][0] if record["top_k"] else {}
+        writer.writerow([record["input"], record["label"], record["probability"],
+                         *([record.get("images", "")] if images is not None else []),
+                         *[first.get(name, "") for name in levels], top, record["error"]])

@@ -24,7 +24,7 @@ def bars_enabled() -> bool:
     return console.is_terminal and not os.environ.get("CATALENS_NO_PROGRESS")
 
 
-def make_progress(*extra_columns) -> Progress:
+def make_progress(*extra_columns, disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -35,7 +35,7 @@ def make_progress(*extra_columns) -> Progress:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        disable=not bars_enabled(),
+        disable=disable or not bars_enabled(),
         transient=False,
     )
 

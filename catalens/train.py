@@ -179,7 +179,8 @@ def data_options(config: TrainConfig) -> DataOptions:
     return DataOptions(
         labels=config.labels, min_per_class=config.min_per_class, top_classes=config.top_classes,
         max_per_class=config.max_per_class, split_ratios=tuple(config.split_ratios),
-        val_fraction=config.val_fraction, seed=config.seed,
+        val_fraction=config.val_fraction, seed=config.seed, categories=config.categories, level=config.level,
+        sample=config.sample,
     )
 
 
@@ -300,6 +301,9 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                      "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
                      "cached_features": cached},
         "pretrained": pretrained,
+        "hierarchy": {name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
+        if catalog.hierarchy else None,
+        "level": catalog.level,
         "created": utc_now(),
         "catalens_version": __version__,
         "torch_version": torch.__version__,

@@ -66,6 +66,34 @@ class BsonReader:
         return None
 
 
+def usable_products(records: np.ndarray, labelled: bool) -> np.ndarray:
+    """Products with an integer _id and at least one JPEG image (and, in a labelled file, a category_id)."""
+    usable = ((records["flags"] & (FLAG_BAD_ID | FLAG_NO_IMGS)) == 0) & (records["images"] > 0)
+    usable &= records["bad"] != (1 << np.minimum(records["images"], 8)) - 1
+    if labelled:
+        usable &= (records["flags"] & FLAG_NO_CATEGORY) == 0
+    return usable
+
+
+def image_catalog(path: Path, products: np.ndarray, labels: np.ndarray | None = None) -> Catalog:
+    """One catalog row per JPEG image of the given index records (products), in their order."""
+    images = products["images"].astype(np.int64)
+    product = np.repeat(np.arange(len(products)), images)
+    number = np.arange(len(product)) - np.repeat(np.cumsum(images) - images, images)
+    bad = products["bad"][product].astype(np.int64)
+    keep = (number >= 8) | ((bad >> np.minimum(number, 7)) & 1 == 0)
+    product, number = product[keep], number[keep]
+    ids = products["id"][product].astype(str).astype(object)
+    table_labels = labels[product] if labels is not None else np.full(len(product), "", dtype=object)
+    catalog = Catalog.from_records(
+        {"item_id": (pd.Series(ids) + "-" + pd.Series(number).astype(str)).to_numpy(dtype=object),
+         "product_id": ids, "ref": products["offset"][product] * IMAGES_PER_REF + number, "label": table_labels},
+        classes=sorted(set(table_labels) - {""}), reader=BsonReader(path), source=f"bson:{path}",
+    )
+    catalog.filtered = True
+    return catalog
+
+
 def product_labels(index_records: np.ndarray, tree, level: int, labelled: bool) -> np.ndarray:
     """The class of every product at `level` ('' when unlabelled or unknown to the tree)."""
     categories = index_records["category"]
@@ -121,10 +149,7 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
     level = int(options.level or 3)
     labelled = index.labelled
     problems = list(index.problems)
-    usable = ((records["flags"] & (FLAG_BAD_ID | FLAG_NO_IMGS)) == 0) & (records["images"] > 0)
-    usable &= (records["bad"] != (1 << np.minimum(records["images"], 8)) - 1)  # at least one JPEG
-    if labelled:
-        usable &= (records["flags"] & FLAG_NO_CATEGORY) == 0
+    usable = usable_products(records, labelled)
     labels = product_labels(records, tree, level, labelled)
     if labelled and tree is not None:
         unknown = usable & (labels == "")
@@ -135,23 +160,10 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
         usable &= ~unknown
     rows, notes = sample_products(labels, np.flatnonzero(usable), options.sample,
                                   options.min_per_class, options.max_per_class, options.seed)
-    chosen = records[rows]
-    images = chosen["images"].astype(np.int64)
-    product = np.repeat(np.arange(len(chosen)), images)
-    number = np.arange(len(product)) - np.repeat(np.cumsum(images) - images, images)
-    bad = chosen["bad"][product].astype(np.int64)
-    keep = (number >= 8) | ((bad >> np.minimum(number, 7)) & 1 == 0)
-    product, number = product[keep], number[keep]
-    ids = chosen["id"][product].astype(str).astype(object)
-    table_labels = labels[rows][product]
-    catalog = Catalog.from_records(
-        {"item_id": (pd.Series(ids) + "-" + pd.Series(number).astype(str)).to_numpy(dtype=object),
-         "product_id": ids, "ref": chosen["offset"][product] * IMAGES_PER_REF + number, "label": table_labels},
-        classes=sorted(set(table_labels) - {""}), reader=BsonReader(path), source=f"bson:{path}",
-        problems=problems, notes=[f"BSON index: {len(records):,} products ({'reused' if index.reused else 'built in'}"
-                                  f" {index.seconds:.1f} s)", *notes],
-    )
-    catalog.filtered = True
+    catalog = image_catalog(path, records[rows], labels[rows])
+    catalog.problems = problems
+    catalog.notes = [f"BSON index: {len(records):,} products ({'reused' if index.reused else 'built in'}"
+                     f" {index.seconds:.1f} s)", *notes]
     if tree is not None and labelled:
         catalog.hierarchy = {name: entry for name, entry in tree.hierarchy(level).items() if name in catalog.classes}
         catalog.level = level
