@@ -278,7 +278,7 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
     after it); the compiled walk releases the GIL, so the parts are indexed in parallel."""
     started = time.perf_counter()
     size = path.stat().st_size
-    threads = max(1, threads or min(4, os.cpu_count() or 1)) if size > WINDOW else 1
+    threads = max(1, threads or (min(4, os.cpu_count() or 1) if size > WINDOW else 1))
     with open(path, "rb") as source, make_progress() as bar:
         task = bar.add_task(f"indexing {path.name}", total=size) if show_progress else None
         cuts = [0] + [next_document(source, size * k // threads, size) for k in range(1, threads)]
