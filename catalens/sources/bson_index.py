@@ -39,7 +39,7 @@ FLAG_NO_PICTURE = 8  # an element of imgs without picture bytes (counted in `bad
 # Walk status codes (numba cannot raise rich errors cheaply): why the walk stopped.
 OK, FULL, TRUNCATED, BAD_LENGTH, BAD_DOCUMENT = 0, 1, 2, 3, 4
 MAX_DOCUMENT = 16 * 1024 * 1024  # BSON's own limit on a document's size
-WINDOW = 64 * 1024 * 1024  # bytes mapped at a time (per thread)
+WINDOW = 16 * 1024 * 1024  # bytes mapped at a time (per thread): the mapped pages count in RSS
 CHUNK = 65536  # records per call of the compiled walk
 
 
