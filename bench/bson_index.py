@@ -137,7 +137,8 @@ def main() -> None:
             f"generated {size / 1e9:.2f} GB BSON ({decode['products']:,} products, {decode['images']:,} images, "
             f"warm page cache): index pass **{two['seconds']:.2f} s with {cores} threads = "
             f"{decode['seconds'] / two['seconds']:.1f}x** faster than a full `bson.decode_file_iter` pass "
-            f"({decode['seconds']:.2f} s); 1 thread {one['seconds']:.2f} s = {decode['seconds'] / one['seconds']:.1f}x; "
+            f"({decode['seconds']:.2f} s); 1 thread {one['seconds']:.2f} s = "
+            f"{decode['seconds'] / one['seconds']:.1f}x; "
             f"peak memory (max RSS of the process) index {two['peak_mb']:.0f} MB vs decode {decode['peak_mb']:.0f} MB",
             f"random-access reads from the same file: picture bytes {reads[('bytes', 1)]:,.0f}/s (1 process), "
             f"{reads[('bytes', cores)]:,.0f}/s ({cores}); decoded to RGB {reads[('decode', 1)]:,.0f}/s (1), "

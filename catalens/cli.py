@@ -135,6 +135,8 @@ def evaluate(
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP + " Default: training's."),
+    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP + " Default: training's."),
 ):
     """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed.
 
@@ -144,7 +146,7 @@ def evaluate(
     from .evaluate import evaluate as run_evaluate
 
     run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
-                 backend=backend)
+                 backend=backend, data_overrides={"categories": categories, "sample": sample})
 
 
 @app.command()
@@ -178,6 +180,8 @@ def predict(
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
+    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
     submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
                                               "submission (_id,category_id, one row per product); an interrupted "
                                               "run continues where it stopped."),
@@ -189,6 +193,7 @@ def predict(
       catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
       catalens predict runs/cd bson:test.bson --submission submission.csv
     """
+    from .data import DataOptions
     from .predict import predict as run_predict
 
     if submission:
@@ -204,7 +209,8 @@ def predict(
               file=sys.stderr)
         return
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
-                          workers=workers, split=split, backend=backend)
+                          workers=workers, split=split, backend=backend,
+                          options=DataOptions(categories=categories, sample=sample))
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")

@@ -29,7 +29,8 @@ from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 from .splits import ensure_splits
 
 
-def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Catalog, str | None, bool]:
+def evaluation_catalog(model: Model, data: str, labels: str | None,
+                       overrides: dict | None = None) -> tuple[Catalog, str | None, bool]:
     """The data as training saw it: the card's label mapping and class filters unless --labels is given, and,
     when it is the very data the model was trained on (third value), the same seeded splits, so `test` is
     held out."""
@@ -40,6 +41,9 @@ def evaluation_catalog(model: Model, data: str, labels: str | None) -> tuple[Cat
         options.split_ratios = tuple(options.split_ratios)
     if labels is not None:
         options.labels = labels
+    for key, value in (overrides or {}).items():  # e.g. --categories on another machine, --sample
+        if value is not None:
+            setattr(options, key, value)
     catalog = load_catalog(data, options, split=False)
     training_data = catalog.source == trained.get("source")
     if training_data:
@@ -138,10 +142,12 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
 
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 256, workers: int | None = None,
-             weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto") -> dict:
-    """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`."""
+             weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
+             data_overrides: dict | None = None) -> dict:
+    """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
+    `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
     model = Model.load(model_dir, weights=weights, backend=backend)
-    catalog, labels, training_data = evaluation_catalog(model, data, labels)
+    catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)
     catalog, split_name = choose_split(catalog, split)
     seen = int((catalog.table["split"] == "train").sum())
     if split_name == "all" and seen and training_data:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .batches import make_batches
 from .catalog import Catalog
-from .data import load_catalog
+from .data import DataOptions, load_catalog
 from .errors import CatalensError
 from .images import is_image_file
 from .products import average_by_product, catalog_has_products, level_names
@@ -55,7 +55,7 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     return Predictions(np.concatenate(probabilities), np.concatenate(rows), failures, seconds)
 
 
-def catalog_of_inputs(inputs: list[str], split: str | None = None) -> Catalog:
+def catalog_of_inputs(inputs: list[str], split: str | None = None, options: DataOptions | None = None) -> Catalog:
     """Files and folders (searched recursively) as an unlabelled catalog, or a single data spec."""
     paths: list[Path] = []
     for item in inputs:
@@ -65,7 +65,7 @@ def catalog_of_inputs(inputs: list[str], split: str | None = None) -> Catalog:
         elif path.is_file():
             paths.append(path)
         elif len(inputs) == 1 and source_prefix(item):
-            catalog = load_catalog(item, split=False)
+            catalog = load_catalog(item, options, split=False)
             if split:
                 if not catalog.has_split(split):
                     raise CatalensError(f"{item} has no {split!r} split")
@@ -82,12 +82,12 @@ def catalog_of_inputs(inputs: list[str], split: str | None = None) -> Catalog:
 
 def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
             out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
-            split: str | None = None, backend: str = "auto") -> dict:
+            split: str | None = None, backend: str = "auto", options: DataOptions | None = None) -> dict:
     """Write top-k predictions for each input image as CSV or JSON Lines; returns a summary."""
     if output_format not in ("csv", "jsonl"):
         raise CatalensError("--format must be csv or jsonl")
     model = Model.load(model_dir, backend=backend)
-    catalog = catalog_of_inputs(inputs, split)
+    catalog = catalog_of_inputs(inputs, split, options)
     result = predict_catalog(model, catalog, batch_size, workers)
     handle = open(out, "w", newline="") if out else sys.stdout
     try:

@@ -210,3 +210,24 @@ def test_average_by_product_on_hand_made_probabilities():
     products, mean, counts = average_by_product(["b", "a", "b", "c"], probabilities)
     assert list(products) == ["b", "a", "c"] and counts.tolist() == [2, 1, 1]
     np.testing.assert_allclose(mean, [[0.65, 0.35], [0.2, 0.8], [0.3, 0.7]], rtol=1e-6)
+
+
+def test_cli_generates_indexes_and_samples_a_dump(tmp_path):
+    def catalens(*args):
+        return subprocess.run([sys.executable, "-m", "catalens.cli", *map(str, args)], capture_output=True,
+                              text=True)
+
+    path = tmp_path / "cli.bson"
+    made = catalens("bson", "generate", path, "--images", shared("clothing-small/validation"), "--categories",
+                    shared("cdiscount/category_names.csv"), "--products", 40, "--classes", 3)
+    assert made.returncode == 0 and "40 products" in made.stderr
+    assert (tmp_path / "category_names.csv").is_file()  # the tree beside the dump, as in the real layout
+    indexed = catalens("bson", "index", path)
+    assert indexed.returncode == 0 and "40 products" in indexed.stderr and "indexed in" in indexed.stderr
+    assert "index reused" in catalens("bson", "index", path).stderr
+    stats = json.loads(catalens("catalog", "stats", f"bson:{path}", "--json", "--sample", 10, "--level", 1,
+                                "--no-verify").stdout)
+    assert stats["products"] == 10 and stats["problems"] == []
+    missing = catalens("catalog", "stats", f"bson:{tmp_path / 'nope.bson'}")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: BSON file")
+    assert "Traceback" not in missing.stderr
