@@ -39,6 +39,7 @@ class Catalog:
     filtered: bool = False  # the source applied min/max per class itself (BSON: per product, at index time)
     hierarchy: dict[str, dict] | None = None  # class -> names of its category levels (BSON with a tree)
     level: int | None = None  # the tree level the classes are at
+    report: dict = field(default_factory=dict)  # source-specific findings for `catalog stats` (e.g. duplicates)
 
     @classmethod
     def from_records(cls, records: dict, **kwargs) -> Catalog:
@@ -108,6 +109,7 @@ class Catalog:
             "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else None,
             "problems": list(self.problems),
             "notes": list(self.notes),
+            **self.report,
         }
 
 

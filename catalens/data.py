@@ -25,6 +25,13 @@ class DataOptions:
     categories: str | None = None  # category tree CSV [default: category_names.csv beside the file]
     level: int = 3  # tree level to classify at: 1, 2 or 3 (leaf category_id)
     sample: int | None = None  # a uniform sample of N products, drawn at index time
+    # marketplace CSV exports (csv:FILE) and SQL databases (sqlite:///FILE, postgresql+psycopg://...)
+    images: str | None = None  # image folder (CSV: default train_images/ beside it; SQL: root of relative paths)
+    dedupe: bool = False  # remove exact and near duplicate images, one kept per cluster
+    max_distance: int = 6  # near duplicates: perceptual-hash Hamming distance <= this
+    top_groups: int | None = None  # keep the N largest label groups (before --dedupe)
+    label_column: str | None = None  # the column labels come from (CSV: label_group; SQL: needed)
+    columns: str | None = None  # other column/table names: key=name,key=name
 
 
 def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = False, split: bool = True) -> Catalog:

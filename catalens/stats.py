@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from .data import DataOptions, load_catalog
@@ -12,6 +14,14 @@ def catalog_stats(data: str, options: DataOptions | None = None, verify: bool = 
     """Items, products, classes, images per class, imbalance ratio and problems (`verify`: decode every image)."""
     catalog = load_catalog(data, options or DataOptions(), verify=verify, split=False)
     return catalog.stats()
+
+
+def export_catalog(data: str, out: str | Path, options: DataOptions | None = None, verify: bool = False) -> int:
+    """Write the catalog (image, label, product_id, title, description) as CSV; returns the number of rows."""
+    catalog = load_catalog(data, options or DataOptions(), verify=verify, split=False)
+    table = catalog.table.rename(columns={"ref": "image"})
+    table[["image", "label", "product_id", "title", "description"]].to_csv(out, index=False)
+    return len(table)
 
 
 def print_stats(stats: dict) -> None:

@@ -180,7 +180,8 @@ def data_options(config: TrainConfig) -> DataOptions:
         labels=config.labels, min_per_class=config.min_per_class, top_classes=config.top_classes,
         max_per_class=config.max_per_class, split_ratios=tuple(config.split_ratios),
         val_fraction=config.val_fraction, seed=config.seed, categories=config.categories, level=config.level,
-        sample=config.sample,
+        sample=config.sample, images=config.images, dedupe=config.dedupe, max_distance=config.max_distance,
+        top_groups=config.top_groups, label_column=config.label_column, columns=config.columns,
     )
 
 

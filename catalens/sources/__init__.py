@@ -28,6 +28,26 @@ def _open_bson(rest: str, **options) -> Catalog:
 SOURCES["bson"] = _open_bson
 
 
+def _open_csv(rest: str, **options) -> Catalog:
+    from .marketplace_csv import open_csv
+
+    return open_csv(rest, **options)
+
+
+def _open_sql(scheme: str):
+    def opener(rest: str, **options) -> Catalog:
+        from .sql import open_sql
+
+        return open_sql(f"{scheme}:{rest}", **options)
+
+    return opener
+
+
+SOURCES["csv"] = _open_csv
+for _scheme in ("sqlite", "postgresql", "postgresql+psycopg"):
+    SOURCES[_scheme] = _open_sql(_scheme)
+
+
 def register_source(prefix: str):
     """Decorator: `@register_source("bson")` makes `bson:PATH` specs open with the decorated function."""
 
