@@ -9,6 +9,7 @@ marketplaces' column names; `--label-column NAME` takes labels from another colu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 from ..catalog import Catalog
 from ..dedupe import compute_phashes, find_duplicates, parse_hashes
 from ..errors import CatalensError
-from .folder import FileReader
+from .folder import FileReader, ImageRoot
 
 DEFAULT_COLUMNS = {"posting_id": "posting_id", "image": "image", "image_phash": "image_phash", "title": "title",
                    "label_group": "label_group"}
@@ -37,15 +38,6 @@ def parse_columns(text: str | dict | None, defaults: dict[str, str]) -> dict[str
             raise CatalensError(f"unknown column key {key!r} in --columns; keys: {', '.join(defaults)}")
         columns[key] = name
     return columns
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Is `path` (resolved, symlinks followed) inside `root`? Refuses ../ tricks and absolute paths elsewhere."""
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, list[dict]]:
@@ -94,17 +86,21 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "phash": table[columns["image_phash"]].to_numpy() if columns["image_phash"] in table.columns
                           else [""] * len(table)})
     usable = np.ones(len(frame), bool)
+    guard = ImageRoot(images)
+    real_paths = []
     for i, row in enumerate(frame.itertuples()):
-        reason = None
+        reason, real = None, guard.resolve(row.image) if row.image else None
         if not row.image or not row.label:
             reason = "empty image or label"
-        elif not inside(images / row.image, images):
+        elif real is None:
             reason = "image path leaves the image folder; skipped"
-        elif not (images / row.image).is_file():
+        elif not os.path.isfile(real):
             reason = "image file not found"
         if reason:
             problems.append({"ref": f"{row.item_id} ({row.image})", "reason": reason})
             usable[i] = False
+        real_paths.append(real)
+    frame["path"] = real_paths
     frame = frame[usable].reset_index(drop=True)
     notes = []
     if options.top_groups:
@@ -122,7 +118,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
         raise CatalensError(f"no usable rows in {path}; see the problems: "
                             + "; ".join(f"{p['ref']}: {p['reason']}" for p in problems[:3]))
     catalog = Catalog.from_records(
-        {"item_id": frame["item_id"].to_numpy(), "ref": [str((images / name).resolve()) for name in frame["image"]],
+        {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
          "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy()},
         classes=sorted(frame["label"].unique()), reader=FileReader("/"), source=f"csv:{path}",
         problems=problems, notes=notes,
@@ -136,7 +132,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
 
 
 def remove_duplicates(frame: pd.DataFrame, images: Path, max_distance: int) -> tuple[pd.DataFrame, dict]:
-    paths = [images / name for name in frame["image"]]
+    paths = [Path(path) for path in frame["path"]]
     given = frame["phash"].to_numpy()
     hashes = np.zeros(len(frame), np.uint64)
     have = np.array([bool(text) for text in given])
