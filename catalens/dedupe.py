@@ -8,7 +8,6 @@ are compared. Clusters are the connected components of the pairs found.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .checksums import file_digest
 from .errors import CatalensError
 
 MAX_DISTANCE = 16  # beyond this, blocks get so short that every pair is a candidate: not a near duplicate
@@ -94,14 +94,6 @@ def clusters_of(pairs: np.ndarray, n: int) -> np.ndarray:
         return np.arange(n)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1]
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_digests(paths: list[Path]) -> list[str | None]:

@@ -14,7 +14,6 @@ one, with a note; any other layer that does not fit is an error naming the first
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checksums import file_digest
 from .errors import CatalensError
 from .models.timm_models import classifier_of, import_timm
 from .progress import info
@@ -154,11 +154,3 @@ def load_pretrained(module: nn.Module, name: str, weights: str | Path | None = N
     else:
         info(f"pretrained weights from {source}")
     return {"source": source, "sha256": file_digest(path) if path else None, "new_head": sorted(new_head)}
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -11,7 +11,6 @@ A run directory holds everything needed to reproduce and use a model:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checksums import file_digest
 from .errors import CatalensError
 from .models import create_model
 from .onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
@@ -202,14 +202,10 @@ class Model:
         return [top_k(row, self.classes, k) for row in probabilities]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path):
     """An onnxruntime session for these weights: the run's model.onnx when it was exported from them,
     else a fresh export (saved into the run directory when it is writable)."""
-    digest = file_sha256(weights_path)
+    digest = file_digest(weights_path)
     path = run_dir / ONNX_FILE
     if path.is_file():
         try:
@@ -226,7 +222,7 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
 
 def export_weights(module: nn.Module, card: dict, weights_path: Path, path: Path, digest: str | None = None):
     """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
-    card = dict(card, weights_sha256=digest or file_sha256(weights_path), weights_file=weights_path.name)
+    card = dict(card, weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
     return export_onnx(copy.deepcopy(module).float(), card, path)
 
 

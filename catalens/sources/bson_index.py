@@ -91,6 +91,35 @@ def _name_end(buf, p, stop):
     return p if p < stop else -1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _integer(buf, kind, p):
+    """A BSON int32 (0x10) or int64 (0x12) value at p."""
+    if kind == 0x10:
+        return _i32(buf, p)
+    return (_i32(buf, p) & 0xFFFFFFFF) | (_i32(buf, p + 4) << 32)
+
+
+@njit(cache=True, nogil=True)
+def _picture_is_jpeg(buf, p, stop):
+    """Walk an image document's elements from p to stop: 1 if its `picture` bytes start with the JPEG magic,
+    0 if not (or it has none), -1 if the document is malformed."""
+    jpeg = 0
+    while p < stop:
+        kind = buf[p]
+        name_end = _name_end(buf, p + 1, stop)
+        if name_end < 0:
+            return -1
+        end = _skip_value(buf, kind, name_end + 1, stop)
+        if end < 0:
+            return -1
+        if kind == 0x05 and name_end - p - 1 == 7 and buf[p + 1] == 112:  # picture: int32 size, subtype, bytes
+            data = name_end + 1 + 5
+            magic = end - data >= 3 and buf[data] == 0xFF and buf[data + 1] == 0xD8 and buf[data + 2] == 0xFF
+            jpeg = 1 if magic else 0
+        p = end
+    return jpeg
+
+
 @njit(cache=True, nogil=True)
 def _parse_document(buf, start, length, record):
     """Fill record = [id, category, images, bad, flags] from the document at start; False if malformed."""
@@ -115,18 +144,12 @@ def _parse_document(buf, start, length, record):
             return False
         size = q - name
         if size == 3 and buf[name] == 95 and buf[name + 1] == 105 and buf[name + 2] == 100:  # _id
-            if kind == 0x10:
-                record[0] = _i32(buf, value)
-                flags &= ~FLAG_BAD_ID
-            elif kind == 0x12:
-                record[0] = (_i32(buf, value) & 0xFFFFFFFF) | (_i32(buf, value + 4) << 32)
+            if kind == 0x10 or kind == 0x12:
+                record[0] = _integer(buf, kind, value)
                 flags &= ~FLAG_BAD_ID
         elif size == 11 and buf[name] == 99 and buf[name + 9] == 105 and buf[name + 10] == 100:  # category_id
-            if kind == 0x10:
-                record[1] = _i32(buf, value)
-                flags &= ~FLAG_NO_CATEGORY
-            elif kind == 0x12:
-                record[1] = (_i32(buf, value) & 0xFFFFFFFF) | (_i32(buf, value + 4) << 32)
+            if kind == 0x10 or kind == 0x12:
+                record[1] = _integer(buf, kind, value)
                 flags &= ~FLAG_NO_CATEGORY
         elif size == 4 and kind == 0x04 and buf[name] == 105 and buf[name + 3] == 115:  # imgs
             flags &= ~FLAG_NO_IMGS
@@ -140,24 +163,12 @@ def _parse_document(buf, start, length, record):
                 element_end = _skip_value(buf, element_kind, r + 1, array_stop)
                 if element_end < 0:
                     return False
-                jpeg = False
-                if element_kind == 0x03:  # {picture: binary, ...}: find the picture bytes, check the JPEG magic
-                    e = r + 1 + 4
-                    inner_stop = element_end - 1
-                    while e < inner_stop:
-                        inner_kind = buf[e]
-                        s = _name_end(buf, e + 1, inner_stop)
-                        if s < 0:
-                            return False
-                        inner_end = _skip_value(buf, inner_kind, s + 1, inner_stop)
-                        if inner_end < 0:
-                            return False
-                        if inner_kind == 0x05 and s - e - 1 == 7 and buf[e + 1] == 112:  # picture
-                            data = s + 1 + 5
-                            jpeg = (inner_end - data >= 3 and buf[data] == 0xFF and buf[data + 1] == 0xD8
-                                    and buf[data + 2] == 0xFF)
-                        e = inner_end
-                if not jpeg:
+                jpeg = 0
+                if element_kind == 0x03:  # {picture: binary, ...}
+                    jpeg = _picture_is_jpeg(buf, r + 1 + 4, element_end - 1)
+                    if jpeg < 0:
+                        return False
+                if jpeg == 0:
                     flags |= FLAG_NO_PICTURE
                     if images < 8:
                         bad |= 1 << images
