@@ -99,7 +99,7 @@ def _integer(buf, kind, p):
     return (_i32(buf, p) & 0xFFFFFFFF) | (_i32(buf, p + 4) << 32)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _picture_is_jpeg(buf, p, stop):
     """Walk an image document's elements from p to stop: 1 if its `picture` bytes start with the JPEG magic,
     0 if not (or it has none), -1 if the document is malformed."""
