@@ -14,8 +14,9 @@ from .errors import CatalensError
 
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
-    "DATA is a folder (one subfolder per class, optionally train/ val/ test/), fashion-mnist[:DIR] or bson:FILE "
-    "(a product dump such as CDiscount's train.bson).",
+    "DATA is a folder (one subfolder per class, optionally train/ val/ test/), fashion-mnist[:DIR], bson:FILE "
+    "(a product dump such as CDiscount's train.bson), csv:FILE (a marketplace export such as Shopee's) or a SQL "
+    "database URL (sqlite:///products.db, postgresql+psycopg://user@host/db).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
 )
 catalog_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
@@ -24,7 +25,8 @@ bson_app = typer.Typer(help="BSON product dumps (CDiscount's format): generate t
                        no_args_is_help=True)
 app.add_typer(bson_app, name="bson")
 
-DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/), fashion-mnist[:DIR] or bson:FILE."
+DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/), fashion-mnist[:DIR], bson:FILE, csv:FILE, " \
+    "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB."
 CATEGORIES_HELP = "bson: category tree CSV (category_id, category_level1..3) [default: category_names.csv beside " \
     "the BSON file]."
 LEVEL_HELP = "bson: the category level to classify at: 1, 2 or 3 (leaf category_id) [default: 3]."
