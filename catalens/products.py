@@ -100,6 +100,9 @@ def write_submission(model: Model, spec: str, out: str | Path, batch_size: int =
     if done == 0:
         out.write_text(SUBMISSION_HEADER + "\n")
     unreadable: list[str] = []
+    unreadable_file = out.with_name(out.name + ".unreadable.txt")
+    if done == 0:
+        unreadable_file.unlink(missing_ok=True)
     with open(out, "a") as handle, make_progress() as bar:
         task = bar.add_task("products", total=len(ids), completed=done)
         for start in range(done, len(ids), chunk_products):
@@ -114,13 +117,17 @@ def write_submission(model: Model, spec: str, out: str | Path, batch_size: int =
                                                            result.probabilities)
                     best = dict(zip(products, leaves[mean.argmax(1)]))
             missing = [product for product in chunk if product not in best]
+            if missing:  # listed as they happen, so a resumed run keeps the earlier ones
+                with open(unreadable_file, "a") as listing:
+                    listing.write("".join(f"{product}\n" for product in missing))
             unreadable += missing
             handle.write("".join(f"{product},{best.get(product, fallback)}\n" for product in chunk))
             handle.flush()
             bar.update(task, completed=start + len(chunk))
     if unreadable:
         warn(f"{len(unreadable)} product(s) had no readable image; they were given the most frequent training "
-             f"category {fallback}: {', '.join(unreadable[:10])}{' ...' if len(unreadable) > 10 else ''}")
+             f"category {fallback}: {', '.join(unreadable[:10])}{' ...' if len(unreadable) > 10 else ''} "
+             f"(all listed in {unreadable_file})")
     return SubmissionSummary(str(out), len(ids), len(ids) - done, done, unreadable, time.perf_counter() - started)
 
 

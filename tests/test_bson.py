@@ -186,6 +186,13 @@ def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
     assert resumed.resumed_from == 70 and resumed.written == 80 and cut.read_text() == text
     with pytest.raises(CatalensError, match="another BSON file"):
         write_submission(model, f"bson:{dump / 'train.bson'}", cut)
+    odd = tmp_path / "odd.bson"  # a product whose only picture is not a JPEG still gets its row, and is listed
+    odd.write_bytes(b"".join(bson.encode({"_id": i, "imgs": [{"picture": JPEG if i != 2 else b"GIF89a"}]})
+                             for i in range(1, 4)))
+    listed = write_submission(model, f"bson:{odd}", tmp_path / "odd.csv")
+    rows = (tmp_path / "odd.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"] and listed.unreadable == ["2"]
+    assert (tmp_path / "odd.csv.unreadable.txt").read_text() == "2\n"
     product_rows = subprocess.run([sys.executable, "-m", "catalens.cli", "predict", str(run),
                                    f"bson:{dump / 'test.bson'}", "-k", "4", "--format", "jsonl"],
                                   capture_output=True, text=True, check=True).stdout.splitlines()
