@@ -275,10 +275,12 @@ def open_index(path: str | Path, rebuild: bool = False, show_progress: bool = Tr
             if len(records) == meta.get("products"):
                 return BsonIndex(path, records, meta.get("problems", []), meta.get("seconds", 0.0), reused=True)
     index = build_index(path, location, show_progress=show_progress)
-    meta_path.write_text(json.dumps({
+    partial = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps({
         "version": INDEX_VERSION, "file": file_signature(path), "products": len(index.records),
         "record": RECORD.descr, "seconds": index.seconds, "problems": index.problems,
     }, indent=1))
+    os.replace(partial, meta_path)  # two processes indexing the same file at once: both write whole files
     return index
 
 
@@ -295,7 +297,7 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
         cuts = [0] + [next_document(source, size * k // threads, size) for k in range(1, threads)]
         bounds = sorted({cut for cut in cuts if cut is not None}) + [size]
         parts = list(zip(bounds[:-1], bounds[1:]))
-        files = [location.with_name(f"{location.name}.part{k}") for k in range(len(parts))]
+        files = [location.with_name(f"{location.name}.{os.getpid()}.part{k}") for k in range(len(parts))]
 
         def advance(completed):
             if task is not None:
@@ -304,7 +306,8 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
         with ThreadPoolExecutor(len(parts)) as pool:
             results = list(pool.map(lambda args: index_part(source, *args, size, advance), zip(parts, files)))
     problems, end = [], 0
-    with open(location.with_name(location.name + ".partial"), "wb") as sink:
+    merged = location.with_name(f"{location.name}.{os.getpid()}.partial")
+    with open(merged, "wb") as sink:
         for file, (part_end, part_problems) in zip(files, results):
             records = np.fromfile(file, dtype=RECORD)
             file.unlink()
@@ -312,7 +315,7 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
             records.tofile(sink)
             problems += [problem for problem in part_problems if problem["offset"] >= end]
             end = max(end, part_end)
-    os.replace(location.with_name(location.name + ".partial"), location)
+    os.replace(merged, location)
     records = np.fromfile(location, dtype=RECORD)
     problems = [{"ref": f"offset {p['offset']}", "reason": p["reason"]} for p in problems]
     problems += record_problems(records)
