@@ -64,9 +64,12 @@ class CategoryTree:
         names = self.class_names(level)
         return pd.Series(category_ids).map(names).fillna("").to_numpy(dtype=object)
 
-    def hierarchy(self, level: int) -> dict[str, dict]:
-        """class -> {level1, level2[, level3, category_id]}: the names above (and at) each class."""
+    def hierarchy(self, level: int, classes=None) -> dict[str, dict]:
+        """class -> {level1, level2[, level3, category_id]}: the names above (and at) each class (of `classes`,
+        or all)."""
         names = self.class_names(level)
+        if classes is not None:
+            names = names[names.isin(list(classes))]
         result: dict[str, dict] = {}
         for category_id, name in names.items():
             if name in result:

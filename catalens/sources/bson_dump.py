@@ -165,7 +165,7 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
     catalog.notes = [f"BSON index: {len(records):,} products ({'reused' if index.reused else 'built in'}"
                      f" {index.seconds:.1f} s)", *notes]
     if tree is not None and labelled:
-        catalog.hierarchy = {name: entry for name, entry in tree.hierarchy(level).items() if name in catalog.classes}
+        catalog.hierarchy = tree.hierarchy(level, catalog.classes)
         catalog.level = level
     if verify:
         from .folder import drop_unreadable
