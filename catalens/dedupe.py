@@ -23,15 +23,13 @@ from .errors import CatalensError
 MAX_DISTANCE = 16  # beyond this, blocks get so short that every pair is a candidate: not a near duplicate
 
 
-def parse_hashes(texts) -> np.ndarray:
-    """Hex strings (e.g. Shopee's image_phash, 16 hex digits) -> uint64; raises on a malformed one."""
-    values = np.zeros(len(texts), np.uint64)
-    for i, text in enumerate(texts):
-        try:
-            values[i] = int(str(text).strip(), 16)
-        except ValueError as error:
-            raise CatalensError(f"image_phash {text!r} (row {i + 1}) is not a hexadecimal hash") from error
-    return values
+def parse_hash(text: str) -> int | None:
+    """A 64-bit hash from hex (e.g. Shopee's image_phash, 16 hex digits), or None when it is not one."""
+    try:
+        value = int(str(text).strip(), 16)
+    except ValueError:
+        return None
+    return value if 0 <= value < 1 << 64 else None
 
 
 def popcount(values: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ def test_csv_columns_malformed_rows_and_traversal(tmp_path):
     make_shopee(tmp_path, shared("clothing-small/train"), classes=2, per_class=3)
     rows = list(csv.reader(open(tmp_path / "train.csv")))
     rows[0] = ["id", "file", "hash", "name", "category"]
+    rows[1][2] = "not-a-hash"
     rows.append(["evil", "../../../etc/passwd", "", "x", "1000"])
     rows.append(["broken", "a.jpg", "", "x", "1000", "one field too many"])
     with open(tmp_path / "other.csv", "w", newline="") as handle:
@@ -96,6 +97,10 @@ def test_csv_columns_malformed_rows_and_traversal(tmp_path):
     assert len(catalog) == 10 and "evil" not in set(catalog.table["item_id"])
     reasons = {p["reason"] for p in catalog.problems}
     assert any("leaves the image folder" in r for r in reasons) and any("malformed row" in r for r in reasons)
+    deduped = load_catalog(spec, DataOptions(columns=mapping, images=str(tmp_path / "train_images"), dedupe=True),
+                           split=False)
+    assert deduped.report["removed_exact"] == 2 and deduped.report["removed_near"] == 2
+    assert any("not-a-hash" in p["reason"] for p in deduped.problems)
     by_title = load_catalog(spec, DataOptions(columns=mapping, label_column="name",
                                               images=str(tmp_path / "train_images")), split=False)
     assert by_title.classes[0] == "title of p0_0"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalog import Catalog
-from ..dedupe import compute_phashes, find_duplicates, parse_hashes
+from ..dedupe import compute_phashes, find_duplicates, parse_hash
 from ..errors import CatalensError
 from .folder import FileReader, ImageRoot
 
@@ -111,7 +111,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
         frame = frame[frame["label"].isin(ranked)].reset_index(drop=True)
     report = {}
     if options.dedupe:
-        frame, report = remove_duplicates(frame, images, options.max_distance)
+        frame, report = remove_duplicates(frame, options.max_distance, problems)
         notes.append(f"duplicates removed: {report['removed_exact']} exact, {report['removed_near']} near "
                      f"(phash distance <= {options.max_distance}), in {len(report['clusters'])} clusters")
     if frame.empty:
@@ -131,13 +131,17 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     return catalog
 
 
-def remove_duplicates(frame: pd.DataFrame, images: Path, max_distance: int) -> tuple[pd.DataFrame, dict]:
+def remove_duplicates(frame: pd.DataFrame, max_distance: int, problems: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """Exact and near duplicates removed (one kept per cluster); a malformed image_phash is recomputed and
+    reported in `problems`."""
     paths = [Path(path) for path in frame["path"]]
-    given = frame["phash"].to_numpy()
-    hashes = np.zeros(len(frame), np.uint64)
-    have = np.array([bool(text) for text in given])
-    if have.any():
-        hashes[have] = parse_hashes(given[have])
+    parsed = [parse_hash(text) if text else None for text in frame["phash"]]
+    for item, text, value in zip(frame["item_id"], frame["phash"], parsed):
+        if text and value is None:
+            problems.append({"ref": str(item), "reason": f"image_phash {text!r} is not a 64-bit hex hash; "
+                             "computed from the image instead"})
+    hashes = np.array([value or 0 for value in parsed], dtype=np.uint64)
+    have = np.array([value is not None for value in parsed], dtype=bool)
     if (~have).any():
         computed = compute_phashes([path for path, ok in zip(paths, have) if not ok])
         hashes[~have] = [value or 0 for value in computed]
