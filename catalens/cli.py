@@ -199,6 +199,8 @@ def predict(
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
     categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
     sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
+    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
                                               "submission (_id,category_id, one row per product); an interrupted "
                                               "run continues where it stopped."),
@@ -227,7 +229,7 @@ def predict(
         return
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
                           workers=workers, split=split, backend=backend,
-                          options=DataOptions(categories=categories, sample=sample))
+                          options=DataOptions(categories=categories, sample=sample, images=images, columns=columns))
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")

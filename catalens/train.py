@@ -195,8 +195,9 @@ def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None
             val_catalog = stratified_sample(val_catalog, max(config.limit // 4, len(catalog.classes)), config.seed)
     present = train_catalog.table["label"].nunique()
     if present < 2:
+        hint = "; for a SQL database give --label-column NAME" if not config.label_column and present == 0 else ""
         raise CatalensError(f"training needs at least 2 classes with images; {config.data} has {present} "
-                            "in its train split")
+                            f"in its train split{hint}")
     return catalog, train_catalog, val_catalog
 
 

@@ -218,6 +218,8 @@ def test_sql_products_images_descriptions_and_bad_urls(database, tmp_path, monke
     assert "leaves the image root" in reasons["5"] and reasons["6"].startswith("HTTP 404")
     assert "HTML" in reasons["7"] and "limit" in reasons["8"] and "timed out" in reasons["9"]
     assert all(catalog.read(row).size for row in range(len(catalog)))
+    unlabelled = load_catalog(database, DataOptions(images=str(tmp_path / "images")), split=False)  # for predict
+    assert unlabelled.classes == [] and set(unlabelled.table["label"]) == {""} and len(unlabelled) == 4
     if database.startswith("sqlite"):
         out = tmp_path / "export.csv"
         result = subprocess.run([sys.executable, "-m", "catalens.cli", "catalog", "export", database, "--label-column",
@@ -230,8 +232,6 @@ def test_sql_products_images_descriptions_and_bad_urls(database, tmp_path, monke
 
 def test_sql_errors_are_one_line(database, tmp_path):
     write_product_db(sa.create_engine(database), [])
-    with pytest.raises(CatalensError, match="--label-column"):
-        load_catalog(database, split=False)
     with pytest.raises(CatalensError, match="lacks column.*Brand.*choose the label"):
         load_catalog(database, DataOptions(label_column="Brand"), split=False)
     with pytest.raises(CatalensError, match="no table 'Items'"):

@@ -65,7 +65,7 @@ def connect(spec: str) -> sa.Engine:
     return engine
 
 
-def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str) -> None:
+def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str | None) -> None:
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
     for table, columns in TABLES.items():
@@ -74,7 +74,8 @@ def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str) ->
             raise CatalensError(f"the database has no table {actual!r} (tables: {', '.join(sorted(tables)) or 'none'})"
                                 f"; map yours with --columns {table}=NAME")
         present = {column["name"] for column in inspector.get_columns(actual)}
-        wanted = [names[f"{table}.{column}"] for column in columns] + ([label_column] if table == "Product" else [])
+        wanted = [names[f"{table}.{column}"] for column in columns]
+        wanted += [label_column] if table == "Product" and label_column else []
         missing = [column for column in wanted if column not in present]
         if missing:
             hint = ("choose the label with --label-column" if label_column in missing
@@ -83,10 +84,10 @@ def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str) ->
                                 f"(it has {', '.join(sorted(present))}); {hint}")
 
 
-def product_query(names: dict[str, str], label_column: str) -> sa.Select:
+def product_query(names: dict[str, str], label_column: str | None) -> sa.Select:
     def table(key: str):
         columns = [names[f"{key}.{column}"] for column in TABLES[key]]
-        if key == "Product":
+        if key == "Product" and label_column:
             columns.append(label_column)
         return sa.table(names[key], *[sa.column(name) for name in dict.fromkeys(columns)]).alias(key.lower())
 
@@ -94,7 +95,8 @@ def product_query(names: dict[str, str], label_column: str) -> sa.Select:
     n = {key: name for key, name in names.items()}
     return (
         sa.select(product.c[n["Product.Id"]].label("id"), product.c[n["Product.Title"]].label("title"),
-                  product.c[label_column].label("label"), image.c[n["Image.Url"]].label("url"),
+                  (product.c[label_column] if label_column else sa.null()).label("label"),
+                  image.c[n["Image.Url"]].label("url"),
                   description.c[n["ProductDescription.TranslatedText"]].label("translated"),
                   description.c[n["ProductDescription.OriginalText"]].label("original"))
         .select_from(
@@ -108,7 +110,7 @@ def product_query(names: dict[str, str], label_column: str) -> sa.Select:
     )
 
 
-def read_products(engine: sa.Engine, names: dict[str, str], label_column: str) -> tuple[dict, int, int]:
+def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | None) -> tuple[dict, int, int]:
     """Streamed rows -> per-product columns; also the number of products and of extra rows dropped."""
     columns = {"id": [], "title": [], "label": [], "url": [], "description": []}
     last = object()
@@ -141,8 +143,6 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
 
     options = options or DataOptions()
     names = parse_columns(options.columns, DEFAULT_NAMES)
-    if not options.label_column:
-        raise CatalensError("give --label-column NAME: the column of the Product table that holds the labels")
     engine = connect(spec)
     url = engine.url
     try:
@@ -158,11 +158,15 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     else:
         root = Path(url.database).resolve().parent if url.get_backend_name() == "sqlite" else Path.cwd()
     refs, problems = resolve_images(columns["id"], columns["url"], root)
-    keep = [i for i, ref in enumerate(refs) if ref and columns["label"][i]]
+    labelled = bool(options.label_column)
+    keep = [i for i, ref in enumerate(refs) if ref and (columns["label"][i] or not labelled)]
     problems += [{"ref": f"product {columns['id'][i]}", "reason": "no label"} for i, ref in enumerate(refs)
-                 if ref and not columns["label"][i]]
+                 if ref and labelled and not columns["label"][i]]
     missing_image = total - len(columns["id"])
     notes = [f"{total:,} products in {names['Product']}; {missing_image:,} without an image of index 0 left out"]
+    if not labelled:
+        notes.append("no --label-column given: the products are unlabelled (fine for predict; give "
+                     "--label-column NAME to train or evaluate)")
     if extra:
         notes.append(f"{extra} extra rows (a second index-0 image or 'us' description) ignored")
     if not keep:
@@ -172,7 +176,8 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     catalog = Catalog.from_records(
         {"item_id": [columns["id"][i] for i in keep], "ref": [refs[i] for i in keep], "label": labels,
          "title": [columns["title"][i] for i in keep], "description": [columns["description"][i] for i in keep]},
-        classes=sorted(set(labels)), reader=FileReader("/"), source=public_url(url), problems=problems, notes=notes,
+        classes=sorted(set(labels) - {""}), reader=FileReader("/"), source=public_url(url), problems=problems,
+        notes=notes,
     )
     catalog.report = {"products_without_image": missing_image}
     if verify:
