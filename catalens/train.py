@@ -193,7 +193,8 @@ def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None
         train_catalog = stratified_sample(train_catalog, config.limit, config.seed)
         if val_catalog is not None:
             val_catalog = stratified_sample(val_catalog, max(config.limit // 4, len(catalog.classes)), config.seed)
-    present = train_catalog.table["label"].nunique()
+    labels = train_catalog.table["label"]
+    present = labels[labels != ""].nunique()
     if present < 2:
         hint = "; for a SQL database give --label-column NAME" if not config.label_column and present == 0 else ""
         raise CatalensError(f"training needs at least 2 classes with images; {config.data} has {present} "
