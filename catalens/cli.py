@@ -36,7 +36,7 @@ DEDUPE_HELP = "csv: remove exact duplicates (same file or bytes) and near duplic
     "cluster."
 DISTANCE_HELP = "csv: near duplicates are within this many bits of perceptual hash [default: 6]."
 TOP_GROUPS_HELP = "csv: keep the N largest label groups (applied before --dedupe)."
-LABEL_COLUMN_HELP = "csv/sql: the column with the labels (csv default: label_group; sql: required)."
+LABEL_COLUMN_HELP = "csv/sql: the column with the labels (csv default: label_group; sql: needed to train)."
 COLUMNS_HELP = "csv/sql: other names, key=name,... (csv keys: posting_id, image, image_phash, title, label_group; " \
     "sql: Product, Product.Title, Image.Url, ...)."
 LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in name such as fashion-mnist-groups."

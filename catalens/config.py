@@ -30,7 +30,7 @@ class TrainConfig:
     dedupe: bool = False  # csv: remove exact and near-duplicate images
     max_distance: int = 6  # csv: near duplicates within this perceptual-hash distance
     top_groups: int | None = None  # csv: keep the N largest label groups
-    label_column: str | None = None  # csv/sql: column holding the labels
+    label_column: str | None = None  # csv/sql: column holding the labels (sql: required to train)
     columns: str | None = None  # csv/sql: other column or table names, key=name,key=name
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     val_fraction: float | None = None  # carve this share of train for validation when data has no val split

@@ -30,7 +30,7 @@ class DataOptions:
     dedupe: bool = False  # remove exact and near duplicate images, one kept per cluster
     max_distance: int = 6  # near duplicates: perceptual-hash Hamming distance <= this
     top_groups: int | None = None  # keep the N largest label groups (before --dedupe)
-    label_column: str | None = None  # the column labels come from (CSV: label_group; SQL: needed)
+    label_column: str | None = None  # the column labels come from (CSV: label_group; SQL: none = unlabelled)
     columns: str | None = None  # other column/table names: key=name,key=name
 
 

@@ -1,6 +1,8 @@
 """Data sources: each turns a data spec into a Catalog. A new source is one module and one registry entry.
 
-Specs: a folder path; `fashion-mnist`, `fashion-mnist:DIR`, `mnist:DIR`; `bson:FILE` (a product dump).
+Specs: a folder path; `fashion-mnist`, `fashion-mnist:DIR`, `mnist:DIR`; `bson:FILE` (a product dump);
+`csv:FILE` (a marketplace export); `sqlite:///FILE`, `postgresql+psycopg://...` (a SQL product database).
+The heavier sources are imported only when a spec names them.
 An opener is called as opener(rest_of_spec, verify=..., options=DataOptions).
 """
 
@@ -49,7 +51,7 @@ for _scheme in ("sqlite", "postgresql", "postgresql+psycopg"):
 
 
 def register_source(prefix: str):
-    """Decorator: `@register_source("bson")` makes `bson:PATH` specs open with the decorated function."""
+    """Decorator: `@register_source("shop")` makes `shop:PATH` specs open with the decorated function."""
 
     def decorate(function):
         SOURCES[prefix] = function
