@@ -54,7 +54,7 @@ def check_image_bytes(data: bytes) -> str:
 
 def fetch_once(client: httpx.Client, url: str, max_bytes: int) -> bytes:
     with client.stream("GET", url) as response:
-        if response.status_code in (404, 410, 401, 403) or 400 <= response.status_code < 500:
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):  # 408, 429: try again
             raise Permanent(f"HTTP {response.status_code}")
         response.raise_for_status()
         declared = response.headers.get("content-length")

@@ -136,9 +136,12 @@ def serve(photo: Path):
             elif self.path == "/slow":
                 time.sleep(3)
                 self.reply(200, data)
-            elif self.path == "/flaky":
+            elif self.path == "/flaky":  # busy, then rate-limited, then fine: both are retried
                 calls["flaky"] += 1
-                self.reply(503, b"busy", "text/plain") if calls["flaky"] == 1 else self.reply(200, data)
+                if calls["flaky"] <= 2:
+                    self.reply(503 if calls["flaky"] == 1 else 429, b"busy", "text/plain")
+                else:
+                    self.reply(200, data)
             else:
                 self.reply(404, b"not found", "text/plain")
 
@@ -199,7 +202,7 @@ def test_sql_products_images_descriptions_and_bad_urls(database, tmp_path, monke
     server, base_url = serve(sorted(shared("clothing-small/train/skirt").glob("*.jpg"))[0])
     monkeypatch.setenv("CATALENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CATALENS_DOWNLOAD_TIMEOUT", "0.5")
-    monkeypatch.setenv("CATALENS_DOWNLOAD_RETRIES", "1")
+    monkeypatch.setenv("CATALENS_DOWNLOAD_RETRIES", "2")
     try:
         write_product_db(sa.create_engine(database), catalog_products(tmp_path, base_url))
         catalog = load_catalog(database, DataOptions(label_column="Category", images=str(tmp_path / "images")),
