@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from .categories import DEFAULT_FILE, CategoryTree
 from .errors import CatalensError
 from .images import is_image_file, load_image
-from .progress import make_progress, progress
+from .progress import make_progress, progress, warn
 from .sources.folder import walk_files
 
 SIDE = 180
@@ -47,21 +47,29 @@ def square_jpeg(image: Image.Image, quality: int, mirror: bool = False) -> bytes
 
 
 def photo_pool(images: Path, quality: int, limit: int | None = None) -> dict[str, list[bytes]]:
-    """180x180 JPEGs (each photo and its mirror image), grouped by the photo's top subfolder under `images`."""
+    """180x180 JPEGs (each photo and its mirror image), grouped by the folder each photo is in. Photos that do
+    not decode are left out with a warning that counts and names them."""
     paths = [path for path in walk_files(images) if is_image_file(path)]
     if not paths:
         raise CatalensError(f"no photos found in {images}; give --images a folder of product photos")
     if limit:
         paths = paths[:: max(1, len(paths) // limit)][:limit]
     groups: dict[str, list[bytes]] = {}
+    unreadable = []
     for path in progress(paths, total=len(paths), description="encoding photos"):
         relative = path.relative_to(images).parts
         group = relative[-2] if len(relative) > 1 else ""
         try:
             image = load_image(path, draft_size=(2 * SIDE, 2 * SIDE))
-        except Exception:  # noqa: BLE001 - a bad photo is simply not used as material
+        except Exception:  # noqa: BLE001 - a bad photo is not used as material
+            unreadable.append(str(path))
             continue
         groups.setdefault(group, []).extend(square_jpeg(image, quality, mirror) for mirror in (False, True))
+    if unreadable:
+        warn(f"{len(unreadable)} photo(s) could not be decoded and were not used: {', '.join(unreadable[:5])}"
+             + (" ..." if len(unreadable) > 5 else ""))
+    if not groups:
+        raise CatalensError(f"none of the photos in {images} could be decoded")
     return groups
 
 

@@ -43,9 +43,6 @@ class CategoryTree:
         table = table.rename(columns={f"category_level{i}": f"level{i}" for i in (1, 2, 3)})
         return cls(table.set_index("category_id")[["level1", "level2", "level3"]], str(path))
 
-    def __contains__(self, category_id) -> bool:
-        return int(category_id) in self.table.index
-
     def class_names(self, level: int) -> pd.Series:
         """The class name of every leaf at `level` (index: category_id)."""
         if level not in (1, 2, 3):

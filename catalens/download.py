@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-MAX_BYTES = int(os.environ.get("CATALENS_DOWNLOAD_MAX_BYTES", 20 * 1024 * 1024))
-TIMEOUT_S = float(os.environ.get("CATALENS_DOWNLOAD_TIMEOUT", 10.0))
-RETRIES = int(os.environ.get("CATALENS_DOWNLOAD_RETRIES", 3))  # attempts after the first: timeouts, 5xx, ...
+# Defaults; CATALENS_DOWNLOAD_MAX_BYTES, _TIMEOUT and _RETRIES override them when a Downloader is made.
+MAX_BYTES = 20 * 1024 * 1024
+TIMEOUT_S = 10.0
+RETRIES = 3  # attempts after the first: timeouts, connection errors, 5xx, 408, 429
 BACKOFF_S = 0.5  # then 1, 2 s ...
 
 

@@ -104,11 +104,12 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
 def write_predictions(handle, output_format: str, catalog: Catalog, model: Model, result: Predictions, k: int):
     """One row per image, or, for a product dump, one per product (its images' probabilities averaged), with
     the category level names of each class when the model knows its tree."""
-    inputs, probabilities, images = catalog.table["ref"].astype(str).to_numpy()[result.rows], result.probabilities, None
+    per_product = catalog_has_products(catalog)
+    inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
     item_ids = catalog.table["item_id"].astype(str).to_numpy()[result.rows]
-    show_ids = not np.array_equal(item_ids, inputs)  # csv/sql: the posting or product id next to the image path
-    failures = result.failures
-    if catalog_has_products(catalog):
+    with_ids = not per_product and not np.array_equal(item_ids, inputs)  # csv/sql: posting or product id
+    probabilities, failures = result.probabilities, result.failures
+    if per_product:
         inputs, probabilities, images = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
                                                            probabilities)
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
@@ -117,9 +118,9 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
     records = []
     for i, (name, row) in enumerate(zip(inputs, probabilities)):
         best = top_k(row, model.classes, k)
-        record = {"input": str(name), **({"id": str(item_ids[i])} if show_ids and images is None else {}),
+        record = {"input": str(name), **({"id": str(item_ids[i])} if with_ids else {}),
                   "label": best[0][0], "probability": round(best[0][1], 6)}
-        if images is not None:
+        if per_product:
             record["images"] = int(images[i])
         record["top_k"] = [{"label": label, "probability": round(p, 6)} for label, p in best]
         if hierarchy:
@@ -137,13 +138,11 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
     writer = csv.writer(handle)
     levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
         name in entry for entry in model.card["hierarchy"].values())]
-    with_ids = show_ids and images is None
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
-                     *(["images"] if images is not None else []), *levels, "top_k", "error"])
+                     *(["images"] if per_product else []), *levels, "top_k", "error"])
     for record in records:
         top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
         first = record["top_k"][0] if record["top_k"] else {}
         writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
-                         record["probability"],
-                         *([record.get("images", "")] if images is not None else []),
+                         record["probability"], *([record.get("images", "")] if per_product else []),
                          *[first.get(name, "") for name in levels], top, record["error"]])

@@ -230,7 +230,7 @@ class BsonIndex:
     @property
     def labelled(self) -> bool:
         """True when products carry a category_id (a train file), False for a test file."""
-        return bool(len(self.records)) and bool(((self.records["flags"] & FLAG_NO_CATEGORY) == 0).any())
+        return is_labelled(self.records)
 
     def summary(self) -> dict:
         records = self.records
@@ -381,11 +381,16 @@ def next_document(source, offset: int, size: int) -> int | None:
             position = found + 1
 
 
+def is_labelled(records: np.ndarray) -> bool:
+    """Does any product carry a category_id? (a train file; a test file has none)"""
+    return bool(((records["flags"] & FLAG_NO_CATEGORY) == 0).any())
+
+
 def record_problems(records: np.ndarray) -> list[dict]:
     """Per-product problems the index found: no imgs, an empty list, pictures that are not JPEG, a bad _id, and
     (in a labelled file) a missing category_id."""
     problems = []
-    labelled = bool(((records["flags"] & FLAG_NO_CATEGORY) == 0).any())
+    labelled = is_labelled(records)
 
     def add(mask, reason):
         for record in records[mask]:

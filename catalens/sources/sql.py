@@ -92,21 +92,20 @@ def product_query(names: dict[str, str], label_column: str | None) -> sa.Select:
         return sa.table(names[key], *[sa.column(name) for name in dict.fromkeys(columns)]).alias(key.lower())
 
     product, image, links, description = (table(key) for key in TABLES)
-    n = {key: name for key, name in names.items()}
     return (
-        sa.select(product.c[n["Product.Id"]].label("id"), product.c[n["Product.Title"]].label("title"),
+        sa.select(product.c[names["Product.Id"]].label("id"), product.c[names["Product.Title"]].label("title"),
                   (product.c[label_column] if label_column else sa.null()).label("label"),
-                  image.c[n["Image.Url"]].label("url"),
-                  description.c[n["ProductDescription.TranslatedText"]].label("translated"),
-                  description.c[n["ProductDescription.OriginalText"]].label("original"))
+                  image.c[names["Image.Url"]].label("url"),
+                  description.c[names["ProductDescription.TranslatedText"]].label("translated"),
+                  description.c[names["ProductDescription.OriginalText"]].label("original"))
         .select_from(
-            product.join(links, sa.and_(links.c[n["ProductImages.ProductId"]] == product.c[n["Product.Id"]],
-                                        links.c[n["ProductImages.ImageIndex"]] == 0))
-            .join(image, image.c[n["Image.Id"]] == links.c[n["ProductImages.ImageId"]])
+            product.join(links, sa.and_(links.c[names["ProductImages.ProductId"]] == product.c[names["Product.Id"]],
+                                        links.c[names["ProductImages.ImageIndex"]] == 0))
+            .join(image, image.c[names["Image.Id"]] == links.c[names["ProductImages.ImageId"]])
             .outerjoin(description, sa.and_(
-                description.c[n["ProductDescription.ProductId"]] == product.c[n["Product.Id"]],
-                description.c[n["ProductDescription.CountryCode"]] == sa.bindparam("country"))))
-        .order_by(product.c[n["Product.Id"]], image.c[n["Image.Id"]])
+                description.c[names["ProductDescription.ProductId"]] == product.c[names["Product.Id"]],
+                description.c[names["ProductDescription.CountryCode"]] == sa.bindparam("country"))))
+        .order_by(product.c[names["Product.Id"]], image.c[names["Image.Id"]])
     )
 
 
