@@ -24,6 +24,9 @@ app.add_typer(catalog_app, name="catalog")
 bson_app = typer.Typer(help="BSON product dumps (CDiscount's format): generate test files, build the index.",
                        no_args_is_help=True)
 app.add_typer(bson_app, name="bson")
+zoomed_app = typer.Typer(help="The zoomed-vs-normal filter: bootstrap its training set from normal product photos.",
+                         no_args_is_help=True)
+app.add_typer(zoomed_app, name="zoomed")
 
 DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/), fashion-mnist[:DIR], bson:FILE, csv:FILE, " \
     "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB."
@@ -234,6 +237,97 @@ def predict(
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")
               + (f"; {summary['failed']} unreadable" if summary["failed"] else ""), file=sys.stderr)
+
+
+@app.command("sort")
+def sort_command(
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
+    input_dir: Path = typer.Argument(..., help="Folder of images, searched recursively."),
+    output_dir: Path = typer.Argument(..., help="Where the class folders go (not inside INPUT_DIR)."),
+    mode: str = typer.Option("copy", "--mode", help="copy, move, hardlink or symlink."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="A top probability under P sends the image "
+                                              "to uncertain/."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Classes listed per image in the manifest."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (source -> destination); touch nothing."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes [default: cores, at most 4]."),
+    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
+):
+    """Sort a folder of images into one folder per predicted class, e.g. zoomed/ and normal/.
+
+    OUTPUT_DIR gets a folder per class, uncertain/ (with --threshold), unreadable/ (zero-byte, not an image,
+    truncated; in move mode those stay where they are) and manifest.csv (source, destination, label,
+    probability, top_k, error), written as the run goes. Names never collide (a_1.jpg, a_2.jpg, ...). Run the
+    same command again after an interruption: finished files are skipped, nothing is predicted twice, and move
+    mode never loses a file, even to kill -9.
+
+    Examples:
+      catalens sort runs/zoomed photos/ sorted/ --threshold 0.8
+      catalens sort zoomed.onnx inbox/ sorted/ --mode move
+      catalens sort runs/zoomed photos/ sorted/ --dry-run
+    """
+    from .run import Model
+    from .sort import sort_folder, write_errors
+
+    loaded = Model.load(model, backend=backend)
+    summary = sort_folder(loaded, input_dir, output_dir, mode=mode, threshold=threshold, k=top_k, dry_run=dry_run,
+                          batch_size=batch_size, workers=workers)
+    if dry_run:
+        for row in summary.plan:
+            print(f"{row['source']} -> {row['destination'] or '(left in place)'}"
+                  + (f"  [{row['error']}]" if row["error"] else f"  [{row['label']} {row['probability']:.3f}]"))
+    else:
+        write_errors(output_dir, summary)
+    counts = ", ".join(f"{folder} {count:,}" for folder, count in sorted(summary.placed.items())) or "nothing new"
+    print(("would place: " if dry_run else "placed: ") + counts
+          + (f"; {summary.resumed:,} done by an earlier run" if summary.resumed else "")
+          + (f"; {summary.completed_from_journal:,} finished from the interrupted run's plan"
+             if summary.completed_from_journal else "")
+          + (f"; {len(summary.unreadable):,} unreadable" if summary.unreadable else "")
+          + (f"; {len(summary.errors):,} could not be placed" if summary.errors else "")
+          + (f"; {summary.not_images:,} files without an image extension left alone" if summary.not_images else "")
+          + (f"; {summary.images_per_s:,.0f} images/s" if summary.predicted else ""), file=sys.stderr)
+    for source, reason in summary.unreadable[:10]:
+        print(f"  unreadable: {source}: {reason}", file=sys.stderr)
+    if len(summary.unreadable) > 10:
+        print(f"  ... {len(summary.unreadable) - 10} more in {output_dir / 'manifest.csv'} (error column)",
+              file=sys.stderr)
+
+
+@zoomed_app.command("bootstrap")
+def zoomed_bootstrap(
+    normal_dir: Path = typer.Option(..., "--from", help="Normal product photos (searched recursively; class "
+                                    "subfolders allowed)."),
+    out: Path = typer.Option(..., "--out", help="The dataset folder to write (train/ and val/, each with zoomed/ "
+                             "and normal/)."),
+    crops_per_photo: float = typer.Option(1.0, "--crops-per-photo", help="Zoomed crops made from each photo; a "
+                                          "fraction draws that share of one (0.17: about 1 zoomed per 6 normal)."),
+    area: str = typer.Option("0.02,0.15", "--area", help="MIN,MAX share of the photo's area a crop covers."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of photos (with their crops) in val/; 1 "
+                                       "puts every photo in val/, for a held-out test set."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Make a zoomed-vs-normal training set from normal photos: each photo is a `normal` example and yields
+    zoomed examples by random close-up crops on the product (not the background), resized back to full size.
+    The split is per photo: no photo's crops land in both train/ and val/.
+
+    Examples:
+      catalens zoomed bootstrap --from clothing/train --out zoomed-data --crops-per-photo 1
+      catalens train --data zoomed-data --model cnn3 --input-size 224 --class-weights --out runs/zoomed
+      catalens zoomed bootstrap --from clothing/validation --out zoomed-test --val-fraction 1
+      catalens evaluate runs/zoomed --data zoomed-test --split val --out runs/zoomed/test
+    """
+    from .zoomed import bootstrap
+
+    try:
+        low, high = (float(value) for value in area.split(","))
+    except ValueError:
+        raise CatalensError(f"--area {area!r}: give two shares, MIN,MAX, e.g. 0.02,0.15") from None
+    summary = bootstrap(normal_dir, out, crops_per_photo=crops_per_photo, area=(low, high),
+                        val_fraction=val_fraction, seed=seed)
+    for split, counts in sorted(summary.images.items()):
+        print(f"{out / split}: {summary.photos[split]:,} photos -> normal {counts['normal']:,}, "
+              f"zoomed {counts['zoomed']:,}", file=sys.stderr)
 
 
 @catalog_app.command("stats")

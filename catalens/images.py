@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".pgm", ".ppm"}
@@ -48,7 +48,13 @@ def load_image(source, draft_size: tuple[int, int] | None = None) -> Image.Image
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(source) as image:
+        try:
+            opened = Image.open(source)
+        except UnidentifiedImageError:
+            if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
+                raise ValueError("zero-byte file") from None
+            raise
+        with opened as image:
             image.seek(0)  # GIF/TIFF: first frame
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", draft_size)
