@@ -294,6 +294,51 @@ def sort_command(
               file=sys.stderr)
 
 
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port"),
+    db: str = typer.Option("sqlite:///catalens-history.db", "--db", help="Where the prediction history lives: "
+                           "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB."),
+    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Micro-batching: images per model call at most; 1 turns "
+                                  "batching off."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Micro-batching: how long the first request of a "
+                                      "batch waits for others."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body."),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest image, checked before decoding."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CATALENS_API_KEY", help="Require this "
+                                          "X-API-Key header on /v1/* (the page asks for it)."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
+                                          "(repeatable), e.g. https://shop.example.com."),
+    keep_originals: bool = typer.Option(False, "--keep-originals", help="Store uploaded images in the history, "
+                                        "not only thumbnails."),
+    urls: bool = typer.Option(True, "--urls/--no-urls", help="Fetch images by URL when a request gives one."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+):
+    """Serve a model: REST API, a web page for uploads, and a prediction history that survives restarts.
+
+    Endpoints: POST /v1/predict (multipart `file`, one or several, or JSON {"images": [{"url"}|{"base64"}]};
+    ?k=5, ?aggregate=true for several images of one product), GET /v1/model, GET /v1/history, POST
+    /v1/history/ID/correction, GET /v1/history/export (corrections as a zip of class folders), /healthz,
+    /readyz, /metrics (Prometheus), /docs (OpenAPI). The page at / uploads, shows the top classes as bars and
+    the history, where a wrong prediction can be corrected.
+
+    Examples:
+      catalens serve runs/zoomed
+      catalens serve model.onnx --port 9000 --db postgresql+psycopg://catalens@db/catalens --api-key SECRET
+      curl -F file=@shirt.jpg http://127.0.0.1:8000/v1/predict?k=3
+    """
+    from .serve import ServeOptions
+    from .serve import serve as run_server
+
+    run_server(model, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
+        db=db, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
+        max_pixels=int(max_megapixels * 1e6), api_key=api_key, cors_origins=cors_origin,
+        keep_originals=keep_originals, allow_urls=urls))
+
+
 @zoomed_app.command("bootstrap")
 def zoomed_bootstrap(
     normal_dir: Path = typer.Option(..., "--from", help="Normal product photos (searched recursively; class "

@@ -85,3 +85,37 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "catalens.cli"]
     return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "CATALENS_NO_PROGRESS": "1"})
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the whole test session (or CATALENS_TEST_POSTGRES_URL)."""
+    import tempfile
+
+    from postgres_server import PostgresServer, postgres_bin
+
+    if os.environ.get("CATALENS_TEST_POSTGRES_URL"):
+        yield os.environ["CATALENS_TEST_POSTGRES_URL"]
+        return
+    if postgres_bin() is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="catalens-pg-")) / "pg")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A cnn3 trained for a few seconds on generated stripes/blob images (32 px): enough to predict them."""
+    import catalens
+
+    root = tmp_path_factory.mktemp("smallmodel")
+    data = make_folder(root / "shop", per_class=30)
+    result = catalens.train(data=str(data), model="cnn3", out=str(root / "run"), epochs=4, input_size=32,
+                            batch_size=16, lr=0.02, augment="none", workers=0, seed=1)
+    return result.run_dir

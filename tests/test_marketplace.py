@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from conftest import shared
 from marketplace_data import make_shopee, write_product_db
-from postgres_server import PostgresServer, postgres_bin
 
 from catalens import CatalensError
 from catalens.data import DataOptions, load_catalog
@@ -150,25 +148,7 @@ def serve(photo: Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-# -- SQL: SQLite and a real PostgreSQL --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def postgres():
-    if os.environ.get("CATALENS_TEST_POSTGRES_URL"):
-        yield os.environ["CATALENS_TEST_POSTGRES_URL"]
-        return
-    if postgres_bin() is None:
-        message = "PostgreSQL is not installed (apt-get install postgresql)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    base = Path(tempfile.mkdtemp(prefix="catalens-pg-"))
-    server = PostgresServer(base / "pg")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
+# -- SQL: SQLite and a real PostgreSQL (the `postgres` fixture is in conftest.py) ------------------------------
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
     if request.param == "sqlite":

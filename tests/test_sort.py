@@ -17,7 +17,6 @@ import pytest
 from conftest import CLASSES, add_bad_files, make_folder, pattern, run_cli, shared
 from PIL import Image
 
-import catalens
 from catalens import CatalensError
 from catalens import sort as sorting
 from catalens.data import load_catalog
@@ -29,17 +28,8 @@ LEDGER_FILES = {MANIFEST, JOURNAL, "errors.csv"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sortmodel")
-    data = make_folder(root / "shop", per_class=30)
-    result = catalens.train(data=str(data), model="cnn3", out=str(root / "run"), epochs=4, input_size=32,
-                            batch_size=16, lr=0.02, augment="none", workers=0, seed=1)
-    return result.run_dir
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return Model.load(model_dir)
+def model(small_model_dir):
+    return Model.load(small_model_dir)
 
 
 def manifest(output: Path) -> list[dict]:
@@ -185,7 +175,7 @@ def test_vanished_file_and_full_disk_are_reported(model, tmp_path, monkeypatch):
     assert not list(out.rglob(f"*{sorting.PARTIAL_SUFFIX}"))
 
 
-def test_move_mode_never_loses_a_file_under_kill_9(model_dir, tmp_path):
+def test_move_mode_never_loses_a_file_under_kill_9(small_model_dir, tmp_path):
     """Killed at random moments (SIGKILL), then run again: every file is exactly once, in the input or the output,
     after every kill; the last run finishes the job."""
     inbox = make_folder(tmp_path / "inbox", per_class=150, size=48)
@@ -194,8 +184,8 @@ def test_move_mode_never_loses_a_file_under_kill_9(model_dir, tmp_path):
     assert len(set(expected)) == len(expected)
     out = tmp_path / "sorted"
     executable = Path(sys.executable).parent / "catalens"
-    command = [str(executable), "sort", str(model_dir), str(inbox), str(out), "--mode", "move", "--batch-size", "4",
-               "--workers", "0"]
+    command = [str(executable), "sort", str(small_model_dir), str(inbox), str(out), "--mode", "move",
+               "--batch-size", "4", "--workers", "0"]
     env = {**os.environ, "CATALENS_NO_PROGRESS": "1"}
     rng = random.Random(7)
     kills = 0

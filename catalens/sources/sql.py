@@ -41,8 +41,9 @@ def public_url(url) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def connect(spec: str) -> sa.Engine:
-    """An engine for the URL, with one-line errors for a bad URL, a missing SQLite file or an unreachable server."""
+def connect(spec: str, create: bool = False) -> sa.Engine:
+    """An engine for the URL, with one-line errors for a bad URL, a missing SQLite file (unless `create`) or an
+    unreachable server."""
     try:
         url = make_url(spec)
     except (sa.exc.ArgumentError, ValueError) as error:
@@ -50,7 +51,9 @@ def connect(spec: str) -> sa.Engine:
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
             raise CatalensError("give the SQLite file: sqlite:///path/to/products.db")
-        if not Path(url.database).is_file():
+        if create:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        elif not Path(url.database).is_file():
             raise CatalensError(f"database file {url.database} does not exist")
     try:
         engine = sa.create_engine(url)

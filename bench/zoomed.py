@@ -1,0 +1,97 @@
+"""The zoomed-vs-normal filter and `catalens sort` (issue 4), on clothing-small's real photos.
+
+1. Bootstraps the training set from clothing-small train/ (crops of train/ only) and a held-out set from
+   validation/ (photos never used in training): balanced (1 crop per photo) and catalog-like (1 zoomed : 6 normal).
+2. Trains the filter with each recipe and reports precision / recall / F1 of the zoomed class on the held-out sets.
+   Target: F1 >= 0.98.
+3. Sorts a folder of the real ~400x533 JPEGs (copy mode, decode + resize + predict at 224 px + copy) with the
+   onnxruntime backend, and the PyTorch backend as the baseline in the same run. Target: >= 150 images/s on 2 cores.
+
+    python bench/zoomed.py --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import SHARED, catalens, record
+
+from catalens.run import Model
+from catalens.sort import sort_folder
+
+CLOTHING = SHARED / "clothing-small"
+RECIPES = {
+    "photocnn": ["--model", "photocnn", "--epochs", "12", "--batch-size", "64", "--class-weights"],
+    "lite0-head": ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "backbone", "--input-size", "224",
+                   "--epochs", "30", "--optimizer", "adamw", "--lr", "3e-3", "--batch-size", "64",
+                   "--weight-decay", "1e-4", "--class-weights"],
+}
+
+
+def zoomed_scores(run: Path, data: Path, out: Path) -> dict:
+    catalens("evaluate", str(run), "--data", str(data), "--split", "val", "--out", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    zoomed = metrics["per_class"]["zoomed"]
+    return {key: zoomed[key] for key in ("precision", "recall", "f1")} | {"accuracy": metrics["accuracy"]}
+
+
+def sort_speed(run: Path, photos: Path, backend: str, work: Path) -> float:
+    model = Model.load(run, backend=backend)
+    out = work / f"sorted-{run.name}-{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    summary = sort_folder(model, photos, out, show_progress=False)
+    return summary.images_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--work", type=Path, default=None, help="Folder for datasets and runs [default: a temp one].")
+    parser.add_argument("--sort-images", type=int, default=1000)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="catalens-zoomed-"))
+    train, held_out, catalog_like = work / "zoomed-train", work / "zoomed-heldout", work / "zoomed-heldout-1to6"
+    if not train.exists():
+        catalens("zoomed", "bootstrap", "--from", str(CLOTHING / "train"), "--out", str(train),
+                 "--val-fraction", "0.15")
+        catalens("zoomed", "bootstrap", "--from", str(CLOTHING / "validation"), "--out", str(held_out),
+                 "--val-fraction", "1", "--seed", "1")
+        catalens("zoomed", "bootstrap", "--from", str(CLOTHING / "validation"), "--out", str(catalog_like),
+                 "--val-fraction", "1", "--seed", "1", "--crops-per-photo", "0.17")
+    photos = work / "photos"
+    if not photos.exists():
+        for path in sorted((CLOTHING / "train").rglob("*.jpg"))[: args.sort_images]:
+            target = photos / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    rows = []
+    for name in args.recipes:
+        run = work / "runs" / name
+        if not (run / "model.safetensors").exists():
+            started = time.perf_counter()
+            catalens("train", "--data", str(train), *RECIPES[name], "--out", str(run))
+            train_s = time.perf_counter() - started
+        else:
+            train_s = float("nan")
+        balanced = zoomed_scores(run, held_out, run / "heldout")
+        skewed = zoomed_scores(run, catalog_like, run / "heldout-1to6")
+        onnx = sort_speed(run, photos, "onnx", work)
+        torch_speed = sort_speed(run, photos, "torch", work)
+        result = (f"{name} (train {train_s:.0f} s): zoomed P/R/F1 {balanced['precision']:.4f}/{balanced['recall']:.4f}/"
+                  f"**{balanced['f1']:.4f}** (1:1 held-out), {skewed['precision']:.4f}/{skewed['recall']:.4f}/"
+                  f"{skewed['f1']:.4f} (1:6); sort {args.sort_images} photos: **{onnx:.0f} img/s** onnxruntime vs "
+                  f"{torch_speed:.0f} img/s PyTorch")
+        print(result)
+        rows.append(result)
+    if args.record:
+        record(rows)
+
+
+if __name__ == "__main__":
+    main()

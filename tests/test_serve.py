@@ -1,0 +1,253 @@
+"""`catalens serve`: the API in-process and on a real uvicorn, history across restarts (SQLite and PostgreSQL),
+micro-batching under concurrent clients, bad input, and the page in a real headless Chromium."""
+
+import asyncio
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import CLASSES, jpeg_bytes, pattern
+from fastapi.testclient import TestClient
+from PIL import Image
+from postgres_server import free_port
+
+from catalens.run import Model
+from catalens.serve import ServeOptions, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def photo(kind: str = "blob", seed: int = 0, size: int = 64) -> bytes:
+    return jpeg_bytes(pattern(kind, size, seed=seed), quality=95)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client(small_model_dir, tmp_path):
+    app = create_app(small_model_dir, ServeOptions(db=f"sqlite:///{tmp_path / 'history.db'}", max_upload_mb=5))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_predict_multipart_json_and_product_aggregation(client, small_model_dir):
+    model = Model.load(small_model_dir)
+    image = photo("stripes_v", 3)
+    expected = model.predict([Image.open(io.BytesIO(image))], k=3)[0]
+    response = client.post("/v1/predict?k=3", files={"file": ("shirt.jpg", image, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [entry["label"] for entry in body["predictions"]] == [label for label, _ in expected]
+    assert body["predictions"][0]["probability"] == pytest.approx(expected[0][1], abs=1e-4)
+    assert body["model"] == small_model_dir.name and body["latency_ms"] > 0
+    several = [("file", (f"{i}.jpg", photo(kind, i))) for i, kind in enumerate(CLASSES)]
+    separate = client.post("/v1/predict", files=several).json()["results"]
+    assert [result["filename"] for result in separate] == ["0.jpg", "1.jpg", "2.jpg"]
+    product = client.post("/v1/predict?aggregate=true&k=3", files=several).json()
+    averaged = np.mean([[p for _, p in sorted((e["label"], e["probability"]) for e in r["predictions"])]
+                        for r in separate], axis=0)
+    assert [p for _, p in sorted((e["label"], e["probability"]) for e in product["predictions"])] == \
+        pytest.approx(averaged, abs=1e-4)
+    assert product["images"] == 3
+    encoded = client.post("/v1/predict", json={"images": [{"base64": base64.b64encode(image).decode()}]}).json()
+    assert encoded["predictions"][0]["label"] == expected[0][0]
+    history = client.get("/v1/history?per_page=2").json()
+    assert history["total"] == 6 and [item["id"] for item in history["items"]] == [6, 5]  # newest first
+    assert client.get("/v1/history?page=3&per_page=2").json()["items"][0]["id"] == 2
+    thumbnail = client.get(history["items"][0]["thumbnail_url"])
+    assert thumbnail.headers["content-type"] == "image/jpeg" and max(Image.open(io.BytesIO(thumbnail.content)).size) <= 160
+
+
+BAD_REQUESTS = {
+    "not an image": (415, {"files": {"file": ("photo.jpg", b"GIF89a? no, just text pretending")}}),
+    "truncated": (422, {"files": {"file": ("cut.jpg", photo(size=256)[:700])}}),
+    "empty body": (400, {"content": b""}),
+    "empty file": (400, {"files": {"file": ("empty.jpg", b"")}}),
+    "wrong field": (422, {"files": {"image": ("photo.jpg", photo())}}),
+    "malformed json": (400, {"content": b'{"images": [', "headers": {"content-type": "application/json"}}),
+    "json without images": (422, {"json": {"pictures": []}}),
+    "bad base64": (400, {"json": {"images": [{"base64": "***"}]}}),
+    "file path as url": (400, {"json": {"images": [{"url": "file:///etc/passwd"}]}}),
+    "unreachable url": (422, {"json": {"images": [{"url": "http://127.0.0.1:9/photo.jpg"}]}}),
+    "50 MB upload": (413, {"files": {"file": ("big.jpg", b"\xff\xd8" + bytes(50_000_000))}}),
+    "text/plain": (415, {"content": b"hello", "headers": {"content-type": "text/plain"}}),
+}
+
+
+def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(client):
+    huge = png_bytes(Image.new("L", (20000, 20000)))  # 400 megapixels in ~400 KB: a decompression bomb
+    cases = {**BAD_REQUESTS, "20000x20000": (413, {"files": {"file": ("huge.png", huge)}})}
+    for name, (status, request) in cases.items():
+        started = time.perf_counter()
+        response = client.post("/v1/predict", **request)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == status, (name, response.text)
+        error = response.json()["error"]
+        assert error["message"] and error["code"] and "\n" not in error["message"], name
+        assert elapsed < 2, name
+        assert client.post("/v1/predict", files={"file": ("ok.jpg", photo())}).status_code == 200, name
+    assert client.post("/v1/predict?k=0", files={"file": ("ok.jpg", photo())}).status_code == 422
+    assert client.post("/v1/history/999/correction", json={"label": CLASSES[0]}).status_code == 404
+    assert client.post("/v1/history/1/correction", json={"label": "../../etc"}).status_code == 422
+    assert client.get("/nowhere").json()["error"]["code"] == "not_found"
+
+
+def test_corrections_export_as_a_labelled_folder(client, tmp_path):
+    ids = [client.post("/v1/predict", files={"file": (f"{i}.jpg", photo("blob", i))}).json()["id"] for i in range(3)]
+    corrected = client.post(f"/v1/history/{ids[1]}/correction", json={"label": "stripes_h"}).json()
+    assert corrected["corrected_label"] == "stripes_h" and corrected["corrected_at"]
+    archive = zipfile.ZipFile(io.BytesIO(client.get("/v1/history/export").content))
+    assert archive.namelist() == [f"stripes_h/{ids[1]}.jpg"]
+    everything = zipfile.ZipFile(io.BytesIO(client.get("/v1/history/export?all=true").content)).namelist()
+    assert len(everything) == 3 and f"stripes_h/{ids[1]}.jpg" in everything
+    assert client.post(f"/v1/history/{ids[1]}/correction", json={"label": None}).json()["corrected_label"] is None
+
+
+def test_model_card_health_metrics_api_key_and_cors(small_model_dir, tmp_path):
+    options = ServeOptions(db=f"sqlite:///{tmp_path / 'h.db'}", api_key="s3cret", cors_origins=["https://shop.test"])
+    with TestClient(create_app(small_model_dir, options)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json()["ready"] is True
+        assert client.get("/v1/model").status_code == 401
+        card = client.get("/v1/model", headers={"X-API-Key": "s3cret"}).json()
+        assert card["classes"] == sorted(CLASSES) and card["batching"]["max_batch"] == 16
+        assert client.post("/v1/predict", files={"file": ("a.jpg", photo())}, headers={"X-API-Key": "nope"}
+                           ).status_code == 401
+        assert client.post("/v1/predict", files={"file": ("a.jpg", photo())}, headers={"X-API-Key": "s3cret"}
+                           ).status_code == 200
+        preflight = client.options("/v1/predict", headers={"Origin": "https://shop.test",
+                                                           "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.test"
+        metrics = client.get("/metrics").text
+        assert 'catalens_requests_total{path="/v1/predict",status="401"} 1.0' in metrics
+        assert "catalens_request_seconds_bucket" in metrics and "catalens_batch_size_count 1.0" in metrics
+        assert "catalens_queue_depth" in metrics
+        assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def start_server(model_dir: Path, db: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    executable = Path(sys.executable).parent / "catalens"
+    process = subprocess.Popen([str(executable), "serve", str(model_dir), "--port", str(port), "--db", db, *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"catalens serve exited: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("catalens serve did not get ready in 90 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_real_server_history_survives_a_restart(small_model_dir, tmp_path, database, request):
+    db = f"sqlite:///{tmp_path / 'history.db'}" if database == "sqlite" else request.getfixturevalue("postgres")
+    process, url = start_server(small_model_dir, db)
+    try:
+        first = httpx.post(f"{url}/v1/predict", files={"file": ("first.jpg", photo("blob", 1))}, timeout=30).json()
+        httpx.post(f"{url}/v1/history/{first['id']}/correction", json={"label": "stripes_v"}, timeout=30)
+        assert httpx.post(f"{url}/v1/predict", files={"file": ("x.jpg", b"nope")}, timeout=30).status_code == 415
+    finally:
+        stop_server(process)
+    process, url = start_server(small_model_dir, db)
+    try:
+        items = httpx.get(f"{url}/v1/history", timeout=30).json()["items"]
+        mine = next(item for item in items if item["id"] == first["id"])
+        assert mine["filename"] == "first.jpg" and mine["corrected_label"] == "stripes_v"
+        assert mine["label"] == first["predictions"][0]["label"]
+    finally:
+        stop_server(process)
+
+
+def test_batching_gives_every_concurrent_request_its_own_answer(small_model_dir, tmp_path):
+    """48 clients at once, each with its own image: every answer is that image's prediction, and the model ran
+    batches of several images."""
+    model = Model.load(small_model_dir)
+    images = [photo(CLASSES[i % 3], 100 + i) for i in range(48)]
+    expected = [model.predict([Image.open(io.BytesIO(data))], k=3)[0] for data in images]
+    process, url = start_server(small_model_dir, f"sqlite:///{tmp_path / 'h.db'}", "--max-wait-ms", "20")
+
+    async def hammer():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            return await asyncio.gather(*[http.post("/v1/predict?k=3", files={"file": (f"{i}.jpg", data)})
+                                          for i, data in enumerate(images)])
+
+    try:
+        responses = asyncio.run(hammer())
+        for response, want in zip(responses, expected):
+            got = response.json()["predictions"]
+            assert [entry["label"] for entry in got] == [label for label, _ in want]
+            assert got[0]["probability"] == pytest.approx(want[0][1], abs=1e-4)
+        metrics = httpx.get(f"{url}/metrics").text
+        calls = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(
+            "catalens_batch_size_count")))
+        assert calls < 48  # requests were gathered into shared model calls
+    finally:
+        stop_server(process)
+
+
+def test_page_in_headless_chromium(small_model_dir, tmp_path):
+    """Open the page, upload a real photo, see the top-k bars and the photo in the history, correct the
+    prediction, reload: the correction is still there."""
+    if not CHROMIUM.exists():
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / "upload.jpg"
+    upload.write_bytes(photo("stripes_h", 5, size=96))
+    process, url = start_server(small_model_dir, f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--no-first-run"])
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.locator("#model")).to_contain_text("3 classes")
+            page.set_input_files("#file", str(upload))
+            bars = page.locator("#bars .bar")
+            expect(bars).to_have_count(3)
+            predicted = bars.first.get_attribute("data-label")
+            assert predicted in CLASSES
+            card = page.locator("#gallery .card").first
+            expect(card).to_contain_text("upload.jpg")
+            expect(card.locator(".label")).to_contain_text(predicted)
+            right = next(name for name in CLASSES if name != predicted)
+            card.locator("select").select_option(right)
+            expect(page.locator("#gallery .card").first.locator(".fixed")).to_contain_text(right)
+            page.reload()
+            expect(page.locator("#gallery .card").first.locator(".fixed")).to_contain_text(right)
+            expect(page.locator("#gallery .card")).to_have_count(1)
+            assert page.locator("#gallery .card img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+            browser.close()
+    finally:
+        stop_server(process)
