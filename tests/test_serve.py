@@ -68,7 +68,8 @@ def test_predict_multipart_json_and_product_aggregation(client, small_model_dir)
     assert history["total"] == 6 and [item["id"] for item in history["items"]] == [6, 5]  # newest first
     assert client.get("/v1/history?page=3&per_page=2").json()["items"][0]["id"] == 2
     thumbnail = client.get(history["items"][0]["thumbnail_url"])
-    assert thumbnail.headers["content-type"] == "image/jpeg" and max(Image.open(io.BytesIO(thumbnail.content)).size) <= 160
+    assert thumbnail.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 160
 
 
 BAD_REQUESTS = {
