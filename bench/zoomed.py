@@ -76,14 +76,14 @@ def main() -> None:
         if not (run / "model.safetensors").exists():
             started = time.perf_counter()
             catalens("train", "--data", str(train), *RECIPES[name], "--out", str(run))
-            train_s = time.perf_counter() - started
+            trained = f"train {time.perf_counter() - started:.0f} s"
         else:
-            train_s = float("nan")
+            trained = "run reused"
         balanced = zoomed_scores(run, held_out, run / "heldout")
         skewed = zoomed_scores(run, catalog_like, run / "heldout-1to6")
         onnx = sort_speed(run, photos, "onnx", work)
         torch_speed = sort_speed(run, photos, "torch", work)
-        result = (f"{name} (train {train_s:.0f} s): zoomed P/R/F1 {balanced['precision']:.4f}/{balanced['recall']:.4f}/"
+        result = (f"{name} ({trained}): zoomed P/R/F1 {balanced['precision']:.4f}/{balanced['recall']:.4f}/"
                   f"**{balanced['f1']:.4f}** (1:1 held-out), {skewed['precision']:.4f}/{skewed['recall']:.4f}/"
                   f"{skewed['f1']:.4f} (1:6); sort {args.sort_images} photos: **{onnx:.0f} img/s** onnxruntime vs "
                   f"{torch_speed:.0f} img/s PyTorch")
