@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="A Lite0 run directory [default: train a head on 300 photos].")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--max-wait-ms", default="0", help="The server's micro-batching wait (its default: 0).")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     clothing = SHARED / "clothing-small"
@@ -135,7 +136,7 @@ def main() -> None:
         catalens("train", "--data", str(clothing), "--model", "tf_efficientnet_lite0", "--pretrained", "--freeze",
                  "backbone", "--input-size", "224", "--limit", "300", "--epochs", "3", "--out", str(model))
     photos = [path.read_bytes() for path in sorted((clothing / "validation").rglob("*.jpg"))[:64]]
-    backend = ["--backend", args.backend]
+    backend = ["--backend", args.backend, "--max-wait-ms", args.max_wait_ms]
     results = {
         "concurrency 1": run(model, photos, 1, min(args.seconds, 30), *backend),
         "concurrency 16, batching on": run(model, photos, 16, args.seconds, *backend, "--max-batch", "16"),
@@ -161,7 +162,7 @@ def main() -> None:
     for row in rows:
         print(row)
     if args.record:
-        record([f"{model.name} ({args.backend}): {row}" for row in rows])
+        record([f"{model.name} ({args.backend}, max wait {args.max_wait_ms} ms): {row}" for row in rows])
 
 
 if __name__ == "__main__":

@@ -304,8 +304,9 @@ def serve(
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
     max_batch: int = typer.Option(16, "--max-batch", help="Micro-batching: images per model call at most; 1 turns "
                                   "batching off."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Micro-batching: how long the first request of a "
-                                      "batch waits for others."),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Micro-batching: how long the first request of a "
+                                      "batch waits for others; 0 takes only what queued while the model was busy "
+                                      "(best on CPU, BENCHMARKS.md); a few ms can pay on a GPU."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest image, checked before decoding."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CATALENS_API_KEY", help="Require this "

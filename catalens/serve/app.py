@@ -43,7 +43,7 @@ PAGE = Path(__file__).with_name("page.html")
 class ServeOptions:
     db: str = "sqlite:///catalens-history.db"
     max_batch: int = 16  # 1: batching off
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0  # 0: no waiting; batches form from what queued while the model was busy
     max_upload_mb: float = 10.0
     max_pixels: int = 40_000_000
     max_images: int = 8  # per request

@@ -3,7 +3,8 @@
 Each request puts its images (uint8, model-sized) on a queue and awaits its own future. One worker takes the first
 waiting item, then keeps gathering until the batch holds `max_batch` images or `max_wait_ms` has passed since that
 first item, runs the model once in a thread (onnxruntime and PyTorch release the GIL) and hands every request its
-own rows. With `max_batch=1` there is no queue: each request runs the model itself, as a plain server would.
+own rows. With `max_wait_ms=0` (the default) nothing waits: a batch is what queued while the previous one ran.
+With `max_batch=1` there is no queue: each request runs the model itself, as a plain server would.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Pending:
 
 
 class MicroBatcher:
-    def __init__(self, model, max_batch: int = 16, max_wait_ms: float = 5.0, observe_batch=None, observe_queue=None):
+    def __init__(self, model, max_batch: int = 16, max_wait_ms: float = 0.0, observe_batch=None, observe_queue=None):
         self.model = model
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
         self.observe_batch = observe_batch or (lambda size: None)  # metrics hooks
