@@ -229,8 +229,10 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
         raise CatalensError(f"--mode must be one of {', '.join(MODES)}")
     if threshold is not None and not 0 <= threshold <= 1:
         raise CatalensError("--threshold is a probability between 0 and 1")
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_folders(input_dir, output_dir)
+    check_folders(Path(input_dir), Path(output_dir))
+    # absolute, canonical paths in the manifest: a run resumed from another folder or with another spelling of
+    # the same folders finds its rows
+    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
     ledger = Ledger(output_dir, dry_run)
     summary = SortSummary(resumed=len(ledger.finished))
     complete = False

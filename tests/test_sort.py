@@ -133,7 +133,8 @@ def test_interrupted_run_resumes_without_predicting_or_duplicating(model, tmp_pa
         sort_folder(model, inbox, out, batch_size=8, workers=0, show_progress=False)
     monkeypatch.setattr(sorting, "place", real_place)
     assert len(manifest(out)) == 17 and (out / JOURNAL).exists()
-    summary = sort_folder(model, inbox, out, batch_size=8, workers=0, show_progress=False)
+    monkeypatch.chdir(tmp_path)  # resumed from elsewhere, with relative paths: the same folders all the same
+    summary = sort_folder(model, "inbox", "./sorted", batch_size=8, workers=0, show_progress=False)
     assert summary.resumed == 17
     assert summary.completed_from_journal == 24 - 17  # the rest of the planned batches: placed, not predicted
     assert summary.predicted == 30 - 24
