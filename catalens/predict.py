@@ -75,9 +75,22 @@ def catalog_of_inputs(inputs: list[str], split: str | None = None, options: Data
             raise CatalensError(f"input {item} does not exist")
     if not paths:
         raise CatalensError(f"no image files found in {', '.join(inputs)}")
-    refs = [str(p.resolve()) for p in paths]
-    return Catalog.from_records({"item_id": refs, "ref": refs}, classes=[], reader=FileReader("/"),
-                                source=", ".join(inputs))
+    return catalog_of_files([path.resolve() for path in paths], ", ".join(inputs))
+
+
+def catalog_of_files(paths: list[Path], source: str) -> Catalog:
+    """Image files as an unlabelled catalog whose refs are the paths as given (absolute ones: read from /)."""
+    refs = [str(path) for path in paths]
+    return Catalog.from_records({"item_id": refs, "ref": refs}, classes=[], reader=FileReader("/"), source=source)
+
+
+def top_k_entries(model: Model, probabilities: np.ndarray, k: int) -> list[dict]:
+    """[{"label", "probability", level names when the model knows its category tree}, ...], best first."""
+    entries = [{"label": label, "probability": round(p, 6)} for label, p in top_k(probabilities, model.classes, k)]
+    if model.card.get("hierarchy"):
+        for entry in entries:
+            entry.update(level_names(model, entry["label"]))
+    return entries
 
 
 def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
@@ -117,15 +130,12 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
     hierarchy = bool(model.card.get("hierarchy"))
     records = []
     for i, (name, row) in enumerate(zip(inputs, probabilities)):
-        best = top_k(row, model.classes, k)
+        best = top_k_entries(model, row, k)
         record = {"input": str(name), **({"id": str(item_ids[i])} if with_ids else {}),
-                  "label": best[0][0], "probability": round(best[0][1], 6)}
+                  "label": best[0]["label"], "probability": best[0]["probability"]}
         if per_product:
             record["images"] = int(images[i])
-        record["top_k"] = [{"label": label, "probability": round(p, 6)} for label, p in best]
-        if hierarchy:
-            for entry in record["top_k"]:
-                entry.update(level_names(model, entry["label"]))
+        record["top_k"] = best
         records.append({**record, "error": ""})
     records += [{"input": ref, "label": "", "probability": "", "top_k": [], "error": reason}
                 for ref, reason in failures]

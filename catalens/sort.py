@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batches import make_batches
-from .catalog import Catalog
 from .errors import CatalensError
 from .images import is_image_file
+from .predict import catalog_of_files
 from .progress import make_progress, warn
 from .run import Model, top_k
-from .sources.folder import FileReader, walk_files
+from .sources.folder import walk_files
 
 MODES = ("copy", "move", "hardlink", "symlink")
 MANIFEST = "manifest.csv"
@@ -207,15 +207,10 @@ def settle(row: dict, mode: str) -> str:
     if not destination:  # an unreadable file left in place (move mode)
         return "done"
     there = os.path.lexists(destination)
-    if mode == "move":
-        if there and source.exists():
-            # across filesystems the copy was complete (it appears only by rename) but the source not yet deleted
-            if source.stat().st_size == Path(destination).stat().st_size and not source.samefile(destination):
-                os.unlink(source)
-            return "done"
-        if there:
-            return "done"
-        return "todo" if source.exists() else "vanished"
+    if mode == "move" and there and source.exists():
+        # across filesystems the copy was complete (it appears only by rename) but the source not yet deleted
+        if source.stat().st_size == Path(destination).stat().st_size and not source.samefile(destination):
+            os.unlink(source)
     if there:
         return "done"
     return "todo" if source.exists() else "vanished"
@@ -266,9 +261,7 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
 def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_dir: Path, mode: str,
                       threshold: float | None, k: int, dry_run: bool, batch_size: int, workers: int | None,
                       summary: SortSummary, show_progress: bool) -> None:
-    refs = [str(path) for path in paths]
-    catalog = Catalog.from_records({"item_id": refs, "ref": refs}, classes=[], reader=FileReader("/"),
-                                   source=str(paths[0].parent))
+    catalog = catalog_of_files(paths, str(paths[0].parent))
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
     with make_progress(disable=not show_progress) as bar:
         task = bar.add_task("sorting", total=len(paths))

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,8 +29,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..products import level_names
-from ..run import Model, top_k
+from ..predict import top_k_entries
+from ..run import Model
 from .batcher import MicroBatcher
 from .history import History
 from .inputs import InputError, decode_base64, decode_upload, fetch_url
@@ -172,13 +171,6 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         return error_response(error.status_code, str(error.detail), "not_found" if error.status_code == 404 else
                               "http_error")
 
-    def ranked(probabilities: np.ndarray, k: int) -> list[dict]:
-        entries = [{"label": label, "probability": round(p, 6)} for label, p in top_k(probabilities, model.classes, k)]
-        if model.card.get("hierarchy"):
-            for entry in entries:
-                entry.update(level_names(model, entry["label"]))
-        return entries
-
     async def read_images(request: Request) -> list[tuple[str, bytes]]:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -233,23 +225,21 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         {"base64": ...}]}`. One image, or `aggregate=true`: `{"predictions": [...]}`; several images:
         `{"results": [{"filename", "predictions", "id"}, ...]}`. Every prediction is kept in the history."""
         started = time.perf_counter()
-        uploads = await read_images(request)
-        if len(uploads) > options.max_images:
-            raise InputError(413, f"{len(uploads)} images: at most {options.max_images} per request", "too_many")
+        uploads = await read_images(request)  # at most max_images: form(max_files) and the JSON check cap it
         images = [await run_in_threadpool(decode_upload, data, filename, options.max_bytes, options.max_pixels)
                   for filename, data in uploads]
         batch = await run_in_threadpool(lambda: torch.stack([model.preprocessing.prepare(im) for im in images]))
         probabilities = await batcher.probabilities(batch)
         originals = [data if options.keep_originals else None for _, data in uploads]
         if aggregate or len(images) == 1:
-            top = ranked(probabilities.mean(axis=0), k)
+            top = top_k_entries(model, probabilities.mean(axis=0), k)
             filename = uploads[0][0] if len(uploads) == 1 else f"{uploads[0][0]} (+{len(uploads) - 1})"
             item = await run_in_threadpool(history.add, filename, name, top, images[0], len(images), originals[0])
             body = {"predictions": top, "id": item["id"], "images": len(images)}
         else:
             results = []
             for (filename, _), image, row, original in zip(uploads, images, probabilities, originals):
-                top = ranked(row, k)
+                top = top_k_entries(model, row, k)
                 item = await run_in_threadpool(history.add, filename, name, top, image, 1, original)
                 results.append({"filename": filename, "predictions": top, "id": item["id"]})
             body = {"results": results}

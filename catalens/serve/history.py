@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from PIL import Image
 
+from ..sort import folder_name
 from ..sources.sql import connect
 
 THUMBNAIL_SIDE = 160
@@ -129,7 +130,7 @@ class History:
         with self.engine.connect() as connection:
             for row in connection.execute(query.order_by(predictions.c.id)):
                 label = row.corrected_label or row.label
-                folder = out_dir / label.replace("/", "-")
+                folder = out_dir / folder_name(label)
                 folder.mkdir(parents=True, exist_ok=True)
                 data = row.original or row.thumbnail
                 kind = Image.open(io.BytesIO(data)).format or "JPEG"

@@ -11,9 +11,9 @@ import io
 import warnings
 
 import httpx
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from ..images import to_rgb
+from ..images import load_image
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
@@ -51,11 +51,7 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Im
         raise InputError(413, f"{name}: {width}x{height} pixels is over the {max_pixels / 1e6:.0f} megapixel limit",
                          "too_many_pixels")
     try:
-        image.seek(0)
-        if image.format == "JPEG":
-            image.draft("RGB", (512, 512))  # DCT scaling: the model and the thumbnail need far less
-        image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        return load_image(io.BytesIO(data), draft_size=(512, 512))  # JPEG: DCT scaling, the model needs far less
     except Exception as error:  # noqa: BLE001 - any decoder failure is the client's broken file
         reason = "truncated image" if "truncated" in str(error).lower() else "corrupt image"
         raise InputError(422, f"{name}: {reason}", "corrupt_image") from None
