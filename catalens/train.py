@@ -62,8 +62,13 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
     """The data's own statistics for a network trained from scratch; a pretrained backbone's own
     preprocessing (size, interpolation, crop, mean/std, RGB) when it starts from pretrained weights."""
     if config.pretrained:
-        backbone = timm_preprocessing(pretrained_backbone(config))
-        size = (config.input_size,) * 2 if config.input_size else backbone["input_size"]
+        name = pretrained_backbone(config)
+        if name.startswith("ensemble:"):
+            from .models.ensemble import input_backbone
+
+            name = input_backbone(name)[0]
+        backbone = timm_preprocessing(name)
+        size = (config.input_size,) * 2 if config.input_size else default_input_size(config.model, None)
         return Preprocessing(input_size=tuple(size), channels=3, mean=backbone["mean"], std=backbone["std"],
                              interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"],
                              resize=resize_mode(config))
@@ -84,7 +89,9 @@ def resize_mode(config: TrainConfig) -> str:
 
 
 def pretrained_backbone(config: TrainConfig) -> str:
-    """The timm name of the backbone `--pretrained` asks weights for."""
+    """The timm name of the backbone `--pretrained` asks weights for (an `ensemble:` name: all its members)."""
+    if config.model.startswith("ensemble:"):
+        return config.model
     if not config.model.startswith("timm:"):
         raise CatalensError(f"--pretrained needs a timm backbone (e.g. tf_efficientnet_lite0); {config.model} "
                             "has no pretrained weights")
@@ -211,6 +218,9 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         else:
             config = make_config(**overrides)
     config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
+    if config.model.startswith("ensemble:"):  # pretrained members, frozen: only the classifier trains
+        config.pretrained = True
+        config.freeze = "backbone" if config.freeze == "none" else config.freeze
     out = Path(config.out)
     prepare_run_dir(out, resume)
     torch.manual_seed(config.seed)
@@ -279,12 +289,16 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
 
     net, train_inputs, eval_inputs = module, lambda images: image_inputs(augment(images.float().div_(255))), \
         image_inputs
+    started = time.time()
     cached = use_feature_cache(config, plan)
     if cached:  # the classifier trains alone, on backbone features computed once
         train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs,
                                                             preprocessing, device, config)
         failures.update({str(ref): reason for ref, reason in failed})
         net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
+    linear = cached and config.head == "linear"
+    if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
+        head_fit = fit_classifier(net, train_batches, len(classes), config)
     train_net = torch.compile(net) if config.compile else net
 
     card = {
@@ -302,7 +316,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         },
         "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
                      "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
-                     "cached_features": cached},
+                     "cached_features": cached,
+                     "head": head_fit.describe() if linear else "sgd"},
         "pretrained": pretrained,
         "hierarchy": {name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
         if catalog.hierarchy else None,
@@ -311,7 +326,6 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         "catalens_version": __version__,
         "torch_version": torch.__version__,
     }
-    started = time.time()
     history_path = out / "history.csv"
     if not resume or not history_path.exists():
         with history_path.open("w", newline="") as handle:
@@ -319,8 +333,12 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
 
     interrupted = False
     extra = (TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[speed]:,.0f} img/s"),)
+    if linear:
+        best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
+                                        head_fit.seconds)
+        best_epoch = 1
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, 0 if linear else config.epochs):
             epoch_start = time.time()
             train_batches.set_epoch(epoch)
             changed = epoch == start_epoch or plan.trainable_stages(epoch) != plan.trainable_stages(epoch - 1)
@@ -429,8 +447,9 @@ def cache_features(module, train_batches, val_batches, image_inputs, preprocessi
     from .features import FeatureBatches, extract_features, feature_function
 
     function = feature_function(module, preprocessing, device)
+    flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside
     features, labels, failures = extract_features(module, train_batches, image_inputs, device,
-                                                  flip=config.augment == "light", description="features (train)",
+                                                  flip=flip, description="features (train)",
                                                   features=function)
     train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
                            balanced=config.balanced_sampling)
@@ -442,6 +461,40 @@ def cache_features(module, train_batches, val_batches, image_inputs, preprocessi
         failures += val_failures
         val = FeatureBatches(val_features, val_labels, max(config.batch_size, 512), shuffle=False, seed=config.seed)
     return train, val, failures
+
+
+def fit_classifier(head: nn.Linear, train_batches, num_classes: int, config: TrainConfig):
+    """Fit the linear classifier on the cached training features (linear_head.py) and load it into `head`."""
+    from .linear_head import fit_linear_head
+
+    fitted = fit_linear_head(train_batches.features, train_batches.labels, num_classes, seed=config.seed,
+                             balanced=config.class_weights)
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight.to(head.weight.device))
+        head.bias.copy_(fitted.bias.to(head.bias.device))
+    return fitted
+
+
+def write_linear_fit(head, train_batches, val_batches, device, classes, module, card, out: Path,
+                     seconds: float) -> dict:
+    """The run directory of a fitted classifier: one history row, best = last weights, the card."""
+    train = evaluate_split(head, train_batches, lambda features: features, device, len(classes))
+    metrics = evaluate_split(head, val_batches, lambda features: features, device, len(classes)) \
+        if val_batches is not None else {}
+    row = {"epoch": 1, "lr": "", "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+           "val_loss": metrics.get("loss", ""), "val_accuracy": metrics.get("accuracy", ""),
+           "val_macro_f1": metrics.get("macro_f1", ""), "images_per_s": "", "seconds": seconds}
+    with (out / "history.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow([row[c] for c in HISTORY_COLUMNS])
+    summary = f"linear head: train acc {train['accuracy']:.4f}"
+    if metrics:
+        summary += f" | val loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}"
+    info(summary)
+    save_weights(module, out / LAST_WEIGHTS_FILE)
+    shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
+    card.update(best_epoch=1, validation=metrics)
+    write_json(out / CARD_FILE, card)
+    return metrics
 
 
 def trim_history(path: Path, last_epoch: int) -> None:

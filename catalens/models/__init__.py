@@ -35,7 +35,7 @@ def register_model(name: str, description: str, default_input_size: tuple[int, i
 
 
 def model_names() -> list[str]:
-    return sorted(MODELS) + ["timm:<name>"]
+    return sorted(MODELS) + ["timm:<name>", "ensemble:<name>+<name>[/mirror]"]
 
 
 def canonical_model_name(name: str) -> str:
@@ -43,6 +43,10 @@ def canonical_model_name(name: str) -> str:
     name is a one-line error with the closest names."""
     if name in MODELS:
         return name
+    if name.startswith("ensemble:"):
+        from .ensemble import canonical
+
+        return canonical(name)
     from .timm_models import check_timm_name, is_timm_name
 
     bare = name.removeprefix("timm:")
@@ -59,6 +63,10 @@ def canonical_model_name(name: str) -> str:
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] = (224, 224)) -> nn.Module:
     name = canonical_model_name(name)
+    if name.startswith("ensemble:"):
+        from .ensemble import FeatureEnsemble
+
+        return FeatureEnsemble(name, num_classes, in_chans)
     if name.startswith("timm:"):
         from .timm_models import create_timm_model
 
@@ -70,6 +78,10 @@ def default_input_size(name: str, native_size: tuple[int, int] | None) -> tuple[
     """The input size a model trains at from scratch: its own default, else the data's native size, else 224
     (a pretrained backbone uses its pretrained size: train.make_preprocessing)."""
     name = canonical_model_name(name)
+    if name.startswith("ensemble:"):
+        from .ensemble import input_backbone
+
+        return (input_backbone(name)[1],) * 2
     if name.startswith("timm:"):
         from .timm_models import timm_input_size
 

@@ -12,7 +12,8 @@ from torch import nn
 from ..errors import CatalensError
 
 # The backbones the docs and tests name; any other timm architecture works too.
-LISTED_BACKBONES = ["mobilenetv2_100", "efficientnet_b0", "tf_efficientnet_lite0", "resnet50", "inception_v3", "vgg16"]
+LISTED_BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "mobilenetv2_100",
+                    "efficientnet_b0", "resnet50", "inception_v3", "vgg16"]
 
 
 def import_timm():
