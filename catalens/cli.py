@@ -110,10 +110,21 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
+    head: Optional[str] = typer.Option(None, "--head", help="With cached features (--freeze backbone): linear "
+                                       "(default: logistic regression, L2 chosen by cross-validation) or sgd "
+                                       "(--epochs of SGD/AdamW)."),
+    time_budget: float = typer.Option(15.0, "--time-budget", help="Minutes the auto recipe may take (used when no "
+                                      "--model, --pretrained, --weights, --freeze or --epochs is given)."),
 ):
     """Train a classifier and write a run directory (weights, model card, config, history, curves).
 
+    With only --data and --out, the auto recipe chooses from the data and this machine, within --time-budget, and
+    says what it chose and why: fastcnn for small grey images; for photos, pretrained EfficientNet-Lite features
+    (escalating to Lite1 and a Lite0+1+2 ensemble with mirror views while the task is not yet easy and time is
+    left) and a cross-validated linear head.
+
     Examples:
+      catalens train --data photos/ --out runs/auto
       catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
       catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --out runs/p
       catalens train --data bson:train.bson --level 2 --sample 100000 --min-per-class 50 --out runs/cd
@@ -130,7 +141,8 @@ def train(
                      pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
                      backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile,
                      categories=categories, level=level, sample=sample, images=images, dedupe=dedupe,
-                     max_distance=max_distance, top_groups=top_groups, label_column=label_column, columns=columns)
+                     max_distance=max_distance, top_groups=top_groups, label_column=label_column, columns=columns,
+                     head=head)
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -141,6 +153,11 @@ def train(
         raise CatalensError("give --data DATA (a folder or fashion-mnist) or --config FILE")
     if not out and not config:
         raise CatalensError("give --out RUN_DIR, the directory the run is written to")
+    from .recipes import auto_train, wants_auto
+
+    if wants_auto(overrides, config):
+        auto_train(overrides, time_budget)
+        return
     run_train(make_config(config, **overrides))
 
 

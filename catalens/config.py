@@ -66,6 +66,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     workers: int | None = None  # decoding worker processes for file sources
     threads: int | None = None  # CPU threads for torch (default: all cores)
+    recipe: str | None = None  # what the auto recipe chose (recipes.py), for the record
 
     def to_dict(self) -> dict:
         data = asdict(self)
