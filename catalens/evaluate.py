@@ -140,6 +140,12 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
     }
 
 
+def provenance(data: str) -> str | None:
+    from .zoomed import provenance as bootstrap_note
+
+    return bootstrap_note(data)
+
+
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 256, workers: int | None = None,
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
@@ -182,6 +188,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         device=str(model.device),
         backend=model.backend,
         torch_threads=torch.get_num_threads(),
+        provenance=provenance(data),
     )
     metrics.update(measure_speed(model, sample))
     if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served
@@ -241,6 +248,7 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"# Evaluation of `{metrics['model']}` ({metrics['architecture']})", "",
         f"Data `{metrics['data']}`, split **{metrics['split']}**, {metrics['items']:,} images"
         + (f", label mapping `{metrics['labels']}`" if metrics["labels"] else "") + ".", "",
+        *([f"**Measured on {metrics['provenance']}.**", ""] if metrics.get("provenance") else []),
         "| metric | value |", "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} |",
     ]

@@ -314,6 +314,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
             "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
         },
+        "validation_data": {"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
+                            else 0, "provenance": data_provenance(config.data)},
         "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
                      "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
                      "cached_features": cached,
@@ -495,6 +497,12 @@ def write_linear_fit(head, train_batches, val_batches, device, classes, module, 
     card.update(best_epoch=1, validation=metrics)
     write_json(out / CARD_FILE, card)
     return metrics
+
+
+def data_provenance(data: str) -> str:
+    from .zoomed import provenance
+
+    return provenance(data) or "as given (real data unless the source says otherwise)"
 
 
 def trim_history(path: Path, last_epoch: int) -> None:

@@ -178,6 +178,14 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
     return summary
 
 
+def provenance(data: str) -> str | None:
+    """A warning label for scores measured on a bootstrapped dataset (None for other data)."""
+    if data and Path(data).is_dir() and (Path(data) / "bootstrap.json").is_file():
+        return ("bootstrapped data: the zoomed images are generated crops of normal photos (`catalens zoomed "
+                "bootstrap`), not real close-ups; a score here says little about real catalog photos")
+    return None
+
+
 def unique_stem(photo: Path, root: Path, used: set[str]) -> str:
     """The photo's file stem, prefixed by its folders when two photos share a stem (class subfolders)."""
     stem = photo.stem

@@ -155,3 +155,21 @@ def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: --time-budget 0.1 min is too small") and \
         "give at least --time-budget" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_scores_on_bootstrapped_data_are_labelled(tmp_path):
+    from catalens.evaluate import render_report
+    from catalens.zoomed import bootstrap, provenance
+
+    photos = tmp_path / "photos" / "shirt"
+    photos.mkdir(parents=True)
+    Image.fromarray(np.full((60, 40, 3), 200, np.uint8)).save(photos / "a.jpg")
+    bootstrap(tmp_path / "photos", tmp_path / "set", val_fraction=0, show_progress=False)
+    note = provenance(str(tmp_path / "set"))
+    assert note and "not real close-ups" in note and provenance(str(tmp_path / "photos")) is None
+    metrics = {"model": "m", "architecture": "a", "data": "d", "split": "val", "items": 1, "labels": None,
+               "provenance": note, "accuracy": 1.0, "top_k_accuracy": {}, "macro_f1": 1, "weighted_f1": 1,
+               "num_params": 1, "model_size_mb": 1, "latency_ms_batch1": 1, "throughput_batch_size": 1,
+               "throughput_images_per_s": 1, "evaluation_images_per_s": 1, "evaluation_seconds": 1, "device": "cpu",
+               "backend": "onnx", "torch_threads": 1, "per_class": {}, "most_confused": [], "unreadable": []}
+    assert f"**Measured on {note}.**" in render_report(metrics, False)
