@@ -95,6 +95,9 @@ def auto_train(overrides: dict, budget_minutes: float):
     if out.exists() and any(out.iterdir()):
         raise CatalensError(f"run directory {out} already exists and is not empty; choose another --out")
     probe = make_config(**{key: value for key, value in overrides.items() if value is not None})
+    from .augment import get_preset
+
+    get_preset(probe.augment)  # bad options fail before any data is read
     catalog, train_catalog, val_catalog = training_data(probe)
     items = len(train_catalog) + (len(val_catalog) if val_catalog is not None else 0)
     if is_small_grey(catalog):

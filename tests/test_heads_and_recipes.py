@@ -155,7 +155,7 @@ def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for
     assert Image.open(tmp_path / "photos" / "training_curves.png").size[0] > 0
 
     result = run_cli("train", "--data", str(photos), "--time-budget", "0.1", "--out", str(tmp_path / "tiny"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().startswith("error: --time-budget 0.1 min is too small") and \
         "give at least --time-budget" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
