@@ -140,18 +140,14 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
     }
 
 
-def provenance(data: str) -> str | None:
-    from .zoomed import provenance as bootstrap_note
-
-    return bootstrap_note(data)
-
-
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 256, workers: int | None = None,
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
              data_overrides: dict | None = None) -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
     `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
+    from .zoomed import provenance as bootstrap_provenance
+
     model = Model.load(model_dir, weights=weights, backend=backend)
     catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)
     catalog, split_name = choose_split(catalog, split)
@@ -188,7 +184,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         device=str(model.device),
         backend=model.backend,
         torch_threads=torch.get_num_threads(),
-        provenance=provenance(data),
+        provenance=bootstrap_provenance(data),
     )
     metrics.update(measure_speed(model, sample))
     if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served

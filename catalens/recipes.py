@@ -56,8 +56,9 @@ def wants_auto(overrides: dict, config_file) -> bool:
 
 
 def members(model: str) -> list[str]:
-    body = model.removeprefix("ensemble:").removesuffix("/mirror")
-    return [part.partition("@")[0] for part in body.split("+")]
+    from .models.ensemble import parse
+
+    return [backbone for backbone, _ in parse(model)[0]]
 
 
 def speed_factor() -> float:
