@@ -5,6 +5,9 @@ Rows:
 - probe: scikit-learn LogisticRegression(C=0.5, max_iter=3000) on EfficientNet-Lite0 pooled features of the
   photos (resize 256, centre crop 224, mean = std = 0.5), extracted by the same code as catalens's cache;
 - catalens's default head (cross-validated linear head) on Lite0, Lite1 and Lite2 features;
+- Lite0 and Lite1 with the mirror view (each photo's features averaged with its mirror image's);
+- cached partial fine-tuning: Lite0's last stage and the classifier trained on cached activations
+  (`--freeze 1`), the classifier started from the linear head;
 - the Lite0+Lite1+Lite2 ensemble with the mirror view;
 - the auto recipe (`catalens train --data DATA --out RUN`, no model flags, 15 min budget).
 
@@ -30,6 +33,10 @@ RECIPES = {
     "lite0": ["--model", "tf_efficientnet_lite0", *HEAD],
     "lite1": ["--model", "tf_efficientnet_lite1", *HEAD],
     "lite2": ["--model", "tf_efficientnet_lite2", *HEAD],
+    "lite0-mirror": ["--model", "ensemble:tf_efficientnet_lite0/mirror"],
+    "lite1-mirror": ["--model", "ensemble:tf_efficientnet_lite1/mirror"],
+    "partial": ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "1", "--epochs", "6",
+                "--optimizer", "adamw", "--lr", "1e-4", "--backbone-lr-scale", "1"],
     "ensemble": ["--model", "ensemble:tf_efficientnet_lite0+tf_efficientnet_lite1+tf_efficientnet_lite2/mirror"],
     "sgd-head": ["--model", "tf_efficientnet_lite0", *HEAD, "--head", "sgd", "--epochs", "40", "--optimizer",
                  "adamw", "--lr", "3e-3", "--batch-size", "64"],

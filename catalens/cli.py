@@ -105,7 +105,9 @@ def train(
                                                       "--lr x this [default: 0.1 when pretrained, else 1]."),
     cache_features: Optional[bool] = typer.Option(None, "--cache-features/--no-cache-features", help="With "
                                                   "--freeze backbone: compute backbone features once and train "
-                                                  "the classifier on them [default: on for none/light augment]."),
+                                                  "the classifier on them; with --freeze N: compute the frozen "
+                                                  "layers' activations once and train the last N stages on them "
+                                                  "(minutes on a CPU) [default: on for none/light augment]."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),

@@ -42,7 +42,7 @@ class TrainConfig:
     freeze: str = "none"  # none | backbone (head only) | N (all but the last N backbone stages)
     unfreeze_every: int | None = None  # gradual unfreezing: one more backbone stage trainable every N epochs
     backbone_lr_scale: float | None = None  # backbone lr = lr x this [default: 0.1 when pretrained, else 1]
-    cache_features: bool | None = None  # head-only: compute backbone features once [default: on]
+    cache_features: bool | None = None  # frozen part computed once (features, or prefix activations) [default: on]
     head: str = "linear"  # cached head-only: linear (logistic regression, L2 by cross-validation) | sgd (epochs)
     compile: bool = False  # torch.compile the network for training
     # optimisation

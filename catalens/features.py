@@ -39,25 +39,29 @@ class PreLogits(nn.Module):
         return pre_logits(self.module, images)
 
 
-def feature_function(module: nn.Module, preprocessing, device):
-    """images -> features. On CPU through onnxruntime when it is installed: for tf_efficientnet_lite0 at 224 px
-    on 2 cores it ran at 123 images/s against 30 for PyTorch eager (bench/latency.py); else PyTorch."""
+def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Module | None = None):
+    """images -> features (what `extractor` computes; default: the pooled pre-logits of `module`). On CPU
+    through onnxruntime when it is installed: for tf_efficientnet_lite0 at 224 px on 2 cores it ran at 123
+    images/s against 30 for PyTorch eager (bench/latency.py); else PyTorch."""
+    extractor = extractor if extractor is not None else PreLogits(module)
     if device.type == "cpu" and onnx_available():
         try:
             height, width = preprocessing.input_size
             card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
             with tempfile.TemporaryDirectory(prefix="catalens-features-") as folder:  # the session keeps the graph
-                runner, _ = export_onnx(PreLogits(copy.deepcopy(module)).float(), card, Path(folder) / "features.onnx")
+                runner, _ = export_onnx(copy.deepcopy(extractor).float(), card, Path(folder) / "features.onnx")
             return lambda images: torch.from_numpy(runner.run(images.float().contiguous().cpu().numpy()))
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")
-    return lambda images: chunked_pre_logits(module, images)
+    chunk = CPU_CHUNK if device.type == "cpu" else None
+    return lambda images: torch.cat([extractor(part) for part in images.split(chunk or len(images))])
 
 
 @torch.inference_mode()
-def extract_features(module: nn.Module, batches, prepare, device, flip: bool, description: str, features=None):
-    """(features (views, N, D), labels (N,), failures) over `batches`; views = 2 with the flipped images.
-    `features` maps a prepared batch to feature vectors (default: the module in PyTorch)."""
+def extract_features(module: nn.Module, batches, prepare, device, flip: bool, description: str, features=None,
+                     dtype: torch.dtype = torch.float32):
+    """(features (views, N, ...), labels (N,), failures) over `batches`; views = 2 with the flipped images.
+    `features` maps a prepared batch to feature vectors (default: the module in PyTorch), kept as `dtype`."""
     module.eval()
     features = features or (lambda images: chunked_pre_logits(module, images))
     views, labels, failures = [], [], []
@@ -70,7 +74,7 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
                 outputs = [features(images)]
                 if flip:
                     outputs.append(features(images.flip(3)))
-                views.append(torch.stack(outputs).float().cpu())
+                views.append(torch.stack(outputs).to(dtype).cpu())
                 labels.append(batch.labels)
             bar.advance(task)
     if not views:

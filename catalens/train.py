@@ -26,10 +26,12 @@ from .catalog import Catalog
 from .config import TrainConfig, make_config
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
+from .features import FeatureBatches
 from .finetune import FreezePlan, head_and_backbone_parameters
 from .models import canonical_model_name, create_model, default_input_size
 from .models.timm_models import classifier_of, timm_preprocessing
 from .plots import plot_history
+from .prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from .pretrained import load_pretrained
 from .progress import info, make_progress, warn
@@ -296,6 +298,20 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                                                             preprocessing, device, config)
         failures.update({str(ref): reason for ref, reason in failed})
         net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
+    prefix_at = None if cached else prefix_cache_point(config, plan, module)
+    if prefix_at is not None:  # the last stages train on the frozen prefix's activations, computed once
+        train_batches, val_batches, failed = cache_prefix(module, prefix_at, train_batches, val_batches, image_inputs,
+                                                          preprocessing, device, config)
+        failures.update({str(ref): reason for ref, reason in failed})
+        net = Suffix(module, prefix_at)
+        if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
+            head_fit = fit_classifier(classifier_of(module), FeatureBatches(
+                net.pooled_features(train_batches.features), train_batches.labels, config.batch_size, True,
+                config.seed), len(classes), config)
+            info(f"classifier initialised by a logistic regression on the pretrained features "
+                 f"(C={head_fit.C:g}); fine-tuning")
+        train_inputs = eval_inputs = lambda activations: activations.float().contiguous(
+            memory_format=torch.channels_last)
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         head_fit = fit_classifier(net, train_batches, len(classes), config)
@@ -318,8 +334,10 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                             else 0, "provenance": data_provenance(config.data)},
         "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
                      "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
-                     "cached_features": cached,
-                     "head": head_fit.describe() if linear else "sgd"},
+                     "cached_features": cached, "cached_prefix_blocks": prefix_at,
+                     "head": head_fit.describe() if linear else
+                     f"fine-tuned from a linear probe (C={head_fit.C:g})" if prefix_at is not None and
+                     config.head == "linear" else "sgd"},
         "pretrained": pretrained,
         "hierarchy": {name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
         if catalog.hierarchy else None,
@@ -349,6 +367,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                 info(f"epoch {epoch + 1}: {plan.describe(epoch)}")
             net.train()
             plan.freeze_batchnorm()
+            if prefix_at is not None:
+                batchnorm_eval(module)
             seen, correct, loss_sum = 0, 0, 0.0
             with make_progress(*extra) as bar:
                 task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
@@ -444,9 +464,48 @@ def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
     return True
 
 
+def prefix_cache_point(config: TrainConfig, plan: FreezePlan, module: nn.Module) -> int | None:
+    """The first trained block when partial fine-tuning runs on cached prefix activations (prefix_cache.py): by
+    default whenever a fixed number of last stages trains (--freeze N, no gradual unfreezing) on a timm
+    EfficientNet/MobileNet-style backbone and the augmentation is at most a flip; else None."""
+    if not plan.active or not plan.base or config.unfreeze_every or config.cache_features is False:
+        return None
+    if not config.model.startswith("timm:") or (config.cache_features is None and not splittable(module)):
+        return None
+    if config.augment not in ("none", "light"):
+        if not config.cache_features:
+            return None
+        warn(f"cached activations hold the original and flipped images only: the {config.augment} preset is "
+             "not applied (drop --cache-features to apply it)")
+    return split_point(module, plan.base)
+
+
+def cache_prefix(module, first: int, train_batches, val_batches, image_inputs, preprocessing, device,
+                 config: TrainConfig):
+    """The frozen prefix's activations of the train (and validation) images, once, as half-precision batches."""
+    from .features import extract_features, feature_function
+
+    module.eval()
+    function = feature_function(module, preprocessing, device, extractor=Prefix(module, first))
+    flip = config.augment == "light"
+    features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
+                                                  description="frozen layers (train)", features=function,
+                                                  dtype=torch.float16)
+    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
+                           balanced=config.balanced_sampling)
+    val = None
+    if val_batches is not None:
+        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
+                                                                  flip=False, description="frozen layers (val)",
+                                                                  features=function, dtype=torch.float16)
+        failures += val_failures
+        val = FeatureBatches(val_features, val_labels, 128, shuffle=False, seed=config.seed)
+    return train, val, failures
+
+
 def cache_features(module, train_batches, val_batches, image_inputs, preprocessing, device, config: TrainConfig):
     """Backbone features of the train (and validation) images, once, as batches for the classifier."""
-    from .features import FeatureBatches, extract_features, feature_function
+    from .features import extract_features, feature_function
 
     function = feature_function(module, preprocessing, device)
     flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside

@@ -176,3 +176,45 @@ def test_scores_on_bootstrapped_data_are_labelled(tmp_path):
                "throughput_images_per_s": 1, "evaluation_images_per_s": 1, "evaluation_seconds": 1, "device": "cpu",
                "backend": "onnx", "torch_threads": 1, "per_class": {}, "most_confused": [], "unreadable": []}
     assert f"**Measured on {note}.**" in render_report(metrics, False)
+
+
+@pytest.mark.integration
+def test_cached_prefix_fine_tune_trains_the_last_stage_only_and_reloads_with_the_same_logits(tmp_path):
+    """`--freeze 1` on a pretrained Lite0 trains the last stage on cached activations of the frozen layers; the
+    saved run holds the whole network: the frozen stem is still the pretrained one, the last stage moved, and
+    the reloaded model scores the validation photos as training did (the cache is half precision: losses
+    agree to 1e-2, predictions exactly)."""
+    packaged("tf_efficientnet_lite0")
+    from catalens.batches import make_batches
+    from catalens.run import Model
+
+    run = tmp_path / "partial"
+    result = run_cli("train", "--data", str(shared("clothing-small")), "--model", "tf_efficientnet_lite0",
+                     "--pretrained", "--freeze", "1", "--epochs", "2", "--limit", "80", "--lr", "3e-3",
+                     "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["cached_prefix_blocks"] == 6
+    model = Model.load(run, device="cpu")
+    pretrained = create_model("tf_efficientnet_lite0", 1000)
+    load_pretrained(pretrained, "tf_efficientnet_lite0")
+    assert torch.equal(model.module.conv_stem.weight, pretrained.conv_stem.weight)
+    assert torch.equal(model.module.blocks[5][0].conv_pw.weight, pretrained.blocks[5][0].conv_pw.weight)
+    assert not torch.equal(model.module.blocks[6][0].conv_pw.weight, pretrained.blocks[6][0].conv_pw.weight)
+    assert not torch.equal(model.module.conv_head.weight, pretrained.conv_head.weight)
+    from catalens.data import DataOptions, load_catalog
+    from catalens.preprocess import Preprocessing
+    from catalens.splits import stratified_sample
+
+    validation = load_catalog(str(shared("clothing-small")), DataOptions()).split("val")
+    validation = stratified_sample(validation, 80 // 4, 0)  # what `--limit 80` validates on
+    assert len(validation) == card["validation_data"]["items"]
+    batches = make_batches(validation, Preprocessing.from_dict(card["preprocessing"]), 64)
+    images = torch.cat([batch.images for batch in batches])
+    labels = torch.cat([batch.labels for batch in batches])
+    logits = model.logits(images, fast=False)
+    again = Model.load(run, device="cpu").logits(images, fast=False)
+    assert torch.equal(logits, again)
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert abs(loss - card["validation"]["loss"]) < 1e-2
+    assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(card["validation"]["accuracy"])
