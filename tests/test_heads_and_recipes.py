@@ -108,8 +108,10 @@ def test_ensemble_names_mirror_and_freeze():
         canonical_model_name("ensemble:tf_efficientnet_lite9")
     with pytest.raises(CatalensError, match="number of pixels"):
         canonical_model_name("ensemble:tf_efficientnet_lite0@big")
+    with pytest.raises(CatalensError, match="members disagree on input normalisation"):  # 0.5/0.5 vs ImageNet's
+        canonical_model_name("ensemble:tf_efficientnet_lite0+resnet50")
     torch.manual_seed(0)
-    model = create_model("ensemble:tf_efficientnet_lite0@64+mobilenetv2_100@96/mirror", num_classes=3).eval()
+    model = create_model("ensemble:tf_efficientnet_lite0@64+tf_efficientnet_lite1@96/mirror", num_classes=3).eval()
     images = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(images), model(images.flip(3)), atol=1e-5, rtol=1e-4)

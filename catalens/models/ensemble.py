@@ -45,8 +45,29 @@ def canonical(name: str) -> str:
     members, mirror = parse(name)
     for backbone, _ in members:
         check_timm_name(backbone)
+    check_same_input(name, [backbone for backbone, _ in members])
     text = "+".join(f"{backbone}@{size}" if size else backbone for backbone, size in members)
     return PREFIX + text + (MIRROR if mirror else "")
+
+
+def check_same_input(name: str, backbones: list[str]) -> None:
+    """One preprocessing serves every member: they must agree on channels (grey vs RGB) and normalisation."""
+    from .timm_models import import_timm, timm_preprocessing
+
+    def expects(backbone: str) -> tuple:
+        config = import_timm().get_pretrained_cfg(backbone)
+        channels = (config.to_dict().get("input_size") or (3,))[0] if config is not None else 3
+        data = timm_preprocessing(backbone)
+        return channels, tuple(round(v, 3) for v in data["mean"]), tuple(round(v, 3) for v in data["std"])
+
+    first = expects(backbones[0])
+    for backbone in backbones[1:]:
+        other = expects(backbone)
+        if other != first:
+            what = "input channels" if other[0] != first[0] else "input normalisation (mean/std)"
+            raise CatalensError(f"{name}: members disagree on {what}: {backbones[0]} expects {first}, {backbone} "
+                                f"{other} (channels, mean, std); combine backbones that share their preprocessing, "
+                                "such as tf_efficientnet_lite0/1/2")
 
 
 def member_sizes(name: str) -> list[int]:
