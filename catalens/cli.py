@@ -125,6 +125,7 @@ def train(
     (escalating to Lite1 and a Lite0+1+2 ensemble with mirror views while the task is not yet easy and time is
     left) and a cross-validated linear head.
 
+    \b
     Examples:
       catalens train --data photos/ --out runs/auto
       catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm
@@ -230,6 +231,7 @@ def predict(
     """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
     row per product: its images' probabilities averaged, with the category level names.
 
+    \b
     Examples:
       catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
       catalens predict runs/cd bson:test.bson --submission submission.csv
@@ -280,6 +282,7 @@ def sort_command(
     same command again after an interruption: finished files are skipped, nothing is predicted twice, and move
     mode never loses a file, even to kill -9.
 
+    \b
     Examples:
       catalens sort runs/zoomed photos/ sorted/ --threshold 0.8
       catalens sort zoomed.onnx inbox/ sorted/ --mode move
@@ -345,6 +348,7 @@ def serve(
     /readyz, /metrics (Prometheus), /docs (OpenAPI). The page at / uploads, shows the top classes as bars and
     the history, where a wrong prediction can be corrected.
 
+    \b
     Examples:
       catalens serve runs/zoomed
       catalens serve model.onnx --port 9000 --db postgresql+psycopg://catalens@db/catalens --api-key SECRET
@@ -377,6 +381,7 @@ def zoomed_bootstrap(
     swatches, resized back to full size and sharpened. The split is per photo: no photo's crops land in both
     train/ and val/.
 
+    \b
     Examples:
       catalens zoomed bootstrap --from clothing/train --from fashion-products/images --out zoomed-data
       catalens train --data zoomed-data --out runs/zoomed          # the auto recipe: pretrained features
@@ -421,6 +426,7 @@ def catalog_stats(
     """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded).
     With --json, `items` counts what training would use (after --dedupe and the filters).
 
+    \b
     Examples:
       catalens catalog stats shop/
       catalens catalog stats csv:shopee/train.csv --top-groups 21 --dedupe --json
@@ -542,14 +548,43 @@ def demo(
     run_demo(out, epochs, data)
 
 
+def click_classes(name: str) -> tuple[type, ...]:
+    """`name` from click and from the copy of click that typer 0.2x vendors as typer._click (its exceptions are
+    not click's, so `except click.ClickException` alone misses them)."""
+    found = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return tuple(found)
+    found += [getattr(vendored, name)] if hasattr(vendored, name) else []
+    found += [typer.Abort] if name == "Abort" and hasattr(typer, "Abort") else []
+    return tuple(found)
+
+
+def usage_line(error) -> str:
+    """A usage error as one line that says where to read more."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # a command group given no command: its help
+        return error.format_message()
+    context = getattr(error, "ctx", None)
+    where = f"; see '{context.command_path} --help'" if context is not None else ""
+    return f"error: {error.format_message().rstrip('.')}{where}"
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
+        code = app(standalone_mode=False)  # typer turns Ctrl-C (and ctx.exit(N)) into a returned exit code
+        if isinstance(code, int) and code:
+            if code == 130:
+                print("interrupted", file=sys.stderr)
+            sys.exit(code)
+    except click_classes("Abort"):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as error:
-        error.show()
+    except click_classes("UsageError") as error:
+        print(usage_line(error), file=sys.stderr)
+        sys.exit(2)
+    except click_classes("ClickException") as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
         sys.exit(error.exit_code)
     except CatalensError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -444,8 +444,9 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         write_problems(out / "problems.csv", failures)
         warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
     plot_history(history_path, out / "training_curves.png")
-    if not interrupted:
-        info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
+    if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
+        raise KeyboardInterrupt
+    info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
     return TrainResult(out, best_epoch, best_metrics, seconds)
 
 

@@ -127,6 +127,27 @@ def test_damaged_files_report_each_problem_and_keep_every_valid_product(tmp_path
     assert stats["products"] == 4 and len(stats["problems"]) == len(catalog.problems)
 
 
+def test_field_names_are_matched_exactly(tmp_path):
+    """Look-alike keys are other fields: customer_id is not category_id, iXYs is not imgs, pXXXXXe is not
+    picture. The index agrees with pymongo's decoder on what each product holds."""
+    documents = [
+        {"_id": 1, "customer_id": 1000000002, "imgs": [{"picture": JPEG}], "category_id": 1000000001},
+        {"_id": 2, "customer_id": 1000000002, "imgs": [{"picture": JPEG}]},  # no category_id at all
+        {"_id": 3, "iXYs": [{"picture": JPEG}], "imgs": [{"picture": JPEG}, {"pXXXXXe": JPEG}],
+         "category_id": 1000000002},
+        {"_id": 4, "ixxs": [{"picture": JPEG}], "category_id": 1000000001},  # no imgs at all
+    ]
+    path = write_documents(tmp_path / "lookalikes.bson", documents)
+    catalog = load_catalog(f"bson:{path}", split=False)
+    table = catalog.table
+    assert sorted(set(table["product_id"].astype(int))) == [1, 3]
+    labels = dict(zip(table["product_id"].astype(int), table["label"], strict=False))
+    assert labels == {1: "1000000001", 3: "1000000002"}
+    assert (table["product_id"].astype(int) == 3).sum() == 1  # the element without `picture` is not a JPEG
+    reasons = " | ".join(p["reason"] for p in catalog.problems)
+    assert "no category_id" in reasons and "no imgs field" in reasons
+
+
 def test_levels_follow_the_real_tree(dump):
     tree = CategoryTree.read(shared("cdiscount/category_names.csv"))
     assert len(tree.table) == 5270 and tree.table["level1"].nunique() == 49

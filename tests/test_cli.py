@@ -92,3 +92,26 @@ def test_help_teaches():
     assert result.returncode == 0
     for option in ("--data", "--model", "--labels", "--epochs", "--limit", "--out", "--resume", "--augment"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("predict", "run", "x", "--formt", "csv"), "No such option: --formt"),
+    (("trian", "--data", "x"), "No such command 'trian'"),
+    (("train", "--epochs", "many"), "--epochs"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(args, says):
+    """A mistyped option or command: one line on stderr that points at --help, exit code 2, no traceback (typer
+    0.2x raises its vendored click's exceptions, which `except click.ClickException` missed)."""
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--help" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_help_examples_keep_their_lines():
+    """click reflows a help paragraph unless it starts with \\b: each example stays on its own line."""
+    result = run_cli("train", "--help")
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "catalens train --data photos/ --out runs/auto" in lines
+    assert "catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm" in lines

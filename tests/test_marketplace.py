@@ -198,7 +198,8 @@ def test_sql_products_images_descriptions_and_bad_urls(database, tmp_path, monke
     assert table.loc["1", "label"] == "shoes" and catalog.classes == ["bags", "shoes"]
     assert catalog.report["products_without_image"] == 1
     reasons = {p["ref"].split()[1]: p["reason"] for p in catalog.problems}
-    assert "leaves the image root" in reasons["5"] and reasons["6"].startswith("HTTP 404")
+    assert "leaves the image root" in reasons["5"] and "pass --images" in reasons["5"]
+    assert reasons["6"].startswith("HTTP 404")
     assert "HTML" in reasons["7"] and "limit" in reasons["8"] and "timed out" in reasons["9"]
     assert all(catalog.read(row).size for row in range(len(catalog)))
     unlabelled = load_catalog(database, DataOptions(images=str(tmp_path / "images")), split=False)  # for predict

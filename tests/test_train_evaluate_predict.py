@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 from conftest import CLASSES, add_bad_files, make_folder
@@ -159,3 +160,29 @@ def test_damaged_run_directory_is_a_clear_error(trained, tmp_path):
     (copy / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(CatalensError, match="does not fit the fastcnn"):
         Model.load(copy)
+
+
+def test_ctrl_c_saves_the_run_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT) in training: the finished epochs are kept, the run says how to resume, and the exit code is
+    130, so `catalens train ... && catalens evaluate ...` stops instead of evaluating a half-trained model."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data = make_folder(tmp_path / "shop", per_class=40)
+    out = tmp_path / "run"
+    executable = Path(sys.executable).parent / "catalens"
+    args = [str(executable), "train", "--data", str(data), "--model", "cnn3", "--epochs", "200", "--input-size", "32",
+            "--batch-size", "8", "--workers", "0", "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CATALENS_NO_PROGRESS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert (out / "checkpoint.pt").exists() and (out / "model.safetensors").exists()

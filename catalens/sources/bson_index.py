@@ -91,6 +91,24 @@ def _name_end(buf, p, stop):
     return p if p < stop else -1
 
 
+# Field names, matched byte for byte (a key that merely starts and ends like one, e.g. customer_id, is not it)
+KEY_ID = np.frombuffer(b"_id", np.uint8)
+KEY_CATEGORY = np.frombuffer(b"category_id", np.uint8)
+KEY_IMGS = np.frombuffer(b"imgs", np.uint8)
+KEY_PICTURE = np.frombuffer(b"picture", np.uint8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _name_is(buf, name, size, key):
+    """Is the element name buf[name:name + size] exactly `key`?"""
+    if size != key.shape[0]:
+        return False
+    for i in range(size):
+        if buf[name + i] != key[i]:
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _integer(buf, kind, p):
     """A BSON int32 (0x10) or int64 (0x12) value at p."""
@@ -112,7 +130,7 @@ def _picture_is_jpeg(buf, p, stop):
         end = _skip_value(buf, kind, name_end + 1, stop)
         if end < 0:
             return -1
-        if kind == 0x05 and name_end - p - 1 == 7 and buf[p + 1] == 112:  # picture: int32 size, subtype, bytes
+        if kind == 0x05 and _name_is(buf, p + 1, name_end - p - 1, KEY_PICTURE):  # int32 size, subtype, bytes
             data = name_end + 1 + 5
             magic = end - data >= 3 and buf[data] == 0xFF and buf[data + 1] == 0xD8 and buf[data + 2] == 0xFF
             jpeg = 1 if magic else 0
@@ -143,15 +161,15 @@ def _parse_document(buf, start, length, record):
         if end < 0:
             return False
         size = q - name
-        if size == 3 and buf[name] == 95 and buf[name + 1] == 105 and buf[name + 2] == 100:  # _id
+        if _name_is(buf, name, size, KEY_ID):
             if kind == 0x10 or kind == 0x12:
                 record[0] = _integer(buf, kind, value)
                 flags &= ~FLAG_BAD_ID
-        elif size == 11 and buf[name] == 99 and buf[name + 9] == 105 and buf[name + 10] == 100:  # category_id
+        elif _name_is(buf, name, size, KEY_CATEGORY):
             if kind == 0x10 or kind == 0x12:
                 record[1] = _integer(buf, kind, value)
                 flags &= ~FLAG_NO_CATEGORY
-        elif size == 4 and kind == 0x04 and buf[name] == 105 and buf[name + 3] == 115:  # imgs
+        elif kind == 0x04 and _name_is(buf, name, size, KEY_IMGS):
             flags &= ~FLAG_NO_IMGS
             a = value + 4
             array_stop = end - 1

@@ -213,7 +213,7 @@ def resolve_images(ids: list[str], urls: list[str], root: Path) -> tuple[list[st
         if not url:
             reason = "empty image URL"
         elif path is None:
-            reason = f"image path leaves the image root {root}; not read"
+            reason = outside_root_reason(url.removeprefix("file://"), root)
         elif not os.path.isfile(path):
             reason = "image file not found"
         else:
@@ -221,3 +221,10 @@ def resolve_images(ids: list[str], urls: list[str], root: Path) -> tuple[list[st
             continue
         problems.append({"ref": f"product {ids[i]} ({url})", "reason": reason})
     return refs, problems
+
+
+def outside_root_reason(path: str, root: Path) -> str:
+    """Why an image path outside the image root is not read, and what to pass instead."""
+    folder = os.path.dirname(path) if os.path.isabs(path) else "FOLDER"
+    return (f"image path leaves the image root {root}; not read: pass --images {folder or '/'} (the folder that "
+            "holds the catalog's images) to read it")
