@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -92,6 +93,18 @@ class Catalog:
             digest.update(pd.util.hash_pandas_object(self.table[column], index=False).to_numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    @property
+    def identity(self) -> str:
+        return source_identity(self.source)
+
+    def content_fingerprint(self) -> str:
+        """A short hash of what the catalog holds wherever it lives (class names, item ids, labels; not the
+        splits, not the location): the same data copied or spelled differently agrees."""
+        digest = hashlib.sha256("\x1f".join(self.classes).encode())
+        for column in ("item_id", "label"):
+            digest.update(pd.util.hash_pandas_object(self.table[column], index=False).to_numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def stats(self) -> dict:
         """Items, products, classes, per-class counts, imbalance and problems, as plain JSON types."""
         per_class = self.class_counts()
@@ -121,3 +134,23 @@ class ArrayReader:
 
     def read(self, ref) -> Image.Image:
         return Image.fromarray(self.arrays[int(ref)])
+
+
+# Source prefixes whose rest is a local path (fashion-mnist:DIR and the like are idx datasets)
+PATH_PREFIXES = ("bson:", "csv:", "fashion-mnist:", "mnist:")
+
+
+def source_identity(source: str) -> str:
+    """One spelling per source: local paths resolved (absolute, no `..`, links followed), database URLs as
+    written without a password (sources store them so), an SQLite file resolved. Two spellings of the same data
+    give the same identity."""
+    if not source:
+        return source
+    for prefix in PATH_PREFIXES:
+        if source.startswith(prefix):
+            return prefix + str(Path(source[len(prefix):]).expanduser().resolve())
+    if source.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(source.removeprefix("sqlite:///")).expanduser().resolve())
+    if "://" in source:
+        return source
+    return str(Path(source).expanduser().resolve())

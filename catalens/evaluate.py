@@ -18,7 +18,7 @@ import torch
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .catalog import Catalog
+from .catalog import Catalog, source_identity
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
 from .plots import plot_confusion, plot_examples
@@ -45,10 +45,20 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
         if value is not None:
             setattr(options, key, value)
     catalog = load_catalog(data, options, split=False)
-    training_data = catalog.source == trained.get("source")
+    training_data = is_training_data(catalog, trained)
     if training_data:
         catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
     return catalog, options.labels, training_data
+
+
+def is_training_data(catalog: Catalog, trained: dict) -> bool:
+    """Is this the data the model was trained on, however it is spelled or wherever it was copied? The same
+    source identity (resolved path, URL without password) or the same content (class names, item ids, labels).
+    Cards written before identities were kept compare the resolved source strings."""
+    if trained.get("identity") is not None:
+        return catalog.identity == trained["identity"] or catalog.content_fingerprint() == trained.get("content")
+    source = trained.get("source")
+    return bool(source) and (catalog.source == source or catalog.identity == source_identity(source))
 
 
 def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:

@@ -325,7 +325,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         "preprocessing": preprocessing.to_dict(),
         "num_params": count_parameters(module),
         "data": {
-            "spec": config.data, "source": catalog.source, "labels": config.labels,
+            "spec": config.data, "source": catalog.source, "identity": catalog.identity,
+            "content": catalog.content_fingerprint(), "labels": config.labels,
             "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
             "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,

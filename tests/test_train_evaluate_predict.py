@@ -186,3 +186,25 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path):
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     assert (out / "checkpoint.pt").exists() and (out / "model.safetensors").exists()
+
+
+def test_evaluate_holds_out_the_test_split_however_the_training_data_is_spelled(tmp_path):
+    """Trained on `--data shop` (a folder without splits), evaluated as `shop`, `/abs/path/shop`, `./x/../shop`
+    or a copy of it elsewhere: always the held-out test split, never the training images."""
+    import shutil
+
+    from conftest import run_cli
+
+    make_folder(tmp_path / "shop", per_class=40)
+    result = run_cli("train", "--data", "shop", "--model", "cnn3", "--epochs", "1", "--input-size", "32",
+                     "--workers", "0", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shutil.copytree(tmp_path / "shop", tmp_path / "elsewhere" / "copy")
+    (tmp_path / "x").mkdir()
+    spellings = ["shop", str(tmp_path / "shop"), "./x/../shop", str(tmp_path / "elsewhere" / "copy")]
+    for number, spelling in enumerate(spellings):
+        out = tmp_path / f"eval{number}"
+        result = run_cli("evaluate", "run", "--data", spelling, "--out", str(out), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["split"] == "test" and metrics["items"] == 12, (spelling, metrics["split"], metrics["items"])
