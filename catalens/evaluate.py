@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.table import Table
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix
 
 from .catalog import Catalog, source_identity
 from .data import DataOptions, load_catalog
 from .errors import CatalensError
+from .metrics import per_class_scores, present_mean
 from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
 from .products import average_by_product, catalog_has_products
@@ -93,7 +94,7 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
     predicted = probabilities.argmax(1)
     labels = list(range(n))
     matrix = confusion_matrix(truth, predicted, labels=labels)
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    precision, recall, f1, support = per_class_scores(truth, predicted, n)
     total = matrix.sum()
     per_class = {}
     for i, name in enumerate(classes):
@@ -102,7 +103,6 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
         npv = true_negative / (true_negative + false_negative) if true_negative + false_negative else 0.0
         per_class[name] = {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                            "npv": float(npv), "support": int(support[i])}
-    present = support > 0
     weights = support / max(1, support.sum())
     ranks = (-probabilities).argsort(axis=1)
     top_k = {}
@@ -118,9 +118,9 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
     return {
         "accuracy": float((predicted == truth).mean()),
         "top_k_accuracy": top_k,
-        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
-        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_precision": present_mean(precision, support),
+        "macro_recall": present_mean(recall, support),
+        "macro_f1": present_mean(f1, support),  # metrics.py: the one definition, as in training
         "weighted_f1": float((f1 * weights).sum()),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),

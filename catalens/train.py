@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import TextColumn
-from sklearn.metrics import f1_score
 from torch import nn
 
 from . import __version__
@@ -28,6 +27,7 @@ from .data import DataOptions, load_catalog
 from .errors import CatalensError
 from .features import FeatureBatches
 from .finetune import FreezePlan, head_and_backbone_parameters
+from .metrics import macro_f1
 from .models import canonical_model_name, create_model, default_input_size
 from .models.timm_models import classifier_of, timm_preprocessing
 from .plots import plot_history
@@ -168,8 +168,7 @@ def evaluate_split(net, batches, to_inputs, device, num_classes) -> dict:
     return {
         "loss": sum(losses) / len(truth),
         "accuracy": float((predicted == truth).mean()),
-        "macro_f1": float(f1_score(truth, predicted, average="macro", labels=list(range(num_classes)),
-                                   zero_division=0)),
+        "macro_f1": macro_f1(truth, predicted, num_classes),
     }
 
 
