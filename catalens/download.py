@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from .cache import cache_root
+
 # Defaults; CATALENS_DOWNLOAD_MAX_BYTES, _TIMEOUT and _RETRIES override them when a Downloader is made.
 MAX_BYTES = 20 * 1024 * 1024
 TIMEOUT_S = 10.0
@@ -37,7 +39,7 @@ class Permanent(Exception):
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("CATALENS_CACHE", Path.home() / ".cache" / "catalens")) / "images"
+    return cache_root() / "images"
 
 
 def check_image_bytes(data: bytes) -> str:

@@ -37,7 +37,7 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
     height, width = preprocessing["input_size"]
     module = module.eval().cpu().to(memory_format=torch.contiguous_format)
     example = torch.randn(2, preprocessing["channels"], height, width)
-    temporary = path.with_suffix(".onnx.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes may export at once
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
         warnings.simplefilter("ignore")

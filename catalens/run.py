@@ -6,11 +6,13 @@ A run directory holds everything needed to reproduce and use a model:
     model_card.json      architecture, classes, preprocessing, metrics, data fingerprint
     checkpoint.pt        optimizer/scheduler state for `--resume` (tensors and plain types only)
     history.csv, training_curves.png, problems.csv (images that failed to decode, if any)
+Loading reads the directory and never writes into it (the ONNX export is cached in the user cache).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .cache import cache_root
 from .checksums import file_digest
 from .errors import CatalensError
 from .models import create_model
@@ -215,20 +218,29 @@ class Model:
 
 
 def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path):
-    """An onnxruntime session for these weights: the run's model.onnx when it was exported from them,
-    else a fresh export (saved into the run directory when it is writable)."""
+    """An onnxruntime session for these weights: the run's model.onnx when `catalens export` wrote it from
+    them, else an export kept in the user cache (cache.py) under the weights' sha256. Loading never writes into
+    the run directory: it may be read-only, or loaded by several processes at once."""
     digest = file_digest(weights_path)
-    path = run_dir / ONNX_FILE
-    if path.is_file():
-        try:
-            runner = OnnxRunner(path)
-        except CatalensError:  # a damaged cached export: export again
-            runner = None
-        if runner and runner.card and runner.card.get("weights_sha256") == digest:
-            return runner
-    if not os.access(run_dir, os.W_OK):
-        path = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
-    runner, _ = export_weights(module, card, weights_path, path, digest)
+    key = hashlib.sha256(json.dumps([digest, card["architecture"], card["preprocessing"]], sort_keys=True)
+                         .encode()).hexdigest()[:32]
+    cached = cache_root() / "onnx" / f"{key}.onnx"
+    for path in (run_dir / ONNX_FILE, cached):
+        if path.is_file():
+            try:
+                runner = OnnxRunner(path)
+            except CatalensError:  # a damaged export: export again
+                continue
+            if runner.card and runner.card.get("weights_sha256") == digest:
+                return runner
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(cached.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        cached = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
+    runner, _ = export_weights(module, card, weights_path, cached, digest)
     return runner
 
 

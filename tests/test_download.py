@@ -14,7 +14,7 @@ from catalens.sources import idx, open_source
 @pytest.fixture
 def no_local_copies(tmp_path, monkeypatch):
     monkeypatch.delenv("CATALENS_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CATALENS_CACHE", str(tmp_path / "cache" / "catalens"))
     monkeypatch.setattr(idx, "DEBIAN_DIR", tmp_path / "no-debian-package")
     return tmp_path
 

@@ -91,7 +91,7 @@ def test_idx_header_mismatch_is_a_clear_error(tmp_path):
 def test_fashion_mnist_lookup_order(tmp_path, monkeypatch):
     folder = make_idx_dir(tmp_path / "data" / "fashion-mnist")
     monkeypatch.setenv("CATALENS_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CATALENS_CACHE", str(tmp_path / "cache" / "catalens"))
     catalog = open_source("fashion-mnist")
     assert str(folder) in catalog.source and len(catalog) == 30
 

@@ -208,3 +208,22 @@ def test_evaluate_holds_out_the_test_split_however_the_training_data_is_spelled(
         assert result.returncode == 0, result.stderr
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["split"] == "test" and metrics["items"] == 12, (spelling, metrics["split"], metrics["items"])
+
+
+def test_loading_a_run_never_writes_into_it(trained, tmp_path, monkeypatch):
+    """Model.load on CPU with onnxruntime exports the network once into the user cache ($CATALENS_CACHE), not
+    into the run directory (read-only, or loaded by two processes at once); the second load reuses the export."""
+    from catalens.onnx_backend import onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    _, result = trained
+    monkeypatch.setenv("CATALENS_CACHE", str(tmp_path / "cache"))
+    before = {path: path.stat().st_mtime_ns for path in result.run_dir.rglob("*")}
+    model = Model.load(result.run_dir, backend="onnx", device="cpu")
+    assert {path: path.stat().st_mtime_ns for path in result.run_dir.rglob("*")} == before
+    exports = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exports) == 1 and model.backend == "onnx"
+    stamp = exports[0].stat().st_mtime_ns
+    again = Model.load(result.run_dir, backend="onnx", device="cpu")
+    assert exports[0].stat().st_mtime_ns == stamp and again.backend == "onnx"

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from ..cache import cache_root
 from ..errors import CatalensError
 from ..progress import make_progress
 
@@ -255,10 +256,6 @@ class BsonIndex:
         return {"file": str(self.path), "products": int(len(records)), "images": int(records["images"].sum()),
                 "labelled": self.labelled, "problems": len(self.problems), "seconds": round(self.seconds, 3),
                 "reused": self.reused}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CATALENS_CACHE", Path.home() / ".cache" / "catalens"))
 
 
 def index_location(path: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import cache_root
 from ..catalog import ArrayReader, Catalog
 from ..errors import CatalensError
 from ..progress import info
@@ -41,11 +42,6 @@ FASHION_MNIST_SHA256 = {
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "catalens"
 
 
 def read_bytes(path: Path) -> bytes:
@@ -94,7 +90,7 @@ def candidate_dirs(explicit: str | None) -> list[Path]:
     if os.environ.get("CATALENS_DATA"):
         base = Path(os.environ["CATALENS_DATA"]).expanduser()
         found += [base / "fashion-mnist", base]
-    found += [cache_dir() / "fashion-mnist", DEBIAN_DIR]
+    found += [cache_root() / "fashion-mnist", DEBIAN_DIR]
     return found
 
 
@@ -136,7 +132,7 @@ def locate(spec_dir: str | None, dataset: str) -> Path:
             "the folder needs train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
             "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
         )
-    target = cache_dir() / "fashion-mnist"
+    target = cache_root() / "fashion-mnist"
     download_fashion_mnist(target)
     return target
 
