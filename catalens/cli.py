@@ -240,8 +240,8 @@ def predict(
     from .predict import predict as run_predict
 
     if submission:
-        from .products import write_submission
         from .run import Model
+        from .submission import write_submission
 
         if len(inputs) != 1:
             raise CatalensError("--submission takes one input, the BSON dump: bson:test.bson")

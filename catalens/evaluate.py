@@ -26,6 +26,7 @@ from .plots import plot_confusion, plot_examples
 from .predict import Predictions, predict_catalog
 from .products import average_by_product, catalog_has_products
 from .progress import console, info, warn
+from .provenance import provenance as bootstrap_provenance
 from .run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 from .splits import ensure_splits
 
@@ -156,7 +157,6 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
              data_overrides: dict | None = None) -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
     `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
-    from .zoomed import provenance as bootstrap_provenance
 
     model = Model.load(model_dir, weights=weights, backend=backend)
     catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)

@@ -31,7 +31,7 @@ from .images import is_image_file
 from .predict import catalog_of_files
 from .progress import make_progress, warn
 from .run import Model, top_k
-from .sources.folder import walk_files
+from .sources.folder import folder_name, walk_files
 
 MODES = ("copy", "move", "hardlink", "symlink")
 MANIFEST = "manifest.csv"
@@ -323,12 +323,6 @@ def vanished(row: dict, ledger: Ledger, summary: SortSummary) -> None:
     reason = "file vanished before it was placed"
     summary.unreadable.append((row["source"], reason))
     ledger.finish({**row, "destination": "", "error": reason})
-
-
-def folder_name(label: str) -> str:
-    """A class name as a folder name: path separators replaced, never empty, `.` or `..`."""
-    name = label.replace("/", "-").replace("\\", "-").strip()
-    return name if name not in ("", ".", "..") else "_"
 
 
 def write_errors(output_dir: Path, summary: SortSummary) -> Path | None:

@@ -35,6 +35,7 @@ from .prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittabl
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from .pretrained import load_pretrained
 from .progress import info, make_progress, warn
+from .provenance import REAL, provenance
 from .run import (
     CARD_FILE,
     CARD_FORMAT,
@@ -560,9 +561,7 @@ def write_linear_fit(head, train_batches, val_batches, device, classes, module, 
 
 
 def data_provenance(data: str) -> str:
-    from .zoomed import provenance
-
-    return provenance(data) or "as given (real data unless the source says otherwise)"
+    return provenance(data) or REAL
 
 
 def trim_history(path: Path, last_epoch: int) -> None:

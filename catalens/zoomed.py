@@ -29,6 +29,7 @@ from PIL import Image, ImageFilter
 from .errors import CatalensError
 from .images import describe_failure, is_image_file, load_image
 from .progress import make_progress, warn
+from .provenance import BOOTSTRAP_FILE
 from .sources.folder import walk_files
 
 CLASSES = ("normal", "zoomed")
@@ -171,19 +172,11 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
     if summary.skipped:
         warn(f"{len(summary.skipped)} photo(s) could not be read and were left out: "
              + "; ".join(f"{path} ({reason})" for path, reason in summary.skipped[:5]))
-    (out_dir / "bootstrap.json").write_text(json.dumps({
+    (out_dir / BOOTSTRAP_FILE).write_text(json.dumps({
         "from": [str(root) for root in roots], "crops_per_photo": crops_per_photo, "area": list(area),
         "val_fraction": val_fraction,
         "seed": seed, **summary.to_dict(), "skipped_photos": summary.skipped}, indent=2) + "\n")
     return summary
-
-
-def provenance(data: str) -> str | None:
-    """A warning label for scores measured on a bootstrapped dataset (None for other data)."""
-    if data and Path(data).is_dir() and (Path(data) / "bootstrap.json").is_file():
-        return ("bootstrapped data: the zoomed images are generated crops of normal photos (`catalens zoomed "
-                "bootstrap`), not real close-ups; a score here says little about real catalog photos")
-    return None
 
 
 def unique_stem(photo: Path, root: Path, used: set[str]) -> str:

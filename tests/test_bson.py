@@ -186,8 +186,8 @@ def test_levels_above_3_need_the_tree(tmp_path):
 
 def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
     import catalens
-    from catalens.products import write_submission
     from catalens.run import Model
+    from catalens.submission import write_submission
 
     run = catalens.train(data=f"bson:{dump / 'train.bson'}", model="cnn3", out=str(tmp_path / "run"), epochs=1,
                          input_size=32, workers=0).run_dir
@@ -224,8 +224,8 @@ def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
 
 def test_submission_needs_a_leaf_level_model(dump, tmp_path):
     import catalens
-    from catalens.products import write_submission
     from catalens.run import Model
+    from catalens.submission import write_submission
 
     run = catalens.train(data=f"bson:{dump / 'train.bson'}", level=1, model="cnn3", out=str(tmp_path / "run"),
                          epochs=1, input_size=32, workers=0).run_dir

@@ -164,7 +164,8 @@ def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for
 
 def test_scores_on_bootstrapped_data_are_labelled(tmp_path):
     from catalens.evaluate import render_report
-    from catalens.zoomed import bootstrap, provenance
+    from catalens.provenance import provenance
+    from catalens.zoomed import bootstrap
 
     photos = tmp_path / "photos" / "shirt"
     photos.mkdir(parents=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from PIL import Image
 
-from ..sort import folder_name
+from ..sources.folder import folder_name
 from ..sources.sql import connect
 
 THUMBNAIL_SIDE = 160

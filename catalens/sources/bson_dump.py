@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..catalog import Catalog
 from ..categories import find_categories
+from ..data_options import DataOptions
 from ..errors import CatalensError
 from ..images import describe_failure, load_image
 from .bson_index import FLAG_BAD_ID, FLAG_NO_CATEGORY, FLAG_NO_IMGS, open_index
@@ -137,7 +138,6 @@ def sample_products(labels: np.ndarray, rows: np.ndarray, sample: int | None, mi
 
 def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
     """A BSON dump as a Catalog; `options` (DataOptions): categories, level, sample, min/max per class, seed."""
-    from ..data import DataOptions
 
     options = options or DataOptions()
     if not rest:

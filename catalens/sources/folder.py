@@ -157,3 +157,9 @@ def drop_unreadable(catalog: Catalog, workers: int | None = None) -> Catalog:
     result = catalog.subset(keep)
     result.problems = problems
     return result
+
+
+def folder_name(label: str) -> str:
+    """A class name as a folder name: path separators replaced, never empty, `.` or `..`."""
+    name = label.replace("/", "-").replace("\\", "-").strip()
+    return name if name not in ("", ".", "..") else "_"

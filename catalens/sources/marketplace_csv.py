@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..catalog import Catalog
+from ..data_options import DataOptions
 from ..dedupe import compute_phashes, find_duplicates, parse_hash
 from ..errors import CatalensError
 from .folder import FileReader, ImageRoot
@@ -60,7 +61,6 @@ def read_table(path: Path) -> tuple[pd.DataFrame, list[dict]]:
 
 
 def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
-    from ..data import DataOptions
 
     options = options or DataOptions()
     if not rest:

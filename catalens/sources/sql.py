@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..catalog import Catalog
+from ..data_options import DataOptions
 from ..download import Downloader
 from ..errors import CatalensError
 from ..progress import make_progress
@@ -141,7 +142,6 @@ def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | 
 
 
 def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
-    from ..data import DataOptions
 
     options = options or DataOptions()
     names = parse_columns(options.columns, DEFAULT_NAMES)

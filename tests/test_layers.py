@@ -1,0 +1,124 @@
+"""The package's imports flow one way: every module belongs to a stage of the data flow and imports only its own
+stage and earlier ones (function-level imports included); there are no cycles; the command modules (apps) do
+not import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import catalens
+
+PACKAGE = Path(catalens.__file__).parent
+
+# Stages, earliest first. A module's stage is that of its longest matching prefix.
+STAGES = [
+    ("base", ["catalens", "errors", "progress", "cache", "checksums", "metrics", "plots", "images", "preprocess",
+              "data_options", "provenance"]),
+    ("data", ["catalog", "categories", "labels", "splits", "dedupe", "download", "sources", "data",
+              "bson_generate"]),
+    ("models", ["models", "pretrained", "finetune", "linear_head", "prefix_cache", "onnx_backend"]),
+    ("loading", ["augment", "batches", "features"]),
+    ("rundir", ["run"]),
+    ("engine", ["config", "train", "recipes"]),
+    ("inference", ["predict", "products", "submission"]),
+    ("report", ["evaluate", "stats"]),
+    ("apps", ["sort", "zoomed", "demo", "serve"]),
+    ("cli", ["cli"]),
+]
+APPS = ["sort", "zoomed", "demo", "serve"]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, name: str | None = None) -> set[str]:
+    """catalens modules imported anywhere in the file (module level and inside functions)."""
+    name = name or module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if is_module(candidate) else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {target for target in found if target.split(".")[0] == "catalens" and target != name}
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(path): imports_of(path) for path in PACKAGE.rglob("*.py")}
+
+
+def stage_of(module: str) -> int:
+    short = module.removeprefix("catalens.") if module != "catalens" else "catalens"
+    best = None
+    for index, (_, prefixes) in enumerate(STAGES):
+        for prefix in prefixes:
+            if short == prefix or short.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (index, len(prefix))
+    assert best is not None, f"{module} has no stage: add it to STAGES in {__file__}"
+    return best[0]
+
+
+def test_every_module_has_a_stage_and_imports_only_earlier_stages():
+    edges = graph()
+    wrong = [f"{module} ({STAGES[stage_of(module)][0]}) imports {target} ({STAGES[stage_of(target)][0]})"
+             for module, targets in edges.items() for target in targets if stage_of(target) > stage_of(module)]
+    assert not wrong, "imports against the data flow:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(edges.get(module, ())):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target in edges and state.get(target) is None and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(edges):
+        if state.get(module) is None:
+            cycle = visit(module)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_commands_do_not_import_each_other():
+    edges = graph()
+    apps = {f"catalens.{name}" for name in APPS}
+
+    def app_of(module: str) -> str | None:
+        return next((app for app in apps if module == app or module.startswith(app + ".")), None)
+
+    crossing = [f"{module} imports {target}" for module, targets in edges.items() for target in targets
+                if app_of(module) and app_of(target) and app_of(module) != app_of(target)]
+    assert not crossing, "\n".join(crossing)
+
+
+def test_the_walk_sees_function_level_imports(tmp_path):
+    """The checker itself: an import inside a function body counts (the old data <-> sources cycle hid there)."""
+    source = tmp_path / "bson_dump.py"
+    source.write_text("def f():\n    from ..data import DataOptions\n")
+    assert imports_of(source, "catalens.sources.bson_dump") == {"catalens.data"}
