@@ -177,8 +177,12 @@ def evaluate(
     backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
     categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP + " Default: training's."),
     sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP + " Default: training's."),
+    leakage_check: bool = typer.Option(True, "--leakage-check/--no-leakage-check", help="Count evaluation images "
+                                       "that are byte-identical or near duplicates of training images, warn, and "
+                                       "show them in report.md."),
 ):
-    """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed.
+    """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed, and
+    the evaluation images that copy training images (leakage).
 
     Writes metrics.json, report.md and PNG plots to --out. Example:
     catalens evaluate runs/fm --data fashion-mnist --out runs/fm/eval
@@ -186,7 +190,8 @@ def evaluate(
     from .evaluate import evaluate as run_evaluate
 
     run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
-                 backend=backend, data_overrides={"categories": categories, "sample": sample})
+                 backend=backend, data_overrides={"categories": categories, "sample": sample},
+                 leakage_check=leakage_check)
 
 
 @app.command()

@@ -63,6 +63,40 @@ def is_training_data(catalog: Catalog, trained: dict) -> bool:
     return bool(source) and (catalog.source == source or catalog.identity == source_identity(source))
 
 
+def check_leakage(model: Model, whole: Catalog | None, evaluated: Catalog, split_name: str) -> dict:
+    """Evaluation images that are copies or near copies of training images (leakage.py), with a warning."""
+    from .leakage import Overlap, training_overlap
+
+    if split_name in ("train", "all") and whole is not None:
+        overlap = Overlap(False, f"not checked: the {split_name} split holds the training images themselves")
+    else:
+        training = training_images(model, whole)
+        overlap = training_overlap(evaluated, training) if isinstance(training, Catalog) else Overlap(False, training)
+    if overlap.leaked:
+        warn(f"{overlap.exact:,} of the {overlap.evaluated_images:,} evaluation images are byte-identical to "
+             f"training images and {overlap.near:,} more are near duplicates (perceptual hash within "
+             f"{overlap.max_distance} bits): this score is optimistic; examples in report.md")
+    return overlap.to_dict()
+
+
+def training_images(model: Model, whole: Catalog | None) -> Catalog | str:
+    """The images the model was trained on (the train split), or why they cannot be read here."""
+    if whole is not None:
+        return whole.split("train") if whole.has_split("train") else whole
+    trained = model.card.get("data", {})
+    spec = trained.get("spec")
+    if not spec:
+        return "not checked: the model card does not say what the model was trained on"
+    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
+                             if key in DataOptions.__dataclass_fields__})
+    options.split_ratios = tuple(options.split_ratios)
+    try:
+        catalog = load_catalog(spec, options)
+    except CatalensError as error:
+        return f"not checked: the training data {spec} cannot be read here ({str(error)[:120]})"
+    return catalog.split("train") if catalog.has_split("train") else catalog
+
+
 def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
     if split in (None, "auto"):
         if catalog.has_split("test"):
@@ -154,12 +188,13 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 256, workers: int | None = None,
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
-             data_overrides: dict | None = None) -> dict:
+             data_overrides: dict | None = None, leakage_check: bool = True) -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
     `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
 
     model = Model.load(model_dir, weights=weights, backend=backend)
     catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)
+    whole = catalog
     catalog, split_name = choose_split(catalog, split)
     seen = int((catalog.table["split"] == "train").sum())
     if split_name == "all" and seen and training_data:
@@ -197,6 +232,8 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         provenance=bootstrap_provenance(data),
     )
     metrics.update(measure_speed(model, sample))
+    if leakage_check:
+        metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
     if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served
         products, mean, _ = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
                                                result.probabilities)
@@ -282,12 +319,31 @@ def render_report(metrics: dict, has_examples: bool) -> str:
               "| true | predicted as | count | share of true class |", "|---|---|---|---|"]
     lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
               for c in metrics["most_confused"]]
+    lines += leakage_lines(metrics.get("leakage"))
     if has_examples:
         lines += ["", "## Misclassified examples (most confident mistakes first)", "", "![mistakes](misclassified.png)"]
     if metrics["unreadable"]:
         lines += ["", f"## Unreadable images ({len(metrics['unreadable'])})", ""]
         lines += [f"- `{item['ref']}`: {item['reason']}" for item in metrics["unreadable"][:100]]
     return "\n".join(lines) + "\n"
+
+
+def leakage_lines(overlap: dict | None) -> list[str]:
+    """report.md's section on evaluation images that copy training images."""
+    if not overlap:
+        return []
+    lines = ["", "## Overlap with the training images", ""]
+    if not overlap["checked"]:
+        return lines + [overlap["note"].capitalize() + "."]
+    lines.append(f"Of {overlap['evaluated_images']:,} evaluation images, **{overlap['exact']:,}** are byte-identical "
+                 f"to one of the {overlap['training_images']:,} training images and **{overlap['near']:,}** more are "
+                 f"near duplicates (perceptual hash within {overlap['max_distance']} of 64 bits)"
+                 + (": the scores above are optimistic." if overlap["exact"] + overlap["near"] else ".")
+                 + (f" Note: {overlap['note']}." if overlap["note"] else ""))
+    if overlap["examples"]:
+        lines += ["", "| evaluation image | training image | kind |", "|---|---|---|"]
+        lines += [f"| `{e['evaluated']}` | `{e['training']}` | {e['kind']} |" for e in overlap["examples"]]
+    return lines
 
 
 def print_summary(metrics: dict) -> None:
