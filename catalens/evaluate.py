@@ -36,7 +36,7 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
     """The data as training saw it: the card's label mapping and class filters unless --labels is given, and,
     when it is the very data the model was trained on (third value), the same seeded splits, so `test` is
     held out."""
-    trained = model.card.get("data", {})
+    trained = model.card.data
     options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
                              if key in DataOptions.__dataclass_fields__})
     if "split_ratios" in trained.get("options", {}):
@@ -83,7 +83,7 @@ def training_images(model: Model, whole: Catalog | None) -> Catalog | str:
     """The images the model was trained on (the train split), or why they cannot be read here."""
     if whole is not None:
         return whole.split("train") if whole.has_split("train") else whole
-    trained = model.card.get("data", {})
+    trained = model.card.data
     spec = trained.get("spec")
     if not spec:
         return "not checked: the model card does not say what the model was trained on"
@@ -225,7 +225,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         data=data,
         labels=labels,
         model=str(model_dir),
-        architecture=model.card["architecture"],
+        architecture=model.card.architecture,
         device=str(model.device),
         backend=model.backend,
         torch_threads=torch.get_num_threads(),

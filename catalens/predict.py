@@ -87,7 +87,7 @@ def catalog_of_files(paths: list[Path], source: str) -> Catalog:
 def top_k_entries(model: Model, probabilities: np.ndarray, k: int) -> list[dict]:
     """[{"label", "probability", level names when the model knows its category tree}, ...], best first."""
     entries = [{"label": label, "probability": round(p, 6)} for label, p in top_k(probabilities, model.classes, k)]
-    if model.card.get("hierarchy"):
+    if model.card.hierarchy:
         for entry in entries:
             entry.update(level_names(model, entry["label"]))
     return entries
@@ -127,7 +127,7 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
                                                            probabilities)
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
-    hierarchy = bool(model.card.get("hierarchy"))
+    hierarchy = bool(model.card.hierarchy)
     records = []
     for i, (name, row) in enumerate(zip(inputs, probabilities)):
         best = top_k_entries(model, row, k)
@@ -147,7 +147,7 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
         return
     writer = csv.writer(handle)
     levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
-        name in entry for entry in model.card["hierarchy"].values())]
+        name in entry for entry in model.card.hierarchy.values())]
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
                      *(["images"] if per_product else []), *levels, "top_k", "error"])
     for record in records:

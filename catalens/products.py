@@ -21,7 +21,7 @@ def average_by_product(product_ids, probabilities: np.ndarray) -> tuple[np.ndarr
 
 def level_names(model: Model, label: str) -> dict:
     """The category level names of a class, when the model was trained on a category tree."""
-    hierarchy = model.card.get("hierarchy") or {}
+    hierarchy = model.card.hierarchy or {}
     return dict(hierarchy.get(label, {}))
 
 

@@ -13,7 +13,6 @@ and the hardware, within `--time-budget` (default 15 minutes), and says what it 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -159,20 +158,23 @@ def climb(ladder: list[Rung], overrides: dict, items: int, budget: float):
 
 
 def cross_validated(run: Path) -> float:
-    card = json.loads((run / "model_card.json").read_text())
-    scores = card["training"]["head"].get("cv_accuracy") or {"": card.get("validation", {}).get("accuracy", 0)}
+    from .run import read_card
+
+    card = read_card(run)
+    head = card.training.get("head")
+    scores = (head.get("cv_accuracy") if isinstance(head, dict) else None) or {"": card.validation.get("accuracy", 0)}
     return max(scores.values())
 
 
 def note_choice(out: Path, rung: Rung, cv: float, tried: list, seconds: float, budget: float) -> None:
-    from .run import CARD_FILE, write_json
+    from .run import CARD_FILE, read_card, write_json
 
-    card = json.loads((out / CARD_FILE).read_text())
-    card["recipe"] = {"chosen": rung.model, "why": rung.why, "cv_accuracy": cv,
-                      "tried": [{"model": model, "cv_accuracy": score, "val_accuracy": val}
-                                for model, score, val in tried],
-                      "seconds": round(seconds), "time_budget_s": round(budget)}
-    write_json(out / CARD_FILE, card)
+    card = read_card(out)
+    card.recipe = {"chosen": rung.model, "why": rung.why, "cv_accuracy": cv,
+                   "tried": [{"model": model, "cv_accuracy": score, "val_accuracy": val}
+                             for model, score, val in tried],
+                   "seconds": round(seconds), "time_budget_s": round(budget)}
+    write_json(out / CARD_FILE, card.to_dict())
     config = out / "config.yaml"
     if config.is_file():  # the chosen recipe re-runs as it is: catalens train --config RUN/config.yaml
         text = config.read_text()

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .cache import cache_root
+from .card import CARD_FORMAT, ModelCard  # noqa: F401 (CARD_FORMAT: its old home)
 from .checksums import file_digest
 from .errors import CatalensError
 from .models import create_model
@@ -33,7 +34,6 @@ from .preprocess import Preprocessing, normalize_numpy, softmax_numpy
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 LAST_WEIGHTS_FILE = "last.safetensors"
-CARD_FORMAT = "catalens-model/1"
 # Images per model call on CPU, bounded by input pixels: 8 photos at 260 px, 668 Fashion-MNIST images. A batch of
 # 256 photos through a three-backbone ensemble needs GBs of activations; small batches run as fast on a CPU.
 CPU_BATCH_PIXELS = 2**19
@@ -64,6 +64,17 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def read_card(run_dir: Path) -> ModelCard:
+    """The run directory's model card (format 1 cards migrated), or a one-line error."""
+    path = Path(run_dir) / CARD_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CatalensError(f"cannot read {path} ({str(error)[:100]}): the run directory is damaged; retrain") \
+            from error
+    return ModelCard.from_dict(raw, where=path)
+
+
 class Model:
     """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
 
@@ -74,8 +85,8 @@ class Model:
         self.card = card
         self.path = path  # the run directory, or the .onnx file
         self.weights_path = weights_path  # the file whose size is the model's size on disk
-        self.classes: list[str] = card["classes"]
-        self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        self.classes: list[str] = card.classes
+        self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
         self._fast = None
 
@@ -93,20 +104,18 @@ class Model:
         if not card_path.is_file():
             hint = " (give the run directory that `catalens train --out` wrote)" if run_dir.exists() else ""
             raise CatalensError(f"no model at {run_dir}: {CARD_FILE} not found{hint}")
-        card = json.loads(card_path.read_text())
-        if card.get("format") != CARD_FORMAT:
-            raise CatalensError(f"{card_path} is not a catalens model card (format {card.get('format')!r})")
+        card = read_card(run_dir)
         weights_path = run_dir / weights
         if not weights_path.is_file():
             raise CatalensError(f"{weights_path} not found; the run may not have finished an epoch yet")
-        preprocessing = Preprocessing.from_dict(card["preprocessing"])
-        module = create_model(card["architecture"], len(card["classes"]), preprocessing.channels,
+        preprocessing = Preprocessing.from_dict(card.preprocessing)
+        module = create_model(card.architecture, card.num_classes, preprocessing.channels,
                               tuple(preprocessing.input_size))
         try:
             module.load_state_dict(load_file(str(weights_path)))
         except (RuntimeError, OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0][:200]
-            raise CatalensError(f"{weights_path} does not fit the {card['architecture']} in {CARD_FILE} ({first}); "
+            raise CatalensError(f"{weights_path} does not fit the {card.architecture} in {CARD_FILE} ({first}); "
                                 "the run directory is damaged or mixed up: retrain or restore it") from error
         target = pick_device(device)
         module = module.to(target)
@@ -121,7 +130,7 @@ class Model:
                 if backend == "onnx":
                     if isinstance(error, CatalensError):
                         raise
-                    raise CatalensError(f"ONNX export of {card['architecture']} failed ({reason}); "
+                    raise CatalensError(f"ONNX export of {card.architecture} failed ({reason}); "
                                         "use --backend torch") from error
                 from .progress import warn
 
@@ -138,8 +147,8 @@ class Model:
         if runner.card is None:
             raise CatalensError(f"{path} has no catalens metadata (class names, preprocessing); export it with "
                                 "`catalens export RUN_DIR --format onnx --out FILE`")
-        card = runner.card
-        expected = [card["preprocessing"]["channels"], *card["preprocessing"]["input_size"]]
+        card = ModelCard.from_dict(runner.card, where=path)
+        expected = [card.preprocessing["channels"], *card.preprocessing["input_size"]]
         shape = runner.session.get_inputs()[0].shape[1:]
         if any(isinstance(dim, int) and dim != want for dim, want in zip(shape, expected)):
             raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
@@ -152,7 +161,7 @@ class Model:
 
     @property
     def num_params(self) -> int:
-        return count_parameters(self.module) if self.module is not None else int(self.card.get("num_params", 0))
+        return count_parameters(self.module) if self.module is not None else int(self.card.num_params)
 
     def fast_module(self):
         """The network prepared for CPU inference: traced and frozen (BatchNorm folded into the convolutions)."""
@@ -222,7 +231,7 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
     them, else an export kept in the user cache (cache.py) under the weights' sha256. Loading never writes into
     the run directory: it may be read-only, or loaded by several processes at once."""
     digest = file_digest(weights_path)
-    key = hashlib.sha256(json.dumps([digest, card["architecture"], card["preprocessing"]], sort_keys=True)
+    key = hashlib.sha256(json.dumps([digest, card.architecture, card.preprocessing], sort_keys=True)
                          .encode()).hexdigest()[:32]
     cached = cache_root() / "onnx" / f"{key}.onnx"
     for path in (run_dir / ONNX_FILE, cached):
@@ -246,7 +255,7 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
 
 def export_weights(module: nn.Module, card: dict, weights_path: Path, path: Path, digest: str | None = None):
     """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
-    card = dict(card, weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
+    card = dict(card.to_dict(), weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
     return export_onnx(copy.deepcopy(module).float(), card, path)
 
 

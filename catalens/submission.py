@@ -22,7 +22,7 @@ SUBMISSION_HEADER = "_id,category_id"
 
 def leaf_ids(model: Model) -> np.ndarray:
     """The leaf category_id of each class; refuses a model whose classes are not leaves (level 1 or 2)."""
-    level = model.card.get("level")
+    level = model.card.level
     if level not in (None, 3) or not all(name.isdigit() for name in model.classes):
         raise CatalensError("--submission needs a model trained on leaf categories (--level 3): its classes "
                             f"must be category_id numbers, this one has e.g. {model.classes[0]!r}")
@@ -70,7 +70,7 @@ def write_submission(model: Model, spec: str, out: str | Path, batch_size: int =
         raise CatalensError(f"--submission needs a BSON dump, e.g. bson:test.bson (got {spec})")
     started = time.perf_counter()
     leaves = leaf_ids(model)
-    fallback = int(leaves[np.argmax([model.card.get("data", {}).get("train_per_class", {}).get(name, 0)
+    fallback = int(leaves[np.argmax([model.card.data.get("train_per_class", {}).get(name, 0)
                                      for name in model.classes])])
     path = Path(spec[len("bson:"):]).expanduser()
     index = open_index(path)

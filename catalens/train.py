@@ -21,6 +21,7 @@ from torch import nn
 from . import __version__
 from .augment import get_preset
 from .batches import make_batches
+from .card import ModelCard
 from .catalog import Catalog
 from .config import TrainConfig, make_config
 from .data import DataOptions, load_catalog
@@ -38,7 +39,6 @@ from .progress import info, make_progress, warn
 from .provenance import REAL, provenance
 from .run import (
     CARD_FILE,
-    CARD_FORMAT,
     LAST_WEIGHTS_FILE,
     WEIGHTS_FILE,
     count_parameters,
@@ -317,36 +317,34 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         head_fit = fit_classifier(net, train_batches, len(classes), config)
     train_net = torch.compile(net) if config.compile else net
 
-    card = {
-        "format": CARD_FORMAT,
-        "architecture": architecture,
-        "classes": classes,
-        "num_classes": len(classes),
-        "preprocessing": preprocessing.to_dict(),
-        "num_params": count_parameters(module),
-        "data": {
+    card = ModelCard(
+        architecture=architecture,
+        classes=classes,
+        preprocessing=preprocessing.to_dict(),
+        num_params=count_parameters(module),
+        data={
             "spec": config.data, "source": catalog.source, "identity": catalog.identity,
             "content": catalog.content_fingerprint(), "labels": config.labels,
             "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
             "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
         },
-        "validation_data": {"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
-                            else 0, "provenance": data_provenance(config.data)},
-        "training": {"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
-                     "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
-                     "cached_features": cached, "cached_prefix_blocks": prefix_at,
-                     "head": head_fit.describe() if linear else
-                     f"fine-tuned from a linear probe (C={head_fit.C:g})" if prefix_at is not None and
-                     config.head == "linear" else "sgd"},
-        "pretrained": pretrained,
-        "hierarchy": {name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
+        validation_data={"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
+                         else 0, "provenance": data_provenance(config.data)},
+        training={"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
+                  "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
+                  "cached_features": cached, "cached_prefix_blocks": prefix_at,
+                  "head": head_fit.describe() if linear else
+                  f"fine-tuned from a linear probe (C={head_fit.C:g})" if prefix_at is not None and
+                  config.head == "linear" else "sgd"},
+        pretrained=pretrained,
+        hierarchy={name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
         if catalog.hierarchy else None,
-        "level": catalog.level,
-        "created": utc_now(),
-        "catalens_version": __version__,
-        "torch_version": torch.__version__,
-    }
+        level=catalog.level,
+        created=utc_now(),
+        catalens_version=__version__,
+        torch_version=torch.__version__,
+    )
     history_path = out / "history.csv"
     if not resume or not history_path.exists():
         with history_path.open("w", newline="") as handle:
@@ -424,8 +422,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
                 shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
             else:
                 stale += 1
-            card.update(best_epoch=best_epoch, validation=best_metrics)
-            write_json(out / CARD_FILE, card)
+            card.best_epoch, card.validation = best_epoch, best_metrics
+            write_json(out / CARD_FILE, card.to_dict())
             torch.save({
                 "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1, "total_epochs": config.epochs, "best_epoch": best_epoch,
@@ -555,8 +553,8 @@ def write_linear_fit(head, train_batches, val_batches, device, classes, module, 
     info(summary)
     save_weights(module, out / LAST_WEIGHTS_FILE)
     shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
-    card.update(best_epoch=1, validation=metrics)
-    write_json(out / CARD_FILE, card)
+    card.best_epoch, card.validation = 1, metrics
+    write_json(out / CARD_FILE, card.to_dict())
     return metrics
 
 

@@ -192,7 +192,7 @@ def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
     run = catalens.train(data=f"bson:{dump / 'train.bson'}", model="cnn3", out=str(tmp_path / "run"), epochs=1,
                          input_size=32, workers=0).run_dir
     model = Model.load(run)
-    assert model.card["level"] == 3 and model.card["hierarchy"][model.classes[0]]["category_id"]
+    assert model.card.level == 3 and model.card.hierarchy[model.classes[0]]["category_id"]
     full = tmp_path / "full.csv"
     summary = write_submission(model, f"bson:{dump / 'test.bson'}", full, chunk_products=64)
     lines = full.read_text().splitlines()

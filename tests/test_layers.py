@@ -19,7 +19,7 @@ STAGES = [
               "bson_generate", "leakage"]),
     ("models", ["models", "pretrained", "finetune", "linear_head", "prefix_cache", "onnx_backend"]),
     ("loading", ["augment", "batches", "features"]),
-    ("rundir", ["run"]),
+    ("rundir", ["card", "run"]),
     ("engine", ["config", "train", "recipes"]),
     ("inference", ["predict", "products", "submission"]),
     ("report", ["evaluate", "stats"]),

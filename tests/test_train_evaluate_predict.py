@@ -227,3 +227,33 @@ def test_loading_a_run_never_writes_into_it(trained, tmp_path, monkeypatch):
     stamp = exports[0].stat().st_mtime_ns
     again = Model.load(result.run_dir, backend="onnx", device="cpu")
     assert exports[0].stat().st_mtime_ns == stamp and again.backend == "onnx"
+
+
+def test_model_card_is_typed_versioned_and_reads_format_1(trained, tmp_path):
+    """The card round-trips through ModelCard (unknown keys kept); a run written with format 1 (before data
+    identities and validation provenance) still loads, predicts and evaluates; an unknown format is one line."""
+    import shutil
+
+    from catalens.card import CARD_FORMAT, ModelCard
+
+    data, result = trained
+    raw = json.loads((result.run_dir / "model_card.json").read_text())
+    assert raw["format"] == CARD_FORMAT == "catalens-model/2"
+    card = ModelCard.from_dict(dict(raw, future_field={"x": 1}))
+    assert card.classes == raw["classes"] and card.num_classes == len(raw["classes"])
+    assert card.to_dict() == dict(raw, future_field={"x": 1})
+    old = tmp_path / "old-run"
+    shutil.copytree(result.run_dir, old, ignore=shutil.ignore_patterns("eval*"))
+    legacy = {key: value for key, value in raw.items() if key != "validation_data"}
+    legacy["format"] = "catalens-model/1"
+    legacy["data"] = {key: value for key, value in raw["data"].items() if key not in ("identity", "content")}
+    legacy["training"] = {key: value for key, value in raw["training"].items() if key != "head"}
+    (old / "model_card.json").write_text(json.dumps(legacy))
+    model = Model.load(old)
+    assert model.card.validation_data["provenance"].startswith("not recorded") and model.card.training["head"] == "sgd"
+    assert model.predict([next((data / "blob").rglob("*.png"))], k=1)[0][0][0] in model.classes
+    metrics = catalens.evaluate(old, data=str(data), out=tmp_path / "eval-old")
+    assert metrics["split"] == "test"  # format 1: the training data recognised by its source string
+    (old / "model_card.json").write_text(json.dumps(dict(raw, format="catalens-model/9")))
+    with pytest.raises(CatalensError, match="format 'catalens-model/9'"):
+        Model.load(old)

@@ -247,7 +247,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
 
     @app.get("/v1/model", summary="The model card")
     async def model_card():
-        card = {key: value for key, value in model.card.items() if key not in ("config", "data")}
+        card = {key: value for key, value in model.card.to_dict().items() if key not in ("config", "data")}
         return {**card, "name": name, "backend": model.backend,
                 "batching": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms}}
 
