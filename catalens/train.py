@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import TextColumn
 from torch import nn
 
 from . import __version__
@@ -35,7 +34,7 @@ from .plots import plot_history
 from .prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from .pretrained import load_pretrained
-from .progress import info, make_progress, warn
+from .progress import info, warn
 from .provenance import REAL, provenance
 from .run import (
     CARD_FILE,
@@ -47,6 +46,7 @@ from .run import (
     write_json,
 )
 from .splits import stratified_sample
+from .trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
@@ -211,8 +211,10 @@ def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None
     return catalog, train_catalog, val_catalog
 
 
-def train(config: TrainConfig | None = None, resume: bool = False, **overrides) -> TrainResult:
-    """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields."""
+def train(config: TrainConfig | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
+          **overrides) -> TrainResult:
+    """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields; `callbacks`
+    (trainer.Callback) run after catalens's own in every epoch: loggers, EMA, custom stopping rules."""
     if config is None:
         saved = Path(overrides.get("out") or "") / "config.yaml"
         if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
@@ -252,7 +254,6 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     weight = class_weight_tensor(train_catalog, len(classes)).to(device) if config.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     augment = get_preset(config.augment)
 
     def image_inputs(images: torch.Tensor) -> torch.Tensor:  # uint8 batch -> normalised network input
@@ -261,25 +262,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
     start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
     failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
     if resume:
-        state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        module.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError as error:  # e.g. a checkpoint from a catalens with other parameter groups
-            raise CatalensError(f"cannot resume {out}: its optimizer state does not fit this catalens version "
-                                f"({str(error).splitlines()[0][:100]}); start a new run") from error
-        if state.get("total_epochs") == config.epochs:
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # the schedule was stretched or shortened: rebuild it and move it to where training stands
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(state["epoch"] * len(train_batches)):
-                    scheduler.step()
-        start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
-        best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
-        torch.set_rng_state(state["rng"])
-        trim_history(out / "history.csv", start_epoch)
-        info(f"resuming {out} after epoch {start_epoch}")
+        start_epoch, best_epoch, best_score, best_metrics, stale = restore_checkpoint(
+            out, module, optimizer, scheduler, config.epochs, len(train_batches), device)
     else:
         config.save(out / "config.yaml")
 
@@ -317,123 +301,37 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         head_fit = fit_classifier(net, train_batches, len(classes), config)
     train_net = torch.compile(net) if config.compile else net
 
-    card = ModelCard(
-        architecture=architecture,
-        classes=classes,
-        preprocessing=preprocessing.to_dict(),
-        num_params=count_parameters(module),
-        data={
-            "spec": config.data, "source": catalog.source, "identity": catalog.identity,
-            "content": catalog.content_fingerprint(), "labels": config.labels,
-            "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
-            "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
-            "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
-        },
-        validation_data={"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
-                         else 0, "provenance": data_provenance(config.data)},
-        training={"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
-                  "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
-                  "cached_features": cached, "cached_prefix_blocks": prefix_at,
-                  "head": head_fit.describe() if linear else
-                  f"fine-tuned from a linear probe (C={head_fit.C:g})" if prefix_at is not None and
-                  config.head == "linear" else "sgd"},
-        pretrained=pretrained,
-        hierarchy={name: catalog.hierarchy[name] for name in classes if name in catalog.hierarchy}
-        if catalog.hierarchy else None,
-        level=catalog.level,
-        created=utc_now(),
-        catalens_version=__version__,
-        torch_version=torch.__version__,
-    )
+    head_note = head_fit.describe() if linear else f"fine-tuned from a linear probe (C={head_fit.C:g})" \
+        if prefix_at is not None and config.head == "linear" else "sgd"
+    card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
+                     {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note})
     history_path = out / "history.csv"
     if not resume or not history_path.exists():
         with history_path.open("w", newline="") as handle:
             csv.writer(handle).writerow(HISTORY_COLUMNS)
 
     interrupted = False
-    extra = (TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[speed]:,.0f} img/s"),)
     if linear:
         best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
                                         head_fit.seconds)
         best_epoch = 1
+    trainer = Trainer(
+        net=net, train_net=train_net, optimizer=optimizer, scheduler=scheduler, criterion=criterion, device=device,
+        train_batches=train_batches, val_batches=val_batches, train_inputs=train_inputs, eval_inputs=eval_inputs,
+        evaluate=lambda net, batches, to_inputs: evaluate_split(net, batches, to_inputs, device, len(classes)),
+        monitor=config.monitor, amp=use_amp, state=TrainState(epoch=start_epoch, best_epoch=best_epoch,
+                                                              best_score=best_score, best_metrics=best_metrics,
+                                                              stale=stale, failures=failures),
+        callbacks=[FreezeSchedule(plan, start_epoch, (lambda: batchnorm_eval(module)) if prefix_at is not None
+                                  else None),
+                   HistoryWriter(history_path, HISTORY_COLUMNS),
+                   RunDirectory(out, module, card, config.epochs),
+                   *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
+                   *(callbacks or [])],
+    )
     try:
-        for epoch in range(start_epoch, 0 if linear else config.epochs):
-            epoch_start = time.time()
-            train_batches.set_epoch(epoch)
-            changed = epoch == start_epoch or plan.trainable_stages(epoch) != plan.trainable_stages(epoch - 1)
-            if plan.active and changed:
-                plan.apply(epoch)
-                info(f"epoch {epoch + 1}: {plan.describe(epoch)}")
-            net.train()
-            plan.freeze_batchnorm()
-            if prefix_at is not None:
-                batchnorm_eval(module)
-            seen, correct, loss_sum = 0, 0, 0.0
-            with make_progress(*extra) as bar:
-                task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(train_batches),
-                                    loss=0.0, acc=0.0, speed=0.0)
-                for batch in train_batches:
-                    for ref, reason in batch.failures:
-                        if ref not in failures:
-                            failures[ref] = reason
-                    if len(batch.labels) == 0:
-                        bar.advance(task)
-                        continue
-                    inputs = train_inputs(batch.images.to(device, non_blocking=True))
-                    labels = batch.labels.to(device, non_blocking=True)
-                    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
-                                        enabled=use_amp):
-                        logits = train_net(inputs)
-                        loss = criterion(logits.float(), labels)
-                    if not torch.isfinite(loss):
-                        raise CatalensError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    n = len(labels)
-                    seen += n
-                    loss_sum += loss.item() * n
-                    correct += (logits.argmax(1) == labels).sum().item()
-                    bar.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen,
-                               speed=seen / max(1e-9, time.time() - epoch_start))
-            train_seconds = time.time() - epoch_start
-            metrics = evaluate_split(net, val_batches, eval_inputs, device, len(classes)) \
-                if val_batches is not None else {}
-            row = {
-                "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(1, seen),
-                "train_accuracy": correct / max(1, seen), "val_loss": metrics.get("loss", ""),
-                "val_accuracy": metrics.get("accuracy", ""), "val_macro_f1": metrics.get("macro_f1", ""),
-                "images_per_s": seen / max(1e-9, train_seconds), "seconds": time.time() - epoch_start,
-            }
-            with history_path.open("a", newline="") as handle:
-                csv.writer(handle).writerow([row[c] for c in HISTORY_COLUMNS])
-            summary = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-            if metrics:
-                summary += f" | val loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f} " \
-                           f"macro-F1 {metrics['macro_f1']:.4f}"
-            info(summary + f" | {row['images_per_s']:,.0f} img/s")
-
-            save_weights(module, out / LAST_WEIGHTS_FILE)
-            score = -metrics["loss"] if config.monitor == "loss" and metrics else metrics.get(config.monitor, epoch)
-            if score > best_score:
-                best_score, best_epoch, best_metrics, stale = score, epoch + 1, metrics, 0
-                shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
-            else:
-                stale += 1
-            card.best_epoch, card.validation = best_epoch, best_metrics
-            write_json(out / CARD_FILE, card.to_dict())
-            torch.save({
-                "model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1, "total_epochs": config.epochs, "best_epoch": best_epoch,
-                "best_score": float(best_score),
-                "best_metrics": best_metrics, "stale": stale, "rng": torch.get_rng_state(),
-            }, out / (CHECKPOINT_FILE + ".tmp"))
-            (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)
-            if config.patience is not None and stale >= config.patience and metrics:
-                info(f"early stopping: no {config.monitor} improvement for {config.patience} epochs")
-                break
+        state = trainer.fit(start_epoch, 0 if linear else config.epochs)
+        best_epoch, best_metrics = (best_epoch, best_metrics) if linear else (state.best_epoch, state.best_metrics)
     except KeyboardInterrupt:
         interrupted = True
         warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
@@ -447,6 +345,84 @@ def train(config: TrainConfig | None = None, resume: bool = False, **overrides) 
         raise KeyboardInterrupt
     info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
     return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+class RunDirectory(Callback):
+    """After each epoch: the last weights, the best ones (when the epoch was the best), the model card, and
+    checkpoint.pt for --resume (written to a temporary name, then renamed: a kill never leaves half a file)."""
+
+    def __init__(self, out: Path, module: nn.Module, card: ModelCard, total_epochs: int):
+        self.out, self.module, self.card, self.total_epochs = out, module, card, total_epochs
+
+    def on_epoch_end(self, trainer, epoch, row, metrics):
+        out, state = self.out, trainer.state
+        save_weights(self.module, out / LAST_WEIGHTS_FILE)
+        if trainer.improved:
+            shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
+        self.card.best_epoch, self.card.validation = state.best_epoch, state.best_metrics
+        write_json(out / CARD_FILE, self.card.to_dict())
+        torch.save({
+            "model": self.module.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(), "epoch": epoch + 1, "total_epochs": self.total_epochs,
+            "best_epoch": state.best_epoch, "best_score": float(state.best_score), "best_metrics": state.best_metrics,
+            "stale": state.stale, "rng": torch.get_rng_state(),
+        }, out / (CHECKPOINT_FILE + ".tmp"))
+        (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)
+
+
+def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val_catalog: Catalog | None,
+              preprocessing: Preprocessing, module: nn.Module, pretrained: dict | None, how: dict) -> ModelCard:
+    """The run's model card before training (best epoch and validation metrics are filled in as it goes)."""
+    return ModelCard(
+        architecture=config.model,
+        classes=catalog.classes,
+        preprocessing=preprocessing.to_dict(),
+        num_params=count_parameters(module),
+        data={
+            "spec": config.data, "source": catalog.source, "identity": catalog.identity,
+            "content": catalog.content_fingerprint(), "labels": config.labels,
+            "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
+            "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
+            "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
+        },
+        validation_data={"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
+                         else 0, "provenance": data_provenance(config.data)},
+        training={"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
+                  "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
+                  **how},
+        pretrained=pretrained,
+        hierarchy={name: catalog.hierarchy[name] for name in catalog.classes if name in catalog.hierarchy}
+        if catalog.hierarchy else None,
+        level=catalog.level,
+        created=utc_now(),
+        catalens_version=__version__,
+        torch_version=torch.__version__,
+    )
+
+
+def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, steps_per_epoch: int, device):
+    """Load checkpoint.pt into the network, optimiser and schedule; (start epoch, best epoch, best score, best
+    metrics, stale epochs)."""
+    state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    module.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as error:  # e.g. a checkpoint from a catalens with other parameter groups
+        raise CatalensError(f"cannot resume {out}: its optimizer state does not fit this catalens version "
+                            f"({str(error).splitlines()[0][:100]}); start a new run") from error
+    if state.get("total_epochs") == epochs:
+        scheduler.load_state_dict(state["scheduler"])
+    else:  # the schedule was stretched or shortened: rebuild it and move it to where training stands
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(state["epoch"] * steps_per_epoch):
+                scheduler.step()
+    start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
+    best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
+    torch.set_rng_state(state["rng"])
+    trim_history(out / "history.csv", start_epoch)
+    info(f"resuming {out} after epoch {start_epoch}")
+    return start_epoch, best_epoch, best_score, best_metrics, stale
 
 
 def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:

@@ -20,7 +20,7 @@ STAGES = [
     ("models", ["models", "pretrained", "finetune", "linear_head", "prefix_cache", "onnx_backend"]),
     ("loading", ["augment", "batches", "features"]),
     ("rundir", ["card", "run"]),
-    ("engine", ["config", "train", "recipes"]),
+    ("engine", ["config", "trainer", "train", "recipes"]),
     ("inference", ["predict", "products", "submission"]),
     ("report", ["evaluate", "stats"]),
     ("apps", ["sort", "zoomed", "demo", "serve"]),

@@ -257,3 +257,37 @@ def test_model_card_is_typed_versioned_and_reads_format_1(trained, tmp_path):
     (old / "model_card.json").write_text(json.dumps(dict(raw, format="catalens-model/9")))
     with pytest.raises(CatalensError, match="format 'catalens-model/9'"):
         Model.load(old)
+
+
+def test_a_callback_sees_every_hook_and_can_stop_training(tmp_path):
+    """Training has hook points: a user callback (here a logger and a stopping rule) needs no change to the loop."""
+    from catalens.trainer import Callback
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_epoch_start(self, trainer, epoch):
+            self.events.append(("start", epoch))
+
+        def on_batch_end(self, trainer, epoch, loss, size):
+            self.events.append(("batch", epoch))
+
+        def on_epoch_end(self, trainer, epoch, row, metrics):
+            self.events.append(("end", epoch, round(row["train_loss"], 6), trainer.state.best_epoch))
+            trainer.state.stop = epoch == 1  # stop after the second epoch
+
+        def on_checkpoint(self, trainer, epoch):
+            assert (trainer_dir / "checkpoint.pt").is_file()
+            self.events.append(("checkpoint", epoch))
+
+    data = make_folder(tmp_path / "shop", per_class=10)
+    trainer_dir = tmp_path / "run"
+    recorder = Recorder()
+    catalens.train(data=str(data), model="cnn3", out=str(trainer_dir), epochs=5, input_size=32, workers=0,
+                   callbacks=[recorder])
+    kinds = [event[0] for event in recorder.events]
+    assert kinds[0] == "start" and kinds.count("end") == 2 and kinds[-1] == "checkpoint"
+    assert kinds.count("batch") >= 2 and [e[1] for e in recorder.events if e[0] == "end"] == [0, 1]
+    history = (trainer_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header and the two epochs that ran
