@@ -11,6 +11,7 @@ import click
 import typer
 
 from .errors import CatalensError
+from .options import BY_NAME, DATA_HELP, EXPORT, STATS, TRAIN, with_options
 
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
@@ -28,95 +29,20 @@ zoomed_app = typer.Typer(help="The zoomed-vs-normal filter: bootstrap its traini
                          no_args_is_help=True)
 app.add_typer(zoomed_app, name="zoomed")
 
-DATA_HELP = "Folder (class-per-subfolder, optionally train/ val/ test/), fashion-mnist[:DIR], bson:FILE, csv:FILE, " \
-    "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB."
-CATEGORIES_HELP = "bson: category tree CSV (category_id, category_level1..3) [default: category_names.csv beside " \
-    "the BSON file]."
-LEVEL_HELP = "bson: the category level to classify at: 1, 2 or 3 (leaf category_id) [default: 3]."
-SAMPLE_HELP = "bson: a uniform sample of N products, drawn from the index (seeded by --seed)."
-IMAGES_HELP = "csv/sql: the image folder (csv default: train_images/ beside the CSV; sql: root of relative paths)."
-DEDUPE_HELP = "csv: remove exact duplicates (same file or bytes) and near duplicates (perceptual hash), one kept per " \
-    "cluster."
-DISTANCE_HELP = "csv: near duplicates are within this many bits of perceptual hash [default: 6]."
-TOP_GROUPS_HELP = "csv: keep the N largest label groups (applied before --dedupe)."
-LABEL_COLUMN_HELP = "csv/sql: the column with the labels (csv default: label_group; sql: needed to train)."
-COLUMNS_HELP = "csv/sql: other names, key=name,... (csv keys: posting_id, image, image_phash, title, label_group; " \
-    "sql: Product, Product.Title, Image.Url, ...)."
-LABELS_HELP = "Label mapping: a YAML/JSON file (new: [old, ...]) or a built-in name such as fashion-mnist-groups."
+# help texts shared with evaluate and predict, from the one declaration of each option (options.py)
+CATEGORIES_HELP, SAMPLE_HELP, IMAGES_HELP, COLUMNS_HELP, LABELS_HELP = (
+    BY_NAME[name].help for name in ("categories", "sample", "images", "columns", "labels"))
 
 
 @app.command()
+@with_options(TRAIN)
 def train(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name: fastcnn (default), fastcnn_dense, cnn3 "
-                                        "or timm:<name> (see catalens models)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Run directory to write (must be new unless --resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (e.g. a run's config.yaml); "
                                           "options given here override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs [default: 18, about 8 minutes "
-                                         "for Fashion-MNIST on 2 CPU cores]."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Train on at most N items, stratified by class."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: 256]"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (momentum, nesterov) or adamw."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 0.1 sgd, 2e-3 adamw, "
-                                       "at batch 256]."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 5e-4]"),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="onecycle (default) or cosine (warm-up + cosine)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="[default: 0.1]"),
-    augment: Optional[str] = typer.Option(None, "--augment", help="Preset: none, light (default), shopee, standard."),
-    class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights",
-                                                 help="Weight the loss by inverse class frequency."),
-    balanced_sampling: Optional[bool] = typer.Option(None, "--balanced-sampling/--no-balanced-sampling",
-                                                     help="Sample every class equally often."),
-    monitor: Optional[str] = typer.Option(None, "--monitor", help="Validation metric for the best checkpoint and "
-                                          "early stopping: accuracy (default), macro_f1, loss."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after N epochs without improvement."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of train used for validation "
-                                                 "when the data has no val split [default: 0.111]; 0 = none."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side in pixels."),
-    resize: Optional[str] = typer.Option(None, "--resize", help="crop (default: shorter side to size, centre crop) "
-                                         "or squash (the whole photo to a square, aspect ignored)."),
-    min_per_class: Optional[int] = typer.Option(None, "--min-per-class", help="Drop classes with fewer images "
-                                                "(bson: products)."),
-    top_classes: Optional[int] = typer.Option(None, "--top-classes", help="Keep only the K largest classes."),
-    max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Cap images per class (bson: "
-                                                "products, drawn at random)."),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
-    level: Optional[int] = typer.Option(None, "--level", help=LEVEL_HELP),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
-    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
-    dedupe: Optional[bool] = typer.Option(None, "--dedupe/--no-dedupe", help=DEDUPE_HELP),
-    max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DISTANCE_HELP),
-    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
-    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--from-scratch", help="Start a timm backbone from "
-                                              "ImageNet weights: --weights FILE, the lite0 extra for "
-                                              "tf_efficientnet_lite0, else timm's hub or cache [default: scratch]."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights file (.pth/.pt state_dict or "
-                                          ".safetensors) for the backbone; implies --pretrained."),
-    freeze: Optional[str] = typer.Option(None, "--freeze", help="none (default: train everything), backbone "
-                                         "(classifier only) or N (the last N backbone stages and the classifier)."),
-    unfreeze_every: Optional[int] = typer.Option(None, "--unfreeze-every", help="Gradual unfreezing: one more "
-                                                 "backbone stage trains every N epochs."),
-    backbone_lr_scale: Optional[float] = typer.Option(None, "--backbone-lr-scale", help="Backbone learning rate = "
-                                                      "--lr x this [default: 0.1 when pretrained, else 1]."),
-    cache_features: Optional[bool] = typer.Option(None, "--cache-features/--no-cache-features", help="With "
-                                                  "--freeze backbone: compute backbone features once and train "
-                                                  "the classifier on them; with --freeze N: compute the frozen "
-                                                  "layers' activations once and train the last N stages on them "
-                                                  "(minutes on a CPU) [default: on for none/light augment]."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
-    head: Optional[str] = typer.Option(None, "--head", help="With cached features (--freeze backbone): linear "
-                                       "(default: logistic regression, L2 chosen by cross-validation) or sgd "
-                                       "(--epochs of SGD/AdamW)."),
     time_budget: float = typer.Option(15.0, "--time-budget", help="Minutes the auto recipe may take (used when no "
                                       "--model, --pretrained, --weights, --freeze or --epochs is given)."),
+    **options,
 ):
     """Train a classifier and write a run directory (weights, model card, config, history, curves).
 
@@ -135,17 +61,8 @@ def train(
     from .config import make_config
     from .train import train as run_train
 
-    overrides = dict(data=data, model=model, out=out, labels=labels, epochs=epochs, limit=limit,
-                     batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                     label_smoothing=label_smoothing, augment=augment, class_weights=class_weights,
-                     balanced_sampling=balanced_sampling, monitor=monitor, patience=patience,
-                     val_fraction=val_fraction, input_size=input_size, resize=resize, min_per_class=min_per_class,
-                     top_classes=top_classes, max_per_class=max_per_class, seed=seed, device=device, workers=workers,
-                     pretrained=pretrained, weights=weights, freeze=freeze, unfreeze_every=unfreeze_every,
-                     backbone_lr_scale=backbone_lr_scale, cache_features=cache_features, compile=compile,
-                     categories=categories, level=level, sample=sample, images=images, dedupe=dedupe,
-                     max_distance=max_distance, top_groups=top_groups, label_column=label_column, columns=columns,
-                     head=head)
+    overrides = options
+    data, out = options.get("data"), options.get("out")
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -408,25 +325,13 @@ def zoomed_bootstrap(
 
 
 @catalog_app.command("stats")
+@with_options(STATS)
 def catalog_stats(
     data: str = typer.Argument(..., help=DATA_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (items, products, classes, per_class, problems)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
-    min_per_class: int = typer.Option(0, "--min-per-class"),
-    top_classes: Optional[int] = typer.Option(None, "--top-classes"),
-    max_per_class: Optional[int] = typer.Option(None, "--max-per-class"),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
-    level: int = typer.Option(3, "--level", help=LEVEL_HELP),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of --sample and --max-per-class."),
-    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
-    dedupe: bool = typer.Option(False, "--dedupe", help=DEDUPE_HELP),
-    max_distance: int = typer.Option(6, "--max-distance", help=DISTANCE_HELP),
-    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
-    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image to find unreadable ones "
                                 "(--no-verify only lists files: much faster on huge folders)."),
+    **options,
 ):
     """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded).
     With --json, `items` counts what training would use (after --dedupe and the filters).
@@ -437,15 +342,10 @@ def catalog_stats(
       catalens catalog stats csv:shopee/train.csv --top-groups 21 --dedupe --json
       catalens catalog stats sqlite:///products.db --label-column Category
     """
-    from .data import DataOptions
     from .stats import catalog_stats as compute
     from .stats import print_stats
 
-    stats = compute(data, DataOptions(labels=labels, min_per_class=min_per_class, top_classes=top_classes,
-                                      max_per_class=max_per_class, categories=categories, level=level,
-                                      sample=sample, seed=seed, images=images, dedupe=dedupe,
-                                      max_distance=max_distance, top_groups=top_groups, label_column=label_column,
-                                      columns=columns), verify=verify)
+    stats = compute(data, given_data_options(options), verify=verify)
     if as_json:
         print(json.dumps(stats, indent=2, ensure_ascii=False))
     else:
@@ -453,29 +353,21 @@ def catalog_stats(
 
 
 @catalog_app.command("export")
+@with_options(EXPORT)
 def catalog_export(
     data: str = typer.Argument(..., help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="The CSV file to write."),
-    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
-    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
-    dedupe: bool = typer.Option(False, "--dedupe", help=DEDUPE_HELP),
-    max_distance: int = typer.Option(6, "--max-distance", help=DISTANCE_HELP),
-    top_groups: Optional[int] = typer.Option(None, "--top-groups", help=TOP_GROUPS_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help=LABEL_COLUMN_HELP),
-    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
     verify: bool = typer.Option(False, "--verify/--no-verify", help="Decode every image and leave out unreadable "
                                 "ones."),
+    **options,
 ):
     """Write the catalog as CSV: image, label, product_id, title, description (one row per image).
 
     Example: catalens catalog export sqlite:///products.db --label-column Category --out catalog.csv
     """
-    from .data import DataOptions
     from .stats import export_catalog
 
-    rows = export_catalog(data, out, DataOptions(labels=labels, images=images, dedupe=dedupe,
-                                                 max_distance=max_distance, top_groups=top_groups,
-                                                 label_column=label_column, columns=columns), verify=verify)
+    rows = export_catalog(data, out, given_data_options(options), verify=verify)
     print(f"{rows:,} rows written to {out}", file=sys.stderr)
 
 
@@ -551,6 +443,13 @@ def demo(
     from .demo import run_demo
 
     run_demo(out, epochs, data)
+
+
+def given_data_options(options: dict):
+    """DataOptions from the options given on the command line (the others keep their defaults)."""
+    from .data import DataOptions
+
+    return DataOptions(**{key: value for key, value in options.items() if value is not None})
 
 
 def click_classes(name: str) -> tuple[type, ...]:

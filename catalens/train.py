@@ -30,6 +30,7 @@ from .finetune import FreezePlan, head_and_backbone_parameters
 from .metrics import macro_f1
 from .models import canonical_model_name, create_model, default_input_size
 from .models.timm_models import classifier_of, timm_preprocessing
+from .options import data_options as data_option_list
 from .plots import plot_history
 from .prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
@@ -185,13 +186,7 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
 
 
 def data_options(config: TrainConfig) -> DataOptions:
-    return DataOptions(
-        labels=config.labels, min_per_class=config.min_per_class, top_classes=config.top_classes,
-        max_per_class=config.max_per_class, split_ratios=tuple(config.split_ratios),
-        val_fraction=config.val_fraction, seed=config.seed, categories=config.categories, level=config.level,
-        sample=config.sample, images=config.images, dedupe=config.dedupe, max_distance=config.max_distance,
-        top_groups=config.top_groups, label_column=config.label_column, columns=config.columns,
-    )
+    return DataOptions(**{option.name: getattr(config, option.name) for option in data_option_list()})
 
 
 def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None]:

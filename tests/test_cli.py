@@ -115,3 +115,24 @@ def test_help_examples_keep_their_lines():
     lines = [line.strip() for line in result.stdout.splitlines()]
     assert "catalens train --data photos/ --out runs/auto" in lines
     assert "catalens train --data fashion-mnist --model fastcnn --epochs 18 --out runs/fm" in lines
+
+
+def test_every_option_is_declared_once_and_reaches_config_data_options_and_help():
+    """options.py is the one schema: TrainConfig and DataOptions are built from it, and each command's --help
+    lists exactly the options that name the command."""
+    from dataclasses import fields
+
+    from catalens.config import TrainConfig
+    from catalens.data import DataOptions
+    from catalens.options import EXPORT, OPTIONS, STATS, TRAIN
+
+    assert [f.name for f in fields(TrainConfig)] == [option.name for option in OPTIONS]
+    assert {f.name for f in fields(DataOptions)} == {option.name for option in OPTIONS if option.data}
+    assert TrainConfig().max_distance == DataOptions().max_distance == 6
+    for command, args in ((TRAIN, ["train"]), (STATS, ["catalog", "stats"]), (EXPORT, ["catalog", "export"])):
+        text = run_cli(*args, "--help").stdout
+        for option in OPTIONS:
+            if command != TRAIN and option.name in ("data", "out"):  # their own argument, their own --out
+                continue
+            flag = option.declaration.split("/")[0]
+            assert (flag in text) == (command in option.commands), (command, flag)

@@ -14,7 +14,7 @@ PACKAGE = Path(catalens.__file__).parent
 # Stages, earliest first. A module's stage is that of its longest matching prefix.
 STAGES = [
     ("base", ["catalens", "errors", "progress", "cache", "checksums", "metrics", "plots", "images", "preprocess",
-              "data_options", "provenance"]),
+              "options", "data_options", "provenance"]),
     ("data", ["catalog", "categories", "labels", "splits", "dedupe", "download", "sources", "data",
               "bson_generate", "leakage"]),
     ("models", ["models", "pretrained", "finetune", "linear_head", "prefix_cache", "onnx_backend"]),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..options import BY_NAME
+
 
 @dataclass
 class ModelEntry:
@@ -17,7 +19,7 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {}
-DEFAULT_MODEL = "fastcnn"
+DEFAULT_MODEL = BY_NAME["model"].default  # fastcnn
 
 
 def register_model(name: str, description: str, default_input_size: tuple[int, int] | None = None):
