@@ -254,12 +254,20 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest image, checked before decoding."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CATALENS_API_KEY", help="Require this "
-                                          "X-API-Key header on /v1/* (the page asks for it)."),
+                                          "X-API-Key header on /v1/* (predict, model, history, thumbnails, export; "
+                                          "the page asks for it); /healthz, /readyz and /metrics stay open. "
+                                          "Required with a --host beyond loopback."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
                                           "(repeatable), e.g. https://shop.example.com."),
     keep_originals: bool = typer.Option(False, "--keep-originals", help="Store uploaded images in the history, "
                                         "not only thumbnails."),
-    urls: bool = typer.Option(True, "--urls/--no-urls", help="Fetch images by URL when a request gives one."),
+    urls: bool = typer.Option(True, "--urls/--no-urls", help="Fetch images by URL when a request gives one "
+                              "(never from loopback, private or link-local addresses, redirects included)."),
+    allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Also fetch URLs inside the "
+                                            "network (an intranet's image server); off by default: a client could "
+                                            "otherwise read internal hosts through this server."),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve beyond loopback without an API "
+                                          "key (refused by default)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ):
     """Serve a model: REST API, a web page for uploads, and a prediction history that survives restarts.
@@ -282,7 +290,8 @@ def serve(
     run_server(model, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
         db=db, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
         max_pixels=int(max_megapixels * 1e6), api_key=api_key, cors_origins=cors_origin,
-        keep_originals=keep_originals, allow_urls=urls))
+        keep_originals=keep_originals, allow_urls=urls, allow_private_urls=allow_private_urls),
+        insecure_no_auth=insecure_no_auth)
 
 
 @zoomed_app.command("bootstrap")

@@ -19,6 +19,7 @@ import httpx
 from PIL import Image
 
 from .cache import cache_root
+from .safe_urls import SafeClient, UrlForbidden
 
 # Defaults; CATALENS_DOWNLOAD_MAX_BYTES, _TIMEOUT and _RETRIES override them when a Downloader is made.
 MAX_BYTES = 20 * 1024 * 1024
@@ -55,8 +56,9 @@ def check_image_bytes(data: bytes) -> str:
         raise Permanent(f"not an image ({type(error).__name__})") from error
 
 
-def fetch_once(client: httpx.Client, url: str, max_bytes: int) -> bytes:
-    with client.stream("GET", url) as response:
+def fetch_once(client: SafeClient, url: str, max_bytes: int) -> bytes:
+    response = client.open(url)
+    try:
         if 400 <= response.status_code < 500 and response.status_code not in (408, 429):  # 408, 429: try again
             raise Permanent(f"HTTP {response.status_code}")
         response.raise_for_status()
@@ -70,16 +72,21 @@ def fetch_once(client: httpx.Client, url: str, max_bytes: int) -> bytes:
                 raise Permanent(f"larger than the {max_bytes // (1024 * 1024)} MB limit")
             chunks.append(chunk)
         return b"".join(chunks)
+    finally:
+        response.close()
 
 
 class Downloader:
     def __init__(self, cache: Path | None = None, workers: int = 16, timeout: float | None = None,
-                 retries: int | None = None, max_bytes: int | None = None, backoff: float = BACKOFF_S):
+                 retries: int | None = None, max_bytes: int | None = None, backoff: float = BACKOFF_S,
+                 allow_private: bool = False):
+        """`allow_private`: fetch URLs at private, loopback or link-local addresses too (safe_urls.py)."""
         timeout = float(os.environ.get("CATALENS_DOWNLOAD_TIMEOUT", TIMEOUT_S)) if timeout is None else timeout
         retries = int(os.environ.get("CATALENS_DOWNLOAD_RETRIES", RETRIES)) if retries is None else retries
         max_bytes = int(os.environ.get("CATALENS_DOWNLOAD_MAX_BYTES", MAX_BYTES)) if max_bytes is None else max_bytes
         self.cache = Path(cache) if cache else default_cache()
         self.workers, self.retries, self.max_bytes, self.backoff = workers, retries, max_bytes, backoff
+        self.allow_private = allow_private
         self.timeout = httpx.Timeout(timeout)
 
     def _url_file(self, url: str) -> Path:
@@ -108,7 +115,7 @@ class Downloader:
         pointer.write_text(name)
         return path
 
-    def fetch(self, client: httpx.Client, url: str) -> Fetched:
+    def fetch(self, client: SafeClient, url: str) -> Fetched:
         path = self.cached(url)
         if path:
             return Fetched(url, path)
@@ -119,7 +126,7 @@ class Downloader:
             try:
                 data = fetch_once(client, url, self.max_bytes)
                 return Fetched(url, self.store(url, data, check_image_bytes(data)))
-            except Permanent as failure:
+            except (Permanent, UrlForbidden) as failure:
                 return Fetched(url, None, str(failure))
             except httpx.TimeoutException:
                 error = f"timed out after {self.timeout.read:g} s"
@@ -133,9 +140,10 @@ class Downloader:
         unique = list(dict.fromkeys(urls))
         results: dict[str, Fetched] = {}
         limits = httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers)
-        with httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits) as client, \
-                ThreadPoolExecutor(self.workers) as pool:
-            for fetched in pool.map(lambda url: self.fetch(client, url), unique):
+        with httpx.Client(timeout=self.timeout, follow_redirects=False, limits=limits) as client, \
+                ThreadPoolExecutor(self.workers) as pool:  # redirects: followed by SafeClient, each hop checked
+            safe = SafeClient(client, self.allow_private)
+            for fetched in pool.map(lambda url: self.fetch(safe, url), unique):
                 results[fetched.url] = fetched
                 if progress_callback:
                     progress_callback()

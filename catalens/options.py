@@ -76,6 +76,8 @@ OPTIONS: list[Option] = [
                 "needed to train)."),
     data_option("columns", str, None, "csv/sql: other names, key=name,... (csv keys: posting_id, image, "
                 "image_phash, title, label_group; sql: Product, Product.Title, Image.Url, ...)."),
+    data_option("allow_private_urls", bool, False, "sql: also fetch image URLs at private, loopback or link-local "
+                "addresses (a catalog on an intranet) [default: refused, like every address inside the network]."),
     data_option("split_ratios", tuple, (0.8, 0.1, 0.1), "train, val, test shares when the data has no splits.",
                 ()),
     data_option("val_fraction", float, None, "Share of train used for validation when the data has no val split "

@@ -16,7 +16,7 @@ STAGES = [
     ("base", ["catalens", "errors", "progress", "cache", "checksums", "metrics", "plots", "images", "preprocess",
               "options", "data_options", "provenance"]),
     ("data", ["catalog", "categories", "labels", "splits", "dedupe", "download", "sources", "data",
-              "bson_generate", "leakage"]),
+              "bson_generate", "leakage", "safe_urls"]),
     ("models", ["models", "pretrained", "finetune", "linear_head", "prefix_cache", "onnx_backend"]),
     ("loading", ["augment", "batches", "features"]),
     ("rundir", ["card", "run"]),

@@ -111,7 +111,7 @@ class ImageServer(http.server.ThreadingHTTPServer):
 
 def serve(photo: Path):
     data = photo.read_bytes()
-    calls = {"flaky": 0}
+    calls = {"flaky": 0, "all": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -125,6 +125,7 @@ def serve(photo: Path):
             self.wfile.write(body)
 
         def do_GET(self):  # noqa: N802 - the http.server API
+            calls["all"] += 1
             if self.path.startswith("/ok/"):
                 self.reply(200, data)
             elif self.path == "/html":
@@ -144,6 +145,7 @@ def serve(photo: Path):
                 self.reply(404, b"not found", "text/plain")
 
     server = ImageServer(("127.0.0.1", 0), Handler)
+    server.calls = calls
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -185,10 +187,14 @@ def test_sql_products_images_descriptions_and_bad_urls(database, tmp_path, monke
     monkeypatch.setenv("CATALENS_DOWNLOAD_RETRIES", "2")
     try:
         write_product_db(sa.create_engine(database), catalog_products(tmp_path, base_url))
-        catalog = load_catalog(database, DataOptions(label_column="Category", images=str(tmp_path / "images")),
-                               split=False)
+        refused = load_catalog(database, DataOptions(label_column="Category", images=str(tmp_path / "images")),
+                               split=False)  # image URLs on 127.0.0.1 are inside the network: not fetched
+        assert server.calls["all"] == 0
+        catalog = load_catalog(database, DataOptions(label_column="Category", images=str(tmp_path / "images"),
+                                                     allow_private_urls=True), split=False)  # the intranet opt-in
     finally:
         server.shutdown()
+    assert "inside the network" in {p["ref"].split()[1]: p["reason"] for p in refused.problems}["4"]
     table = catalog.table.set_index("item_id")
     assert sorted(table.index, key=int) == ["1", "2", "4", "10"]
     assert table.loc["1", "ref"].endswith("shoe.jpg") and table.loc["2", "ref"].endswith("other.jpg")

@@ -82,7 +82,8 @@ BAD_REQUESTS = {
     "json without images": (422, {"json": {"pictures": []}}),
     "bad base64": (400, {"json": {"images": [{"base64": "***"}]}}),
     "file path as url": (400, {"json": {"images": [{"url": "file:///etc/passwd"}]}}),
-    "unreachable url": (422, {"json": {"images": [{"url": "http://127.0.0.1:9/photo.jpg"}]}}),
+    "unreachable url": (422, {"json": {"images": [{"url": "http://no-such-host.invalid/photo.jpg"}]}}),
+    "loopback url": (400, {"json": {"images": [{"url": "http://127.0.0.1:9/photo.jpg"}]}}),
     "50 MB upload": (413, {"files": {"file": ("big.jpg", b"\xff\xd8" + bytes(50_000_000))}}),
     "text/plain": (415, {"content": b"hello", "headers": {"content-type": "text/plain"}}),
 }
@@ -252,3 +253,105 @@ def test_page_in_headless_chromium(small_model_dir, tmp_path):
             browser.close()
     finally:
         stop_server(process)
+
+
+class RecordingServer:
+    """An HTTP server on 127.0.0.1 that logs every request: an internal host that must never be reached."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict, bytes]]):
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802 - the http.server API
+                outer.requests.append(self.path)
+                status, headers, body = routes.get(self.path, (404, {}, b"no"))
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_urls_inside_the_network_are_refused_before_anything_is_sent(small_model_dir, tmp_path, monkeypatch):
+    """SSRF: loopback in four spellings, IPv6 loopback, private, link-local (cloud metadata) and unspecified
+    addresses are refused with 400 url_forbidden, and the internal server logs no request; a public URL that
+    redirects inside is refused at the redirect (the public host answered, the internal one was never asked).
+    The answer is the same whether or not something listens there."""
+    from catalens import safe_urls
+
+    internal = RecordingServer({"/internal.jpg": (200, {"Content-Type": "image/jpeg"}, photo())})
+    shop = RecordingServer({"/photo.jpg": (302, {"Location": f"http://127.0.0.1:{internal.port}/internal.jpg"}, b"")})
+    real_resolve, real_forbidden, asked = safe_urls.resolve, safe_urls.forbidden_address, {}
+
+    def resolve(host, port):  # shop.example stands for a public web shop: it resolves to the test server
+        asked["host"] = host
+        return ["127.0.0.1"] if host == "shop.example" else real_resolve(host, port)
+
+    monkeypatch.setattr(safe_urls, "resolve", resolve)
+    monkeypatch.setattr(safe_urls, "forbidden_address",
+                        lambda address: asked.get("host") != "shop.example" and real_forbidden(address))
+    app = create_app(small_model_dir, ServeOptions(db=f"sqlite:///{tmp_path / 'h.db'}"))
+    port = internal.port
+    urls = [f"http://127.0.0.1:{port}/internal.jpg", f"http://localhost:{port}/internal.jpg",
+            f"http://[::ffff:127.0.0.1]:{port}/internal.jpg", f"http://0x7f000001:{port}/internal.jpg",
+            f"http://[::1]:{port}/internal.jpg", "http://10.0.0.1/x.jpg", "http://169.254.169.254/latest/meta-data",
+            "http://0.0.0.0/x.jpg", "http://127.0.0.1:9/closed.jpg", f"http://shop.example:{shop.port}/photo.jpg"]
+    try:
+        with TestClient(app) as client:
+            answers = {url: client.post("/v1/predict", json={"images": [{"url": url}]}) for url in urls}
+            history = client.get("/v1/history").json()["items"]
+    finally:
+        internal.close()
+        shop.close()
+    for url, response in answers.items():
+        assert response.status_code == 400, (url, response.text)
+        assert response.json()["error"]["code"] == "url_forbidden", url
+    assert answers[urls[0]].json() == answers["http://127.0.0.1:9/closed.jpg"].json()  # open or closed: same
+    assert internal.requests == [] and shop.requests == ["/photo.jpg"] and history == []
+
+
+def test_private_urls_are_fetched_only_with_the_opt_in(small_model_dir, tmp_path):
+    internal = RecordingServer({"/shirt.jpg": (200, {"Content-Type": "image/jpeg"}, photo())})
+    app = create_app(small_model_dir, ServeOptions(db=f"sqlite:///{tmp_path / 'h.db'}", allow_private_urls=True))
+    try:
+        with TestClient(app) as client:
+            response = client.post("/v1/predict", json={"images": [{"url": f"http://127.0.0.1:{internal.port}/shirt.jpg"}]})
+    finally:
+        internal.close()
+    assert response.status_code == 200 and internal.requests == ["/shirt.jpg"]
+
+
+def test_serving_beyond_loopback_needs_an_api_key(small_model_dir, tmp_path):
+    """--host 0.0.0.0 without --api-key (or CATALENS_API_KEY) is refused in one line; with a key, or with
+    --insecure-no-auth, it starts; loopback needs nothing."""
+    from catalens.serve import check_auth
+
+    executable = Path(sys.executable).parent / "catalens"
+    env = {key: value for key, value in os.environ.items() if key != "CATALENS_API_KEY"}
+    refused = subprocess.run([str(executable), "serve", str(small_model_dir), "--host", "0.0.0.0", "--port",
+                              str(free_port()), "--db", f"sqlite:///{tmp_path / 'h.db'}"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2 and "--api-key" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    check_auth("0.0.0.0", "secret", False)
+    check_auth("0.0.0.0", None, True)
+    check_auth("127.0.0.1", None, False)
+    check_auth("::1", None, False)
+    check_auth("localhost", None, False)
+    from catalens import CatalensError
+
+    with pytest.raises(CatalensError):
+        check_auth("::", None, False)

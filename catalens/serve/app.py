@@ -31,6 +31,7 @@ from starlette.routing import Match
 
 from ..predict import top_k_entries
 from ..run import Model
+from ..safe_urls import AsyncSafeClient
 from .batcher import MicroBatcher
 from .history import History
 from .inputs import InputError, decode_base64, decode_upload, fetch_url
@@ -50,6 +51,7 @@ class ServeOptions:
     cors_origins: list[str] = field(default_factory=list)
     keep_originals: bool = False
     allow_urls: bool = True
+    allow_private_urls: bool = False  # fetch URLs inside the network too (safe_urls.py); off: SSRF-safe
     url_timeout_s: float = 5.0
 
     @property
@@ -120,15 +122,16 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
     metrics = Metrics()
     batcher = MicroBatcher(model, options.max_batch, options.max_wait_ms,
                            observe_batch=metrics.batch_size.observe, observe_queue=metrics.queue_depth.set)
-    http: dict[str, httpx.AsyncClient] = {}
+    http: dict[str, AsyncSafeClient] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        http["client"] = httpx.AsyncClient(timeout=options.url_timeout_s, follow_redirects=True)
+        http["client"] = AsyncSafeClient(httpx.AsyncClient(timeout=options.url_timeout_s, follow_redirects=False),
+                                         options.allow_private_urls)  # each redirect hop is checked there
         yield
         await batcher.stop()
-        await http["client"].aclose()
+        await http["client"].client.aclose()
         history.engine.dispose()
 
     app = FastAPI(title="catalens", version="1", lifespan=lifespan,

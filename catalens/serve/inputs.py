@@ -14,6 +14,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from ..images import load_image
+from ..safe_urls import AsyncSafeClient, UrlForbidden
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
@@ -70,20 +71,28 @@ def decode_base64(text: str, name: str, max_bytes: int) -> bytes:
         raise InputError(400, f"{name}: not valid base64", "bad_base64") from None
 
 
-async def fetch_url(client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
-    """The bytes at an http(s) URL, streamed with a size cap; unreachable or failing URLs are a 422."""
+async def fetch_url(client: AsyncSafeClient, url: str, max_bytes: int) -> bytes:
+    """The bytes at an http(s) URL, streamed with a size cap. A URL inside the network (safe_urls.py) is a 400
+    `url_forbidden` with nothing sent; an unreachable or failing public URL is a 422."""
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         raise InputError(400, f"{str(url)[:100]!r} is not an http(s) URL", "bad_url")
     try:
-        async with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise InputError(422, f"{url}: the server answered {response.status_code}", "url_failed")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InputError(413, f"{url}: over the {max_bytes / 1e6:.0f} MB limit", "too_large")
-                chunks.append(chunk)
-            return b"".join(chunks)
+        response = await client.open(url)
+    except UrlForbidden as error:
+        raise InputError(400, str(error), "url_forbidden") from None
     except httpx.HTTPError as error:
         raise InputError(422, f"{url}: could not be fetched ({type(error).__name__})", "url_failed") from None
+    try:
+        if response.status_code != 200:
+            raise InputError(422, f"{url}: the server answered {response.status_code}", "url_failed")
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise InputError(413, f"{url}: over the {max_bytes / 1e6:.0f} MB limit", "too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except httpx.HTTPError as error:
+        raise InputError(422, f"{url}: could not be fetched ({type(error).__name__})", "url_failed") from None
+    finally:
+        await response.aclose()

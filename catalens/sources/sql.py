@@ -159,7 +159,7 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
         root = Path(options.images).expanduser()
     else:
         root = Path(url.database).resolve().parent if url.get_backend_name() == "sqlite" else Path.cwd()
-    refs, problems = resolve_images(columns["id"], columns["url"], root)
+    refs, problems = resolve_images(columns["id"], columns["url"], root, options.allow_private_urls)
     labelled = bool(options.label_column)
     keep = [i for i, ref in enumerate(refs) if ref and (columns["label"][i] or not labelled)]
     problems += [{"ref": f"product {columns['id'][i]}", "reason": "no label"} for i, ref in enumerate(refs)
@@ -189,7 +189,8 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     return catalog
 
 
-def resolve_images(ids: list[str], urls: list[str], root: Path) -> tuple[list[str | None], list[dict]]:
+def resolve_images(ids: list[str], urls: list[str], root: Path,
+                   allow_private: bool = False) -> tuple[list[str | None], list[dict]]:
     """Absolute local paths for every product's image (downloaded when a URL), or None with a problem."""
     refs: list[str | None] = [None] * len(urls)
     problems = []
@@ -197,7 +198,8 @@ def resolve_images(ids: list[str], urls: list[str], root: Path) -> tuple[list[st
     if remote:
         with make_progress() as bar:
             task = bar.add_task("downloading images", total=len(remote))
-            fetched = Downloader().fetch_all([urls[i] for i in remote], lambda: bar.advance(task))
+            fetched = Downloader(allow_private=allow_private).fetch_all([urls[i] for i in remote],
+                                                                        lambda: bar.advance(task))
         for i in remote:
             result = fetched[urls[i]]
             if result.path:
