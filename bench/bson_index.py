@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
 
-    from catalens.bson_generate import generate_bson, parse_size
+    from catalens.data.bson_generate import generate_bson, parse_size
 
     path = Path(args.file)
     if not path.exists() or path.stat().st_size < parse_size(args.size):

@@ -17,8 +17,8 @@ import torch
 from common import record
 
 from catalens.models import create_model
+from catalens.models.onnx_backend import export_onnx
 from catalens.models.timm_models import timm_preprocessing
-from catalens.onnx_backend import export_onnx
 
 
 def timed(function, seconds: float = 5.0) -> list[float]:

@@ -50,12 +50,12 @@ def probe() -> dict:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from catalens.batches import make_batches
     from catalens.data import DataOptions, load_catalog
-    from catalens.features import extract_features, feature_function
+    from catalens.engine.train import TrainConfig, make_preprocessing
+    from catalens.loading.batches import make_batches
     from catalens.models import create_model
-    from catalens.pretrained import load_pretrained
-    from catalens.train import TrainConfig, make_preprocessing
+    from catalens.models.features import extract_features, feature_function
+    from catalens.models.pretrained import load_pretrained
 
     started = time.perf_counter()
     catalog = load_catalog(DATA, DataOptions())

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from common import SHARED, catalens, record
 
-from catalens.run import Model
-from catalens.sort import sort_folder
+from catalens.apps.sort import sort_folder
+from catalens.rundir.run import Model
 
 CLOTHING = SHARED / "clothing-small"
 PRODUCTS = SHARED / "fashion-products" / "images"

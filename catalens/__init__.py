@@ -6,6 +6,12 @@
     model = catalens.Model.load("runs/fm")
     model.predict(["shoe.jpg"], k=3)   # [[("Sneaker", 0.93), ("Sandal", 0.05), ...]]
 
+The package follows the data flow, one subpackage per stage, each importing only earlier ones (tests/
+test_layers.py): data (sources, Catalog, labels, splits, dedupe, downloads), loading (preprocessing,
+augmentation, batches), models (registry, CNNs, timm, pretrained weights, freezing, features), rundir (model card,
+Model), engine (config, trainer, train, auto recipe, metrics), inference (predict, products, submission), report
+(evaluate, plots, stats), apps (sort, zoomed, demo, serve), and cli.py over them.
+
 The names below are imported on first use, so importing a light module (the BSON index, the CLI for --help)
 does not pay for importing PyTorch.
 """
@@ -16,8 +22,8 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_LAZY = {"Catalog": "catalog", "DataOptions": "data", "load_catalog": "data", "CatalensError": "errors",
-         "evaluate": "evaluate", "predict": "predict", "Model": "run", "train": "train"}
+_LAZY = {"Catalog": "data.catalog", "DataOptions": "data", "load_catalog": "data", "CatalensError": "errors",
+         "evaluate": "report.evaluate", "predict": "inference.predict", "Model": "rundir.run", "train": "engine.train"}
 __all__ = [*_LAZY, "__version__"]
 
 

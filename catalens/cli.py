@@ -10,8 +10,8 @@ from typing import Optional
 import click
 import typer
 
-from .errors import CatalensError
-from .options import BY_NAME, DATA_HELP, EXPORT, STATS, TRAIN, with_options
+from catalens.errors import CatalensError
+from catalens.options import BY_NAME, DATA_HELP, EXPORT, STATS, TRAIN, with_options
 
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
@@ -58,8 +58,8 @@ def train(
       catalens train --data photos/ --model tf_efficientnet_lite0 --pretrained --freeze backbone --out runs/p
       catalens train --data bson:train.bson --level 2 --sample 100000 --min-per-class 50 --out runs/cd
     """
-    from .config import make_config
-    from .train import train as run_train
+    from catalens.engine.config import make_config
+    from catalens.engine.train import train as run_train
 
     overrides = options
     data, out = options.get("data"), options.get("out")
@@ -73,7 +73,7 @@ def train(
         raise CatalensError("give --data DATA (a folder or fashion-mnist) or --config FILE")
     if not out and not config:
         raise CatalensError("give --out RUN_DIR, the directory the run is written to")
-    from .recipes import auto_train, wants_auto
+    from catalens.engine.recipes import auto_train, wants_auto
 
     if wants_auto(overrides, config):
         auto_train(overrides, time_budget)
@@ -104,7 +104,7 @@ def evaluate(
     Writes metrics.json, report.md and PNG plots to --out. Example:
     catalens evaluate runs/fm --data fashion-mnist --out runs/fm/eval
     """
-    from .evaluate import evaluate as run_evaluate
+    from catalens.report.evaluate import evaluate as run_evaluate
 
     run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
                  backend=backend, data_overrides={"categories": categories, "sample": sample},
@@ -122,7 +122,7 @@ def export(
 
     The file is then a MODEL for evaluate and predict: catalens predict model.onnx photos/ --backend onnx
     """
-    from .run import export_model
+    from catalens.rundir.run import export_model
 
     if export_format != "onnx":
         raise CatalensError(f"unknown export format {export_format!r}; catalens exports onnx")
@@ -158,12 +158,12 @@ def predict(
       catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
       catalens predict runs/cd bson:test.bson --submission submission.csv
     """
-    from .data import DataOptions
-    from .predict import predict as run_predict
+    from catalens.data import DataOptions
+    from catalens.inference.predict import predict as run_predict
 
     if submission:
-        from .run import Model
-        from .submission import write_submission
+        from catalens.inference.submission import write_submission
+        from catalens.rundir.run import Model
 
         if len(inputs) != 1:
             raise CatalensError("--submission takes one input, the BSON dump: bson:test.bson")
@@ -210,8 +210,8 @@ def sort_command(
       catalens sort zoomed.onnx inbox/ sorted/ --mode move
       catalens sort runs/zoomed photos/ sorted/ --dry-run
     """
-    from .run import Model
-    from .sort import sort_folder, write_errors
+    from catalens.apps.sort import sort_folder, write_errors
+    from catalens.rundir.run import Model
 
     loaded = Model.load(model, backend=backend)
     summary = sort_folder(loaded, input_dir, output_dir, mode=mode, threshold=threshold, k=top_k, dry_run=dry_run,
@@ -284,8 +284,8 @@ def serve(
       catalens serve model.onnx --port 9000 --db postgresql+psycopg://catalens@db/catalens --api-key SECRET
       curl -F file=@shirt.jpg http://127.0.0.1:8000/v1/predict?k=3
     """
-    from .serve import ServeOptions
-    from .serve import serve as run_server
+    from catalens.apps.serve import ServeOptions
+    from catalens.apps.serve import serve as run_server
 
     run_server(model, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
         db=db, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
@@ -320,7 +320,7 @@ def zoomed_bootstrap(
       catalens zoomed bootstrap --from clothing/validation --out zoomed-test --val-fraction 1
       catalens evaluate runs/zoomed --data zoomed-test --split val --out runs/zoomed/test
     """
-    from .zoomed import bootstrap
+    from catalens.apps.zoomed import bootstrap
 
     try:
         low, high = (float(value) for value in area.split(","))
@@ -351,8 +351,8 @@ def catalog_stats(
       catalens catalog stats csv:shopee/train.csv --top-groups 21 --dedupe --json
       catalens catalog stats sqlite:///products.db --label-column Category
     """
-    from .stats import catalog_stats as compute
-    from .stats import print_stats
+    from catalens.report.stats import catalog_stats as compute
+    from catalens.report.stats import print_stats
 
     stats = compute(data, given_data_options(options), verify=verify)
     if as_json:
@@ -374,7 +374,7 @@ def catalog_export(
 
     Example: catalens catalog export sqlite:///products.db --label-column Category --out catalog.csv
     """
-    from .stats import export_catalog
+    from catalens.report.stats import export_catalog
 
     rows = export_catalog(data, out, given_data_options(options), verify=verify)
     print(f"{rows:,} rows written to {out}", file=sys.stderr)
@@ -397,7 +397,7 @@ def bson_generate(
 
     Example: catalens bson generate data/train.bson --images photos/ --categories category_names.csv --size 2GB
     """
-    from .bson_generate import generate_bson
+    from catalens.data.bson_generate import generate_bson
 
     result = generate_bson(out, images, categories, size=size, products=products, classes=classes, test=test,
                            seed=seed, quality=quality)
@@ -412,7 +412,7 @@ def bson_index(
 ):
     """Build (or check) the index of a BSON dump: one pass reading only document headers. Every command that
     reads bson:FILE does this on first use; the index is saved beside the file (or in the cache directory)."""
-    from .sources.bson_index import open_index
+    from catalens.data.sources.bson_index import open_index
 
     index = open_index(file, rebuild=rebuild)
     summary = index.summary()
@@ -426,9 +426,9 @@ def bson_index(
 @app.command()
 def models():
     """List the models you can pass to --model."""
-    from .models import MODELS
-    from .models.timm_models import LISTED_BACKBONES, timm_preprocessing
-    from .pretrained import PACKAGED_WEIGHTS, install_hint, packaged_weights_file
+    from catalens.models import MODELS
+    from catalens.models.pretrained import PACKAGED_WEIGHTS, install_hint, packaged_weights_file
+    from catalens.models.timm_models import LISTED_BACKBONES, timm_preprocessing
 
     for entry in MODELS.values():
         print(f"{entry.name:22s} {entry.description}")
@@ -449,14 +449,14 @@ def demo(
     data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist or fashion-mnist:DIR."),
 ):
     """Train the default model on Fashion-MNIST for a few minutes and evaluate it on the test set."""
-    from .demo import run_demo
+    from catalens.apps.demo import run_demo
 
     run_demo(out, epochs, data)
 
 
 def given_data_options(options: dict):
     """DataOptions from the options given on the command line (the others keep their defaults)."""
-    from .data import DataOptions
+    from catalens.data import DataOptions
 
     return DataOptions(**{key: value for key, value in options.items() if value is not None})
 

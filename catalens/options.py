@@ -1,6 +1,6 @@
 """Every training and data option, declared once: name, type, default, help, and the commands that take it.
 
-TrainConfig (config.py), DataOptions (data_options.py) and the options of `catalens train`, `catalens catalog
+TrainConfig (engine/config.py), DataOptions (data/options.py) and the options of `catalens train`, `catalens catalog
 stats` and `catalens catalog export` (cli.py) are all built from OPTIONS, like Ultralytics' one default.yaml:
 adding an option is one entry here (and the code that uses it).
 """

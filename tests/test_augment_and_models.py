@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from catalens import CatalensError
-from catalens.augment import PRESETS, get_preset, random_resized_crop
+from catalens.loading.augment import PRESETS, get_preset, random_resized_crop
 from catalens.models import create_model
 
 

@@ -14,11 +14,11 @@ import pytest
 from conftest import shared
 
 from catalens import CatalensError
-from catalens.bson_generate import generate_bson
-from catalens.categories import CategoryTree
 from catalens.data import DataOptions, load_catalog
-from catalens.products import average_by_product
-from catalens.sources.bson_index import build_index, open_index
+from catalens.data.bson_generate import generate_bson
+from catalens.data.categories import CategoryTree
+from catalens.data.sources.bson_index import build_index, open_index
+from catalens.inference.products import average_by_product
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +186,8 @@ def test_levels_above_3_need_the_tree(tmp_path):
 
 def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
     import catalens
-    from catalens.run import Model
-    from catalens.submission import write_submission
+    from catalens.inference.submission import write_submission
+    from catalens.rundir.run import Model
 
     run = catalens.train(data=f"bson:{dump / 'train.bson'}", model="cnn3", out=str(tmp_path / "run"), epochs=1,
                          input_size=32, workers=0).run_dir
@@ -224,8 +224,8 @@ def test_submission_is_one_row_per_product_and_resumes(dump, tmp_path):
 
 def test_submission_needs_a_leaf_level_model(dump, tmp_path):
     import catalens
-    from catalens.run import Model
-    from catalens.submission import write_submission
+    from catalens.inference.submission import write_submission
+    from catalens.rundir.run import Model
 
     run = catalens.train(data=f"bson:{dump / 'train.bson'}", level=1, model="cnn3", out=str(tmp_path / "run"),
                          epochs=1, input_size=32, workers=0).run_dir

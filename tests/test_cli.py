@@ -122,8 +122,8 @@ def test_every_option_is_declared_once_and_reaches_config_data_options_and_help(
     lists exactly the options that name the command."""
     from dataclasses import fields
 
-    from catalens.config import TrainConfig
     from catalens.data import DataOptions
+    from catalens.engine.config import TrainConfig
     from catalens.options import EXPORT, OPTIONS, STATS, TRAIN
 
     assert [f.name for f in fields(TrainConfig)] == [option.name for option in OPTIONS]

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_cli, shared
 
-from catalens.sources import open_source
+from catalens.data.sources import open_source
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_stats_on_real_photos():
 
 def test_photos_decode_to_rgb_at_model_size():
     catalog = open_source(str(shared("clothing-small")))
-    from catalens.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
     prep = Preprocessing(input_size=(224, 224), channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     tensor = prep.prepare(catalog.read(0))

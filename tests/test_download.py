@@ -8,7 +8,7 @@ import pytest
 from conftest import shared
 
 from catalens import CatalensError
-from catalens.sources import idx, open_source
+from catalens.data.sources import idx, open_source
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from PIL import Image
 
 from catalens.errors import CatalensError
 from catalens.models import canonical_model_name, create_model
-from catalens.pretrained import load_pretrained, packaged_weights_file
+from catalens.models.pretrained import load_pretrained, packaged_weights_file
 
 
 def packaged(name: str) -> None:
@@ -35,12 +35,12 @@ def test_linear_head_matches_or_beats_logistic_regression_on_the_same_cached_fea
     packaged("tf_efficientnet_lite0")
     from sklearn.linear_model import LogisticRegression
 
-    from catalens.batches import make_batches
     from catalens.data import DataOptions, load_catalog
-    from catalens.features import extract_features, feature_function
-    from catalens.linear_head import fit_linear_head
-    from catalens.splits import stratified_sample
-    from catalens.train import TrainConfig, make_preprocessing
+    from catalens.data.splits import stratified_sample
+    from catalens.engine.train import TrainConfig, make_preprocessing
+    from catalens.loading.batches import make_batches
+    from catalens.models.features import extract_features, feature_function
+    from catalens.models.linear_head import fit_linear_head
 
     catalog = load_catalog(str(shared("clothing-small")), DataOptions())
     preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True), catalog)
@@ -63,7 +63,7 @@ def test_linear_head_matches_or_beats_logistic_regression_on_the_same_cached_fea
 
 
 def test_linear_head_recovers_a_separable_problem_and_never_predicts_an_absent_class():
-    from catalens.linear_head import fit_linear_head
+    from catalens.models.linear_head import fit_linear_head
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (3, 16))
@@ -82,8 +82,8 @@ def test_packaged_lite1_and_lite2_weights_recognise_real_photos(name):
     packaged(name)
     from timm.data import ImageNetInfo
 
+    from catalens.loading.preprocess import Preprocessing
     from catalens.models.timm_models import timm_preprocessing
-    from catalens.preprocess import Preprocessing
 
     model = create_model(name, num_classes=1000).eval()
     load_pretrained(model, name)
@@ -116,14 +116,14 @@ def test_ensemble_names_mirror_and_freeze():
     with torch.no_grad():
         torch.testing.assert_close(model(images), model(images.flip(3)), atol=1e-5, rtol=1e-4)
         assert model.forward_head(model.forward_features(images), pre_logits=True).shape == (2, 1280 + 1280)
-    from catalens.finetune import FreezePlan
+    from catalens.models.finetune import FreezePlan
 
     with pytest.raises(CatalensError, match="--freeze backbone"):
         FreezePlan(model, "ensemble:x", "2", None)
 
 
 def test_missing_weights_package_names_the_extra(monkeypatch):
-    import catalens.pretrained as pretrained
+    from catalens.models import pretrained
 
     monkeypatch.setattr(pretrained, "packaged_weights_file", lambda name: None)
     monkeypatch.setenv("CATALENS_OFFLINE", "1")
@@ -163,9 +163,9 @@ def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for
 
 
 def test_scores_on_bootstrapped_data_are_labelled(tmp_path):
-    from catalens.evaluate import render_report
-    from catalens.provenance import provenance
-    from catalens.zoomed import bootstrap
+    from catalens.apps.zoomed import bootstrap
+    from catalens.data.provenance import provenance
+    from catalens.report.evaluate import render_report
 
     photos = tmp_path / "photos" / "shirt"
     photos.mkdir(parents=True)
@@ -188,8 +188,8 @@ def test_cached_prefix_fine_tune_trains_the_last_stage_only_and_reloads_with_the
     the reloaded model scores the validation photos as training did (the cache is half precision: losses
     agree to 1e-2, predictions exactly)."""
     packaged("tf_efficientnet_lite0")
-    from catalens.batches import make_batches
-    from catalens.run import Model
+    from catalens.loading.batches import make_batches
+    from catalens.rundir.run import Model
 
     run = tmp_path / "partial"
     result = run_cli("train", "--data", str(shared("clothing-small")), "--model", "tf_efficientnet_lite0",
@@ -206,8 +206,8 @@ def test_cached_prefix_fine_tune_trains_the_last_stage_only_and_reloads_with_the
     assert not torch.equal(model.module.blocks[6][0].conv_pw.weight, pretrained.blocks[6][0].conv_pw.weight)
     assert not torch.equal(model.module.conv_head.weight, pretrained.conv_head.weight)
     from catalens.data import DataOptions, load_catalog
-    from catalens.preprocess import Preprocessing
-    from catalens.splits import stratified_sample
+    from catalens.data.splits import stratified_sample
+    from catalens.loading.preprocess import Preprocessing
 
     validation = load_catalog(str(shared("clothing-small")), DataOptions()).split("val")
     validation = stratified_sample(validation, 80 // 4, 0)  # what `--limit 80` validates on

@@ -5,7 +5,7 @@ import pytest
 from conftest import jpeg_bytes, pattern
 from PIL import Image
 
-from catalens.images import check_image, load_image
+from catalens.data.images import check_image, load_image
 
 
 def save(image: Image.Image, path, **kwargs):
@@ -70,7 +70,7 @@ def test_bad_files_are_reported_with_a_reason(tmp_path):
 
 
 def test_squash_resize_keeps_the_whole_photo():
-    from catalens.preprocess import Preprocessing
+    from catalens.loading.preprocess import Preprocessing
 
     portrait = np.zeros((200, 100, 3), np.uint8)
     portrait[:20] = 255  # a white band at the top that a centre crop cuts off

@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 
 from catalens import CatalensError
-from catalens.catalog import ArrayReader, Catalog
-from catalens.labels import apply_mapping, filter_classes
-from catalens.sources.idx import FASHION_MNIST_CLASSES
-from catalens.splits import assign_splits, ensure_splits, stratified_sample
+from catalens.data.catalog import ArrayReader, Catalog
+from catalens.data.labels import apply_mapping, filter_classes
+from catalens.data.sources.idx import FASHION_MNIST_CLASSES
+from catalens.data.splits import assign_splits, ensure_splits, stratified_sample
 
 
 def catalog_of(labels, products=None) -> Catalog:

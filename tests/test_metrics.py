@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from catalens.evaluate import classification_metrics
+from catalens.report.evaluate import classification_metrics
 
 
 def one_hot_probabilities(predicted, n):
@@ -34,8 +34,8 @@ def test_training_and_evaluate_report_the_same_macro_f1_when_a_class_is_absent()
     validation macro-F1, which `--monitor macro_f1` chooses checkpoints on, is the one evaluate reports."""
     import torch
 
-    from catalens.batches import Batch
-    from catalens.train import evaluate_split
+    from catalens.engine.train import evaluate_split
+    from catalens.loading.batches import Batch
 
     truth = np.array([0, 0, 0, 1, 1, 1])
     predicted = np.array([0, 0, 2, 1, 1, 0])  # one wrong guess is the absent class

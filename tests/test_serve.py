@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from postgres_server import free_port
 
-from catalens.run import Model
-from catalens.serve import ServeOptions, create_app
+from catalens.apps.serve import ServeOptions, create_app
+from catalens.rundir.run import Model
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -291,7 +291,7 @@ def test_urls_inside_the_network_are_refused_before_anything_is_sent(small_model
     addresses are refused with 400 url_forbidden, and the internal server logs no request; a public URL that
     redirects inside is refused at the redirect (the public host answered, the internal one was never asked).
     The answer is the same whether or not something listens there."""
-    from catalens import safe_urls
+    from catalens.data import safe_urls
 
     internal = RecordingServer({"/internal.jpg": (200, {"Content-Type": "image/jpeg"}, photo())})
     shop = RecordingServer({"/photo.jpg": (302, {"Location": f"http://127.0.0.1:{internal.port}/internal.jpg"}, b"")})
@@ -338,7 +338,7 @@ def test_private_urls_are_fetched_only_with_the_opt_in(small_model_dir, tmp_path
 def test_serving_beyond_loopback_needs_an_api_key(small_model_dir, tmp_path):
     """--host 0.0.0.0 without --api-key (or CATALENS_API_KEY) is refused in one line; with a key, or with
     --insecure-no-auth, it starts; loopback needs nothing."""
-    from catalens.serve import check_auth
+    from catalens.apps.serve import check_auth
 
     executable = Path(sys.executable).parent / "catalens"
     env = {key: value for key, value in os.environ.items() if key != "CATALENS_API_KEY"}

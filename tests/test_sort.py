@@ -18,11 +18,11 @@ from conftest import CLASSES, add_bad_files, make_folder, pattern, run_cli, shar
 from PIL import Image
 
 from catalens import CatalensError
-from catalens import sort as sorting
+from catalens.apps import sort as sorting
+from catalens.apps.sort import JOURNAL, MANIFEST, sort_folder
+from catalens.apps.zoomed import bootstrap
 from catalens.data import load_catalog
-from catalens.run import Model
-from catalens.sort import JOURNAL, MANIFEST, sort_folder
-from catalens.zoomed import bootstrap
+from catalens.rundir.run import Model
 
 LEDGER_FILES = {MANIFEST, JOURNAL, "errors.csv"}
 

@@ -5,8 +5,8 @@ import pytest
 from conftest import CLASSES, add_bad_files, make_folder, shared
 
 from catalens import CatalensError
-from catalens.sources import open_source
-from catalens.sources.idx import open_idx
+from catalens.data.sources import open_source
+from catalens.data.sources.idx import open_idx
 
 
 def test_folder_source_recursive_with_classes(image_folder):

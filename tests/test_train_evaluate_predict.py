@@ -9,7 +9,7 @@ from conftest import CLASSES, add_bad_files, make_folder
 
 import catalens
 from catalens import CatalensError
-from catalens.run import Model
+from catalens.rundir.run import Model
 
 METRIC_KEYS = {"accuracy", "top_k_accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "classes",
                "num_params", "model_size_mb", "latency_ms_batch1", "throughput_images_per_s"}
@@ -97,7 +97,9 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     # a second run into the same directory is refused; --resume with more epochs continues it
     with pytest.raises(CatalensError, match="already exists"):
         catalens.train(data=str(data), model="cnn3", out=str(out), epochs=1, input_size=32, workers=0)
-    config = catalens.config.make_config(out / "config.yaml", epochs=3)
+    from catalens.engine.config import make_config
+
+    config = make_config(out / "config.yaml", epochs=3)
     catalens.train(config, resume=True)
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[:2] == first and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
@@ -213,7 +215,7 @@ def test_evaluate_holds_out_the_test_split_however_the_training_data_is_spelled(
 def test_loading_a_run_never_writes_into_it(trained, tmp_path, monkeypatch):
     """Model.load on CPU with onnxruntime exports the network once into the user cache ($CATALENS_CACHE), not
     into the run directory (read-only, or loaded by two processes at once); the second load reuses the export."""
-    from catalens.onnx_backend import onnx_available
+    from catalens.models.onnx_backend import onnx_available
 
     if not onnx_available():
         pytest.skip("onnxruntime is not installed")
@@ -234,7 +236,7 @@ def test_model_card_is_typed_versioned_and_reads_format_1(trained, tmp_path):
     identities and validation provenance) still loads, predicts and evaluates; an unknown format is one line."""
     import shutil
 
-    from catalens.card import CARD_FORMAT, ModelCard
+    from catalens.rundir.card import CARD_FORMAT, ModelCard
 
     data, result = trained
     raw = json.loads((result.run_dir / "model_card.json").read_text())
@@ -261,7 +263,7 @@ def test_model_card_is_typed_versioned_and_reads_format_1(trained, tmp_path):
 
 def test_a_callback_sees_every_hook_and_can_stop_training(tmp_path):
     """Training has hook points: a user callback (here a logger and a stopping rule) needs no change to the loop."""
-    from catalens.trainer import Callback
+    from catalens.engine.trainer import Callback
 
     class Recorder(Callback):
         def __init__(self):

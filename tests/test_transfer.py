@@ -13,12 +13,12 @@ from conftest import run_cli, shared
 from PIL import Image
 
 from catalens.errors import CatalensError
-from catalens.features import pre_logits
-from catalens.finetune import FreezePlan
 from catalens.models import create_model
+from catalens.models.features import pre_logits
+from catalens.models.finetune import FreezePlan
+from catalens.models.pretrained import lite0_package_file, load_pretrained
 from catalens.models.timm_models import LISTED_BACKBONES, backbone_stages, classifier_of
-from catalens.pretrained import lite0_package_file, load_pretrained
-from catalens.run import Model
+from catalens.rundir.run import Model
 
 
 def lite0_weights() -> None:
@@ -116,8 +116,8 @@ def test_packaged_lite0_weights_recognise_a_real_tshirt_photo():
     lite0_weights()
     from timm.data import ImageNetInfo
 
+    from catalens.loading.preprocess import Preprocessing
     from catalens.models.timm_models import timm_preprocessing
-    from catalens.preprocess import Preprocessing
 
     model = create_model("tf_efficientnet_lite0", num_classes=1000).eval()
     load_pretrained(model, "tf_efficientnet_lite0")
@@ -208,7 +208,7 @@ def test_gradual_unfreezing_in_a_training_run(tmp_path, image_folder):
 
 
 def test_feature_batches_order_views_and_balanced_sampling():
-    from catalens.features import FeatureBatches
+    from catalens.models.features import FeatureBatches
 
     labels = torch.tensor([0] * 90 + [1] * 10)
     features = torch.stack([torch.zeros(100, 4), torch.ones(100, 4)])  # view 0 and view 1 (the mirror image)

@@ -7,8 +7,8 @@ import difflib
 
 from torch import nn
 
-from ..errors import CatalensError
-from .registry import DEFAULT_MODEL, MODELS, ModelEntry, register_model  # noqa: F401 (the registry's API)
+from catalens.errors import CatalensError
+from catalens.models.registry import DEFAULT_MODEL, MODELS, ModelEntry, register_model  # noqa: F401 (the registry's API)
 
 
 def model_names() -> list[str]:
@@ -21,16 +21,16 @@ def canonical_model_name(name: str) -> str:
     if name in MODELS:
         return name
     if name.startswith("ensemble:"):
-        from .ensemble import canonical
+        from catalens.models.ensemble import canonical
 
         return canonical(name)
-    from .timm_models import check_timm_name, is_timm_name
+    from catalens.models.timm_models import check_timm_name, is_timm_name
 
     bare = name.removeprefix("timm:")
     if name.startswith("timm:") or is_timm_name(bare):
         check_timm_name(bare)
         return f"timm:{bare}"
-    from .timm_models import close_timm_names
+    from catalens.models.timm_models import close_timm_names
 
     close = difflib.get_close_matches(name, list(MODELS), n=3) + close_timm_names(name)
     hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -41,11 +41,11 @@ def canonical_model_name(name: str) -> str:
 def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] = (224, 224)) -> nn.Module:
     name = canonical_model_name(name)
     if name.startswith("ensemble:"):
-        from .ensemble import FeatureEnsemble
+        from catalens.models.ensemble import FeatureEnsemble
 
         return FeatureEnsemble(name, num_classes, in_chans)
     if name.startswith("timm:"):
-        from .timm_models import create_timm_model
+        from catalens.models.timm_models import create_timm_model
 
         return create_timm_model(name.removeprefix("timm:"), num_classes, in_chans)
     return MODELS[name].build(num_classes=num_classes, in_chans=in_chans, input_size=input_size)
@@ -56,11 +56,11 @@ def default_input_size(name: str, native_size: tuple[int, int] | None) -> tuple[
     (a pretrained backbone uses its pretrained size: train.make_preprocessing)."""
     name = canonical_model_name(name)
     if name.startswith("ensemble:"):
-        from .ensemble import input_backbone
+        from catalens.models.ensemble import input_backbone
 
         return (input_backbone(name)[1],) * 2
     if name.startswith("timm:"):
-        from .timm_models import timm_input_size
+        from catalens.models.timm_models import timm_input_size
 
         return native_size or timm_input_size(name.removeprefix("timm:"))
     entry = MODELS.get(name)
@@ -69,4 +69,4 @@ def default_input_size(name: str, native_size: tuple[int, int] | None) -> tuple[
     return native_size or (224, 224)
 
 
-from . import cnn  # noqa: E402,F401  (registers the built-in models)
+from catalens.models import cnn  # noqa: E402,F401  (registers the built-in models)

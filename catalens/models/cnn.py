@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from catalens.models.registry import register_model
 
 
 def conv_pool_bn_relu(in_channels: int, out_channels: int, pool: bool = True) -> list[nn.Module]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CatalensError
+from catalens.errors import CatalensError
 
 PREFIX = "ensemble:"
 MIRROR = "/mirror"
@@ -40,7 +40,7 @@ def parse(name: str) -> tuple[list[tuple[str, int | None]], bool]:
 
 
 def canonical(name: str) -> str:
-    from .timm_models import check_timm_name
+    from catalens.models.timm_models import check_timm_name
 
     members, mirror = parse(name)
     for backbone, _ in members:
@@ -52,7 +52,7 @@ def canonical(name: str) -> str:
 
 def check_same_input(name: str, backbones: list[str]) -> None:
     """One preprocessing serves every member: they must agree on channels (grey vs RGB) and normalisation."""
-    from .timm_models import import_timm, timm_preprocessing
+    from catalens.models.timm_models import import_timm, timm_preprocessing
 
     def expects(backbone: str) -> tuple:
         config = import_timm().get_pretrained_cfg(backbone)
@@ -71,7 +71,7 @@ def check_same_input(name: str, backbones: list[str]) -> None:
 
 
 def member_sizes(name: str) -> list[int]:
-    from .timm_models import timm_input_size
+    from catalens.models.timm_models import timm_input_size
 
     return [size or timm_input_size(backbone)[0] for backbone, size in parse(name)[0]]
 
@@ -87,7 +87,7 @@ def input_backbone(name: str) -> tuple[str, int]:
 class FeatureEnsemble(nn.Module):
     def __init__(self, name: str, num_classes: int, in_chans: int = 3):
         super().__init__()
-        from .timm_models import import_timm
+        from catalens.models.timm_models import import_timm
 
         timm = import_timm()
         members, self.mirror = parse(name)

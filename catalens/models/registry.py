@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..options import BY_NAME
+from catalens.options import BY_NAME
 
 
 @dataclass

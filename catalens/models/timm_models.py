@@ -9,7 +9,7 @@ import os
 
 from torch import nn
 
-from ..errors import CatalensError
+from catalens.errors import CatalensError
 
 # The backbones the docs and tests name; any other timm architecture works too.
 LISTED_BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "mobilenetv2_100",

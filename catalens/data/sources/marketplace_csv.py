@@ -1,0 +1,153 @@
+"""`csv:FILE`: a marketplace export (Shopee's format: posting_id, image, image_phash, title, label_group) with the
+images in a folder (`--images DIR`, default `train_images/` beside the CSV).
+
+`--top-groups N` keeps the N largest label groups; `--dedupe` then removes exact duplicates (the same file or
+identical bytes) and near duplicates (perceptual hashes within `--max-distance` bits: the CSV's image_phash when
+present, computed otherwise), one kept per cluster. `--columns image=file,label_group=category` maps other
+marketplaces' column names; `--label-column NAME` takes labels from another column.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catalens.data.catalog import Catalog
+from catalens.data.dedupe import compute_phashes, find_duplicates, parse_hash
+from catalens.data.options import DataOptions
+from catalens.data.sources.folder import FileReader, ImageRoot
+from catalens.errors import CatalensError
+
+DEFAULT_COLUMNS = {"posting_id": "posting_id", "image": "image", "image_phash": "image_phash", "title": "title",
+                   "label_group": "label_group"}
+
+
+def parse_columns(text: str | dict | None, defaults: dict[str, str]) -> dict[str, str]:
+    """`key=name,key=name` (or a dict) over the defaults; unknown keys are refused."""
+    columns = dict(defaults)
+    if not text:
+        return columns
+    pairs = text.items() if isinstance(text, dict) else (item.split("=", 1) for item in str(text).split(",") if item)
+    for pair in pairs:
+        if len(pair) != 2 or not pair[0].strip() or not pair[1].strip():
+            raise CatalensError(f"--columns takes key=name pairs separated by commas, e.g. image=file; got {text!r}")
+        key, name = pair[0].strip(), pair[1].strip()
+        if key not in defaults:
+            raise CatalensError(f"unknown column key {key!r} in --columns; keys: {', '.join(defaults)}")
+        columns[key] = name
+    return columns
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """The CSV as strings; malformed rows (wrong number of fields) are reported, not fatal."""
+    if not path.is_file():
+        raise CatalensError(f"CSV file {path} does not exist")
+    bad: list[dict] = []
+
+    def on_bad_line(fields):
+        bad.append({"ref": f"{path.name}: {','.join(fields)[:80]}",
+                    "reason": f"malformed row ({len(fields)} fields); skipped"})
+        return None
+
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python", on_bad_lines=on_bad_line)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise CatalensError(f"cannot read CSV {path}: {str(error).splitlines()[0] if str(error) else 'empty'}") \
+            from error
+    return table, bad
+
+
+def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
+
+    options = options or DataOptions()
+    if not rest:
+        raise CatalensError("give the CSV file after the prefix, e.g. csv:train.csv")
+    path = Path(rest).expanduser()
+    table, problems = read_table(path)
+    columns = parse_columns(options.columns, DEFAULT_COLUMNS)
+    label_column = options.label_column or columns["label_group"]
+    required = {columns["image"]: "image", label_column: "label"}
+    missing = [name for name in required if name not in table.columns]
+    if missing:
+        raise CatalensError(f"{path.name} lacks column(s) {', '.join(missing)}; it has: "
+                            f"{', '.join(table.columns)}. Map yours with --columns image=NAME,label_group=NAME "
+                            "(or --label-column NAME)")
+    images = Path(options.images).expanduser() if options.images else path.parent / "train_images"
+    if not images.is_dir():
+        raise CatalensError(f"image folder {images} does not exist; give --images DIR")
+    ids = table[columns["posting_id"]] if columns["posting_id"] in table.columns else \
+        pd.Series([str(i) for i in range(len(table))])
+    titles = table[columns["title"]] if columns["title"] in table.columns else pd.Series([""] * len(table))
+    frame = pd.DataFrame({"item_id": ids.to_numpy(), "image": table[columns["image"]].to_numpy(),
+                          "label": table[label_column].to_numpy(), "title": titles.to_numpy(),
+                          "phash": table[columns["image_phash"]].to_numpy() if columns["image_phash"] in table.columns
+                          else [""] * len(table)})
+    usable = np.ones(len(frame), bool)
+    guard = ImageRoot(images)
+    real_paths = []
+    for i, row in enumerate(frame.itertuples()):
+        reason, real = None, guard.resolve(row.image) if row.image else None
+        if not row.image or not row.label:
+            reason = "empty image or label"
+        elif real is None:
+            reason = "image path leaves the image folder; skipped"
+        elif not os.path.isfile(real):
+            reason = "image file not found"
+        if reason:
+            problems.append({"ref": f"{row.item_id} ({row.image})", "reason": reason})
+            usable[i] = False
+        real_paths.append(real)
+    frame["path"] = real_paths
+    frame = frame[usable].reset_index(drop=True)
+    notes = []
+    if options.top_groups:
+        counts = frame["label"].value_counts()
+        ranked = sorted(counts.index, key=lambda name: (-counts[name], name))[: options.top_groups]
+        kept = int(frame["label"].isin(ranked).sum())
+        notes.append(f"kept the {len(ranked)} largest of {len(counts)} label groups ({kept} images)")
+        frame = frame[frame["label"].isin(ranked)].reset_index(drop=True)
+    report = {}
+    if options.dedupe:
+        frame, report = remove_duplicates(frame, options.max_distance, problems)
+        notes.append(f"duplicates removed: {report['removed_exact']} exact, {report['removed_near']} near "
+                     f"(phash distance <= {options.max_distance}), in {len(report['clusters'])} clusters")
+    if frame.empty:
+        raise CatalensError(f"no usable rows in {path}; see the problems: "
+                            + "; ".join(f"{p['ref']}: {p['reason']}" for p in problems[:3]))
+    catalog = Catalog.from_records(
+        {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
+         "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy()},
+        classes=sorted(frame["label"].unique()), reader=FileReader("/"), source=f"csv:{path}",
+        problems=problems, notes=notes,
+    )
+    catalog.report = report
+    if verify:
+        from catalens.data.sources.folder import drop_unreadable
+
+        catalog = drop_unreadable(catalog)
+    return catalog
+
+
+def remove_duplicates(frame: pd.DataFrame, max_distance: int, problems: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """Exact and near duplicates removed (one kept per cluster); a malformed image_phash is recomputed and
+    reported in `problems`."""
+    paths = [Path(path) for path in frame["path"]]
+    parsed = [parse_hash(text) if text else None for text in frame["phash"]]
+    for item, text, value in zip(frame["item_id"], frame["phash"], parsed):
+        if text and value is None:
+            problems.append({"ref": str(item), "reason": f"image_phash {text!r} is not a 64-bit hex hash; "
+                             "computed from the image instead"})
+    hashes = np.array([value or 0 for value in parsed], dtype=np.uint64)
+    have = np.array([value is not None for value in parsed], dtype=bool)
+    if (~have).any():
+        computed = compute_phashes([path for path, ok in zip(paths, have) if not ok])
+        hashes[~have] = [value or 0 for value in computed]
+        have[~have] = [value is not None for value in computed]
+    duplicates = find_duplicates(paths, hashes, max_distance, valid=have)
+    ids = frame["item_id"].to_numpy()
+    report = {"removed_exact": duplicates.exact, "removed_near": duplicates.near,
+              "clusters": [[str(ids[row]) for row in members] for members in duplicates.clusters]}
+    return frame[duplicates.keep].reset_index(drop=True), report

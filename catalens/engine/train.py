@@ -1,0 +1,556 @@
+"""`catalens train`: a Catalog in, a run directory out (see run.py for its contents)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catalens import __version__
+from catalens.data import DataOptions, load_catalog
+from catalens.data.catalog import Catalog
+from catalens.data.provenance import REAL, provenance
+from catalens.data.splits import stratified_sample
+from catalens.engine.config import TrainConfig, make_config
+from catalens.engine.curves import plot_history
+from catalens.engine.metrics import macro_f1
+from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
+from catalens.errors import CatalensError
+from catalens.loading.augment import get_preset
+from catalens.loading.batches import make_batches
+from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
+from catalens.models import canonical_model_name, create_model, default_input_size
+from catalens.models.features import FeatureBatches
+from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
+from catalens.models.prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
+from catalens.models.pretrained import load_pretrained
+from catalens.models.timm_models import classifier_of, timm_preprocessing
+from catalens.options import data_options as data_option_list
+from catalens.progress import info, warn
+from catalens.rundir.card import ModelCard
+from catalens.rundir.run import (
+    CARD_FILE,
+    LAST_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    count_parameters,
+    pick_device,
+    save_weights,
+    write_json,
+)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+                   "images_per_s", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    metrics: dict  # best validation metrics (empty without a validation split)
+    seconds: float
+
+
+def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
+    """The data's own statistics for a network trained from scratch; a pretrained backbone's own
+    preprocessing (size, interpolation, crop, mean/std, RGB) when it starts from pretrained weights."""
+    if config.pretrained:
+        name = pretrained_backbone(config)
+        if name.startswith("ensemble:"):
+            from catalens.models.ensemble import input_backbone
+
+            name = input_backbone(name)[0]
+        backbone = timm_preprocessing(name)
+        size = (config.input_size,) * 2 if config.input_size else default_input_size(config.model, None)
+        return Preprocessing(input_size=tuple(size), channels=3, mean=backbone["mean"], std=backbone["std"],
+                             interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"],
+                             resize=resize_mode(config))
+    native = catalog.native_size
+    size = (config.input_size, config.input_size) if config.input_size else default_input_size(config.model, native)
+    if catalog.arrays is not None:
+        mean, std = array_mean_std(catalog.arrays, catalog.channels)
+    elif catalog.channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (0.5,), (0.5,)
+    return Preprocessing(input_size=tuple(size), channels=catalog.channels, mean=mean, std=std,
+                         resize=resize_mode(config))
+
+
+def resize_mode(config: TrainConfig) -> str:
+    return "squash" if config.resize == "squash" else Preprocessing.resize
+
+
+def pretrained_backbone(config: TrainConfig) -> str:
+    """The timm name of the backbone `--pretrained` asks weights for (an `ensemble:` name: all its members)."""
+    if config.model.startswith("ensemble:"):
+        return config.model
+    if not config.model.startswith("timm:"):
+        raise CatalensError(f"--pretrained needs a timm backbone (e.g. tf_efficientnet_lite0); {config.model} "
+                            "has no pretrained weights")
+    return config.model.removeprefix("timm:")
+
+
+def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[dict]:
+    """The classifier at `lr`, the backbone at lr x backbone_lr_scale; no weight decay on biases and
+    normalisation parameters. Frozen parameters are in the groups too (they get no gradient, so no update):
+    gradual unfreezing needs them there."""
+    scale = config.backbone_lr_scale if config.backbone_lr_scale is not None else (0.1 if config.pretrained else 1.0)
+    head, backbone = head_and_backbone_parameters(module, config.model)
+    groups = []
+    for parameters, group_lr in ((head, lr), (backbone, lr * scale)):
+        decay = [parameter for parameter in parameters if parameter.ndim > 1]
+        no_decay = [parameter for parameter in parameters if parameter.ndim <= 1]
+        groups += [{"params": decay, "weight_decay": config.weight_decay, "lr": group_lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": group_lr}]
+    return [group for group in groups if group["params"]]
+
+
+def make_optimizer(config: TrainConfig, module: nn.Module):
+    default_lr = 0.1 if config.optimizer == "sgd" else 2e-3
+    lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
+    groups = parameter_groups(config, module, lr)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    return optimizer, [group["lr"] for group in groups]
+
+
+def make_scheduler(config: TrainConfig, optimizer, peak_lr: list[float], steps_per_epoch: int):
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak_lr, total_steps=total, pct_start=min(0.3, max(0.05, 3 / config.epochs / 4)),
+        )
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weight_tensor(catalog: Catalog, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(catalog.labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def evaluate_split(net, batches, to_inputs, device, num_classes) -> dict:
+    net.eval()
+    losses, predictions, targets = [], [], []
+    with torch.inference_mode():
+        for batch in batches:
+            if not len(batch.labels):
+                continue
+            logits = net(to_inputs(batch.images.to(device, non_blocking=True))).float()
+            labels = batch.labels.to(device)
+            losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+            predictions.append(logits.argmax(1).cpu().numpy())
+            targets.append(batch.labels.numpy())
+    net.train()
+    if not targets:
+        return {}
+    predicted, truth = np.concatenate(predictions), np.concatenate(targets)
+    return {
+        "loss": sum(losses) / len(truth),
+        "accuracy": float((predicted == truth).mean()),
+        "macro_f1": macro_f1(truth, predicted, num_classes),
+    }
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise CatalensError(f"nothing to resume in {out}: {CHECKPOINT_FILE} not found; start without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise CatalensError(f"run directory {out} already exists and is not empty; use --resume to continue it, "
+                            "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def data_options(config: TrainConfig) -> DataOptions:
+    return DataOptions(**{option.name: getattr(config, option.name) for option in data_option_list()})
+
+
+def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None]:
+    catalog = load_catalog(config.data, data_options(config))
+    train_catalog = catalog.split("train") if catalog.has_split("train") else catalog
+    val_catalog = catalog.split("val") if catalog.has_split("val") else None
+    if config.limit:
+        train_catalog = stratified_sample(train_catalog, config.limit, config.seed)
+        if val_catalog is not None:
+            val_catalog = stratified_sample(val_catalog, max(config.limit // 4, len(catalog.classes)), config.seed)
+    labels = train_catalog.table["label"]
+    present = labels[labels != ""].nunique()
+    if present < 2:
+        hint = "; for a SQL database give --label-column NAME" if not config.label_column and present == 0 else ""
+        raise CatalensError(f"training needs at least 2 classes with images; {config.data} has {present} "
+                            f"in its train split{hint}")
+    return catalog, train_catalog, val_catalog
+
+
+def train(config: TrainConfig | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
+          **overrides) -> TrainResult:
+    """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields; `callbacks`
+    (trainer.Callback) run after catalens's own in every epoch: loggers, EMA, custom stopping rules."""
+    if config is None:
+        saved = Path(overrides.get("out") or "") / "config.yaml"
+        if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
+            config = make_config(saved, **overrides)
+        else:
+            config = make_config(**overrides)
+    config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
+    if config.model.startswith("ensemble:"):  # pretrained members, frozen: only the classifier trains
+        config.pretrained = True
+        config.freeze = "backbone" if config.freeze == "none" else config.freeze
+    out = Path(config.out)
+    prepare_run_dir(out, resume)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    catalog, train_catalog, val_catalog = training_data(config)
+    classes = catalog.classes
+    preprocessing = make_preprocessing(config, catalog)
+    device = pick_device(config.device)
+    architecture = config.model
+    module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
+    pretrained = None  # where the pretrained weights came from (kept in the model card)
+    if config.pretrained and resume and (out / CARD_FILE).is_file():
+        pretrained = json.loads((out / CARD_FILE).read_text()).get("pretrained")
+    elif config.pretrained:
+        pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
+    module = module.to(device).to(memory_format=torch.channels_last)
+    plan = FreezePlan(module, architecture, config.freeze, config.unfreeze_every)
+    optimizer, peak_lr = make_optimizer(config, module)
+    train_batches = make_batches(train_catalog, preprocessing, config.batch_size, shuffle=True,
+                                 balanced=config.balanced_sampling, seed=config.seed, workers=config.workers)
+    val_batches = make_batches(val_catalog, preprocessing, max(config.batch_size, 512), workers=config.workers) \
+        if val_catalog is not None and len(val_catalog) else None
+    scheduler = make_scheduler(config, optimizer, peak_lr, len(train_batches))
+    weight = class_weight_tensor(train_catalog, len(classes)).to(device) if config.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    use_amp = config.amp and device.type == "cuda"
+    augment = get_preset(config.augment)
+
+    def image_inputs(images: torch.Tensor) -> torch.Tensor:  # uint8 batch -> normalised network input
+        return preprocessing.normalize(images).contiguous(memory_format=torch.channels_last)
+
+    start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
+    failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
+    if resume:
+        start_epoch, best_epoch, best_score, best_metrics, stale = restore_checkpoint(
+            out, module, optimizer, scheduler, config.epochs, len(train_batches), device)
+    else:
+        config.save(out / "config.yaml")
+
+    info(f"training {architecture} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
+         f"{len(classes)} classes, validating on {len(val_catalog) if val_catalog is not None else 0:,}; "
+         f"device {device}, input {preprocessing.input_size[0]}x{preprocessing.input_size[1]}")
+    for note in catalog.notes:
+        info(f"  data: {note}")
+
+    net, train_inputs, eval_inputs = module, lambda images: image_inputs(augment(images.float().div_(255))), \
+        image_inputs
+    started = time.time()
+    cached = use_feature_cache(config, plan)
+    if cached:  # the classifier trains alone, on backbone features computed once
+        train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs,
+                                                            preprocessing, device, config)
+        failures.update({str(ref): reason for ref, reason in failed})
+        net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
+    prefix_at = None if cached else prefix_cache_point(config, plan, module)
+    if prefix_at is not None:  # the last stages train on the frozen prefix's activations, computed once
+        train_batches, val_batches, failed = cache_prefix(module, prefix_at, train_batches, val_batches, image_inputs,
+                                                          preprocessing, device, config)
+        failures.update({str(ref): reason for ref, reason in failed})
+        net = Suffix(module, prefix_at)
+        if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
+            head_fit = fit_classifier(classifier_of(module), FeatureBatches(
+                net.pooled_features(train_batches.features), train_batches.labels, config.batch_size, True,
+                config.seed), len(classes), config)
+            info(f"classifier initialised by a logistic regression on the pretrained features "
+                 f"(C={head_fit.C:g}); fine-tuning")
+        train_inputs = eval_inputs = lambda activations: activations.float().contiguous(
+            memory_format=torch.channels_last)
+    linear = cached and config.head == "linear"
+    if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
+        head_fit = fit_classifier(net, train_batches, len(classes), config)
+    train_net = torch.compile(net) if config.compile else net
+
+    head_note = head_fit.describe() if linear else f"fine-tuned from a linear probe (C={head_fit.C:g})" \
+        if prefix_at is not None and config.head == "linear" else "sgd"
+    card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
+                     {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note})
+    history_path = out / "history.csv"
+    if not resume or not history_path.exists():
+        with history_path.open("w", newline="") as handle:
+            csv.writer(handle).writerow(HISTORY_COLUMNS)
+
+    interrupted = False
+    if linear:
+        best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
+                                        head_fit.seconds)
+        best_epoch = 1
+    trainer = Trainer(
+        net=net, train_net=train_net, optimizer=optimizer, scheduler=scheduler, criterion=criterion, device=device,
+        train_batches=train_batches, val_batches=val_batches, train_inputs=train_inputs, eval_inputs=eval_inputs,
+        evaluate=lambda net, batches, to_inputs: evaluate_split(net, batches, to_inputs, device, len(classes)),
+        monitor=config.monitor, amp=use_amp, state=TrainState(epoch=start_epoch, best_epoch=best_epoch,
+                                                              best_score=best_score, best_metrics=best_metrics,
+                                                              stale=stale, failures=failures),
+        callbacks=[FreezeSchedule(plan, start_epoch, (lambda: batchnorm_eval(module)) if prefix_at is not None
+                                  else None),
+                   HistoryWriter(history_path, HISTORY_COLUMNS),
+                   RunDirectory(out, module, card, config.epochs),
+                   *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
+                   *(callbacks or [])],
+    )
+    try:
+        state = trainer.fit(start_epoch, 0 if linear else config.epochs)
+        best_epoch, best_metrics = (best_epoch, best_metrics) if linear else (state.best_epoch, state.best_metrics)
+    except KeyboardInterrupt:
+        interrupted = True
+        warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
+
+    seconds = time.time() - started
+    if failures:
+        write_problems(out / "problems.csv", failures)
+        warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
+    plot_history(history_path, out / "training_curves.png")
+    if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
+        raise KeyboardInterrupt
+    info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
+    return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+class RunDirectory(Callback):
+    """After each epoch: the last weights, the best ones (when the epoch was the best), the model card, and
+    checkpoint.pt for --resume (written to a temporary name, then renamed: a kill never leaves half a file)."""
+
+    def __init__(self, out: Path, module: nn.Module, card: ModelCard, total_epochs: int):
+        self.out, self.module, self.card, self.total_epochs = out, module, card, total_epochs
+
+    def on_epoch_end(self, trainer, epoch, row, metrics):
+        out, state = self.out, trainer.state
+        save_weights(self.module, out / LAST_WEIGHTS_FILE)
+        if trainer.improved:
+            shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
+        self.card.best_epoch, self.card.validation = state.best_epoch, state.best_metrics
+        write_json(out / CARD_FILE, self.card.to_dict())
+        torch.save({
+            "model": self.module.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(), "epoch": epoch + 1, "total_epochs": self.total_epochs,
+            "best_epoch": state.best_epoch, "best_score": float(state.best_score), "best_metrics": state.best_metrics,
+            "stale": state.stale, "rng": torch.get_rng_state(),
+        }, out / (CHECKPOINT_FILE + ".tmp"))
+        (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)
+
+
+def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val_catalog: Catalog | None,
+              preprocessing: Preprocessing, module: nn.Module, pretrained: dict | None, how: dict) -> ModelCard:
+    """The run's model card before training (best epoch and validation metrics are filled in as it goes)."""
+    return ModelCard(
+        architecture=config.model,
+        classes=catalog.classes,
+        preprocessing=preprocessing.to_dict(),
+        num_params=count_parameters(module),
+        data={
+            "spec": config.data, "source": catalog.source, "identity": catalog.identity,
+            "content": catalog.content_fingerprint(), "labels": config.labels,
+            "options": asdict(data_options(config)), "fingerprint": catalog.fingerprint(),
+            "train_items": len(train_catalog), "val_items": len(val_catalog) if val_catalog is not None else 0,
+            "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
+        },
+        validation_data={"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
+                         else 0, "provenance": data_provenance(config.data)},
+        training={"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
+                  "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
+                  **how},
+        pretrained=pretrained,
+        hierarchy={name: catalog.hierarchy[name] for name in catalog.classes if name in catalog.hierarchy}
+        if catalog.hierarchy else None,
+        level=catalog.level,
+        created=utc_now(),
+        catalens_version=__version__,
+        torch_version=torch.__version__,
+    )
+
+
+def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, steps_per_epoch: int, device):
+    """Load checkpoint.pt into the network, optimiser and schedule; (start epoch, best epoch, best score, best
+    metrics, stale epochs)."""
+    state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    module.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as error:  # e.g. a checkpoint from a catalens with other parameter groups
+        raise CatalensError(f"cannot resume {out}: its optimizer state does not fit this catalens version "
+                            f"({str(error).splitlines()[0][:100]}); start a new run") from error
+    if state.get("total_epochs") == epochs:
+        scheduler.load_state_dict(state["scheduler"])
+    else:  # the schedule was stretched or shortened: rebuild it and move it to where training stands
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(state["epoch"] * steps_per_epoch):
+                scheduler.step()
+    start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
+    best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
+    torch.set_rng_state(state["rng"])
+    trim_history(out / "history.csv", start_epoch)
+    info(f"resuming {out} after epoch {start_epoch}")
+    return start_epoch, best_epoch, best_score, best_metrics, stale
+
+
+def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
+    """Head-only training on cached features: by default whenever the whole backbone stays frozen and the
+    augmentation is at most a flip (the cache holds the flipped view); --no-cache-features opts out."""
+    head_only = plan.active and all(plan.trainable_stages(epoch) == 0 for epoch in range(config.epochs))
+    if not head_only or config.cache_features is False:
+        return False
+    if config.augment not in ("none", "light"):
+        if config.cache_features:
+            warn(f"cached features hold the original and flipped images only: the {config.augment} preset is "
+                 "not applied (drop --cache-features to apply it)")
+            return True
+        return False
+    return True
+
+
+def prefix_cache_point(config: TrainConfig, plan: FreezePlan, module: nn.Module) -> int | None:
+    """The first trained block when partial fine-tuning runs on cached prefix activations (prefix_cache.py): by
+    default whenever a fixed number of last stages trains (--freeze N, no gradual unfreezing) on a timm
+    EfficientNet/MobileNet-style backbone and the augmentation is at most a flip; else None."""
+    if not plan.active or not plan.base or config.unfreeze_every or config.cache_features is False:
+        return None
+    if not config.model.startswith("timm:") or (config.cache_features is None and not splittable(module)):
+        return None
+    if config.augment not in ("none", "light"):
+        if not config.cache_features:
+            return None
+        warn(f"cached activations hold the original and flipped images only: the {config.augment} preset is "
+             "not applied (drop --cache-features to apply it)")
+    return split_point(module, plan.base)
+
+
+def cache_prefix(module, first: int, train_batches, val_batches, image_inputs, preprocessing, device,
+                 config: TrainConfig):
+    """The frozen prefix's activations of the train (and validation) images, once, as half-precision batches."""
+    from catalens.models.features import extract_features, feature_function
+
+    module.eval()
+    function = feature_function(module, preprocessing, device, extractor=Prefix(module, first))
+    flip = config.augment == "light"
+    features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
+                                                  description="frozen layers (train)", features=function,
+                                                  dtype=torch.float16)
+    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
+                           balanced=config.balanced_sampling)
+    val = None
+    if val_batches is not None:
+        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
+                                                                  flip=False, description="frozen layers (val)",
+                                                                  features=function, dtype=torch.float16)
+        failures += val_failures
+        val = FeatureBatches(val_features, val_labels, 128, shuffle=False, seed=config.seed)
+    return train, val, failures
+
+
+def cache_features(module, train_batches, val_batches, image_inputs, preprocessing, device, config: TrainConfig):
+    """Backbone features of the train (and validation) images, once, as batches for the classifier."""
+    from catalens.models.features import extract_features, feature_function
+
+    function = feature_function(module, preprocessing, device)
+    flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside
+    features, labels, failures = extract_features(module, train_batches, image_inputs, device,
+                                                  flip=flip, description="features (train)",
+                                                  features=function)
+    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
+                           balanced=config.balanced_sampling)
+    val = None
+    if val_batches is not None:
+        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
+                                                                  flip=False, description="features (val)",
+                                                                  features=function)
+        failures += val_failures
+        val = FeatureBatches(val_features, val_labels, max(config.batch_size, 512), shuffle=False, seed=config.seed)
+    return train, val, failures
+
+
+def fit_classifier(head: nn.Linear, train_batches, num_classes: int, config: TrainConfig):
+    """Fit the linear classifier on the cached training features (linear_head.py) and load it into `head`."""
+    from catalens.models.linear_head import fit_linear_head
+
+    fitted = fit_linear_head(train_batches.features, train_batches.labels, num_classes, seed=config.seed,
+                             balanced=config.class_weights)
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight.to(head.weight.device))
+        head.bias.copy_(fitted.bias.to(head.bias.device))
+    return fitted
+
+
+def write_linear_fit(head, train_batches, val_batches, device, classes, module, card, out: Path,
+                     seconds: float) -> dict:
+    """The run directory of a fitted classifier: one history row, best = last weights, the card."""
+    train = evaluate_split(head, train_batches, lambda features: features, device, len(classes))
+    metrics = evaluate_split(head, val_batches, lambda features: features, device, len(classes)) \
+        if val_batches is not None else {}
+    row = {"epoch": 1, "lr": "", "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+           "val_loss": metrics.get("loss", ""), "val_accuracy": metrics.get("accuracy", ""),
+           "val_macro_f1": metrics.get("macro_f1", ""), "images_per_s": "", "seconds": seconds}
+    with (out / "history.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow([row[c] for c in HISTORY_COLUMNS])
+    summary = f"linear head: train acc {train['accuracy']:.4f}"
+    if metrics:
+        summary += f" | val loss {metrics['loss']:.4f} acc {metrics['accuracy']:.4f} macro-F1 {metrics['macro_f1']:.4f}"
+    info(summary)
+    save_weights(module, out / LAST_WEIGHTS_FILE)
+    shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
+    card.best_epoch, card.validation = 1, metrics
+    write_json(out / CARD_FILE, card.to_dict())
+    return metrics
+
+
+def data_provenance(data: str) -> str:
+    return provenance(data) or REAL
+
+
+def trim_history(path: Path, last_epoch: int) -> None:
+    """Drop history rows written after the checkpoint a run resumes from (a kill can fall between the two)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= last_epoch]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+
+
+def write_problems(path: Path, failures: dict[str, str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ref", "reason"])
+        writer.writerows(sorted(failures.items()))
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,158 @@
+"""Batched inference over a Catalog, and `catalens predict` over files, folders or a data spec."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catalens.data import DataOptions, load_catalog
+from catalens.data.catalog import Catalog
+from catalens.data.images import is_image_file
+from catalens.data.sources import source_prefix
+from catalens.data.sources.folder import FileReader, walk_files
+from catalens.errors import CatalensError
+from catalens.inference.products import average_by_product, catalog_has_products, level_names
+from catalens.loading.batches import make_batches
+from catalens.progress import make_progress, warn
+from catalens.rundir.run import Model, top_k
+
+
+@dataclass
+class Predictions:
+    probabilities: np.ndarray  # (N_ok, classes)
+    rows: np.ndarray  # catalog row of each prediction
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (ref, reason)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.rows) / self.seconds if self.seconds else 0.0
+
+
+def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, workers: int | None = None,
+                    description: str = "predicting", show_progress: bool = True) -> Predictions:
+    """Class probabilities for every readable image in the catalog, timed end to end (decoding included)."""
+    started = time.perf_counter()
+    batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
+    probabilities, rows, failures = [], [], []
+    with make_progress(disable=not show_progress) as bar:
+        task = bar.add_task(description, total=len(catalog))
+        for batch in batches:
+            failures += batch.failures
+            if len(batch.rows):
+                probabilities.append(model.probabilities(batch.images))
+                rows.append(batch.rows.numpy())
+            bar.advance(task, len(batch.rows) + len(batch.failures))
+    seconds = time.perf_counter() - started
+    if not probabilities:
+        return Predictions(np.zeros((0, len(model.classes)), np.float32), np.zeros(0, np.int64), failures, seconds)
+    return Predictions(np.concatenate(probabilities), np.concatenate(rows), failures, seconds)
+
+
+def catalog_of_inputs(inputs: list[str], split: str | None = None, options: DataOptions | None = None) -> Catalog:
+    """Files and folders (searched recursively) as an unlabelled catalog, or a single data spec."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths += [p for p in walk_files(path) if is_image_file(p)]
+        elif path.is_file():
+            paths.append(path)
+        elif len(inputs) == 1 and source_prefix(item):
+            catalog = load_catalog(item, options, split=False)
+            if split:
+                if not catalog.has_split(split):
+                    raise CatalensError(f"{item} has no {split!r} split")
+                catalog = catalog.split(split)
+            return catalog
+        else:
+            raise CatalensError(f"input {item} does not exist")
+    if not paths:
+        raise CatalensError(f"no image files found in {', '.join(inputs)}")
+    return catalog_of_files([path.resolve() for path in paths], ", ".join(inputs))
+
+
+def catalog_of_files(paths: list[Path], source: str) -> Catalog:
+    """Image files as an unlabelled catalog whose refs are the paths as given (absolute ones: read from /)."""
+    refs = [str(path) for path in paths]
+    return Catalog.from_records({"item_id": refs, "ref": refs}, classes=[], reader=FileReader("/"), source=source)
+
+
+def top_k_entries(model: Model, probabilities: np.ndarray, k: int) -> list[dict]:
+    """[{"label", "probability", level names when the model knows its category tree}, ...], best first."""
+    entries = [{"label": label, "probability": round(p, 6)} for label, p in top_k(probabilities, model.classes, k)]
+    if model.card.hierarchy:
+        for entry in entries:
+            entry.update(level_names(model, entry["label"]))
+    return entries
+
+
+def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
+            out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
+            split: str | None = None, backend: str = "auto", options: DataOptions | None = None) -> dict:
+    """Write top-k predictions for each input image as CSV or JSON Lines; returns a summary."""
+    if output_format not in ("csv", "jsonl"):
+        raise CatalensError("--format must be csv or jsonl")
+    model = Model.load(model_dir, backend=backend)
+    catalog = catalog_of_inputs(inputs, split, options)
+    result = predict_catalog(model, catalog, batch_size, workers)
+    handle = open(out, "w", newline="") if out else sys.stdout
+    try:
+        write_predictions(handle, output_format, catalog, model, result, k)
+    finally:
+        if out:
+            handle.close()
+    if result.failures:
+        warn(f"{len(result.failures)} image(s) could not be read; they are in the output with their error")
+    return {"predicted": len(result.rows), "failed": len(result.failures), "images_per_s": result.images_per_s,
+            "per_product": catalog_has_products(catalog)}
+
+
+def write_predictions(handle, output_format: str, catalog: Catalog, model: Model, result: Predictions, k: int):
+    """One row per image, or, for a product dump, one per product (its images' probabilities averaged), with
+    the category level names of each class when the model knows its tree."""
+    per_product = catalog_has_products(catalog)
+    inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
+    item_ids = catalog.table["item_id"].astype(str).to_numpy()[result.rows]
+    with_ids = not per_product and not np.array_equal(item_ids, inputs)  # csv/sql: posting or product id
+    probabilities, failures = result.probabilities, result.failures
+    if per_product:
+        inputs, probabilities, images = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
+                                                           probabilities)
+        item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
+        failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
+    hierarchy = bool(model.card.hierarchy)
+    records = []
+    for i, (name, row) in enumerate(zip(inputs, probabilities)):
+        best = top_k_entries(model, row, k)
+        record = {"input": str(name), **({"id": str(item_ids[i])} if with_ids else {}),
+                  "label": best[0]["label"], "probability": best[0]["probability"]}
+        if per_product:
+            record["images"] = int(images[i])
+        record["top_k"] = best
+        records.append({**record, "error": ""})
+    records += [{"input": ref, "label": "", "probability": "", "top_k": [], "error": reason}
+                for ref, reason in failures]
+    if output_format == "jsonl":
+        for record in records:
+            if not record["error"]:
+                record.pop("error")
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    writer = csv.writer(handle)
+    levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
+        name in entry for entry in model.card.hierarchy.values())]
+    writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
+                     *(["images"] if per_product else []), *levels, "top_k", "error"])
+    for record in records:
+        top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
+        first = record["top_k"][0] if record["top_k"] else {}
+        writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
+                         record["probability"], *([record.get("images", "")] if per_product else []),
+                         *[first.get(name, "") for name in levels], top, record["error"]])

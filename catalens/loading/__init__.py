@@ -1,0 +1,1 @@
+"""Stage 2, loading: images to network inputs (preprocessing, augmentation, batches)."""

@@ -1,0 +1,366 @@
+"""`catalens evaluate`: an honest report of a model on a data split.
+
+Writes metrics.json, report.md (embedding the PNGs), confusion matrices (counts, row-normalised),
+a grid of misclassified examples, and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.table import Table
+from sklearn.metrics import confusion_matrix
+
+from catalens.data import DataOptions, load_catalog
+from catalens.data.catalog import Catalog, source_identity
+from catalens.data.provenance import provenance as bootstrap_provenance
+from catalens.data.splits import ensure_splits
+from catalens.engine.metrics import per_class_scores, present_mean
+from catalens.errors import CatalensError
+from catalens.inference.predict import Predictions, predict_catalog
+from catalens.inference.products import average_by_product, catalog_has_products
+from catalens.progress import console, info, warn
+from catalens.report.plots import plot_confusion, plot_examples
+from catalens.rundir.run import CARD_FILE, WEIGHTS_FILE, Model, write_json
+
+
+def evaluation_catalog(model: Model, data: str, labels: str | None,
+                       overrides: dict | None = None) -> tuple[Catalog, str | None, bool]:
+    """The data as training saw it: the card's label mapping and class filters unless --labels is given, and,
+    when it is the very data the model was trained on (third value), the same seeded splits, so `test` is
+    held out."""
+    trained = model.card.data
+    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
+                             if key in DataOptions.__dataclass_fields__})
+    if "split_ratios" in trained.get("options", {}):
+        options.split_ratios = tuple(options.split_ratios)
+    if labels is not None:
+        options.labels = labels
+    for key, value in (overrides or {}).items():  # e.g. --categories on another machine, --sample
+        if value is not None:
+            setattr(options, key, value)
+    catalog = load_catalog(data, options, split=False)
+    training_data = is_training_data(catalog, trained)
+    if training_data:
+        catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
+    return catalog, options.labels, training_data
+
+
+def is_training_data(catalog: Catalog, trained: dict) -> bool:
+    """Is this the data the model was trained on, however it is spelled or wherever it was copied? The same
+    source identity (resolved path, URL without password) or the same content (class names, item ids, labels).
+    Cards written before identities were kept compare the resolved source strings."""
+    if trained.get("identity") is not None:
+        return catalog.identity == trained["identity"] or catalog.content_fingerprint() == trained.get("content")
+    source = trained.get("source")
+    return bool(source) and (catalog.source == source or catalog.identity == source_identity(source))
+
+
+def check_leakage(model: Model, whole: Catalog | None, evaluated: Catalog, split_name: str) -> dict:
+    """Evaluation images that are copies or near copies of training images (leakage.py), with a warning."""
+    from catalens.data.leakage import Overlap, training_overlap
+
+    if split_name in ("train", "all") and whole is not None:
+        overlap = Overlap(False, f"not checked: the {split_name} split holds the training images themselves")
+    else:
+        training = training_images(model, whole)
+        overlap = training_overlap(evaluated, training) if isinstance(training, Catalog) else Overlap(False, training)
+    if overlap.leaked:
+        warn(f"{overlap.exact:,} of the {overlap.evaluated_images:,} evaluation images are byte-identical to "
+             f"training images and {overlap.near:,} more are near duplicates (perceptual hash within "
+             f"{overlap.max_distance} bits): this score is optimistic; examples in report.md")
+    return overlap.to_dict()
+
+
+def training_images(model: Model, whole: Catalog | None) -> Catalog | str:
+    """The images the model was trained on (the train split), or why they cannot be read here."""
+    if whole is not None:
+        return whole.split("train") if whole.has_split("train") else whole
+    trained = model.card.data
+    spec = trained.get("spec")
+    if not spec:
+        return "not checked: the model card does not say what the model was trained on"
+    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
+                             if key in DataOptions.__dataclass_fields__})
+    options.split_ratios = tuple(options.split_ratios)
+    try:
+        catalog = load_catalog(spec, options)
+    except CatalensError as error:
+        return f"not checked: the training data {spec} cannot be read here ({str(error)[:120]})"
+    return catalog.split("train") if catalog.has_split("train") else catalog
+
+
+def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
+    if split in (None, "auto"):
+        if catalog.has_split("test"):
+            return catalog.split("test"), "test"
+        return catalog, "all"
+    if split == "all":
+        return catalog, "all"
+    if not catalog.has_split(split):
+        present = sorted(set(catalog.table["split"]) - {""}) or ["none"]
+        raise CatalensError(f"the data has no {split!r} split (it has: {', '.join(present)}); use --split all")
+    return catalog.split(split), split
+
+
+def align_classes(catalog: Catalog, model: Model) -> np.ndarray:
+    """Integer labels in the model's class order; refuses data whose classes the model does not know."""
+    unknown = sorted(set(catalog.table["label"]) - set(model.classes) - {""})
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise CatalensError(
+            f"the model does not match the data: classes {shown} are unknown to it (it knows "
+            f"{', '.join(model.classes[:10])}{' ...' if len(model.classes) > 10 else ''}); "
+            "pass the --labels mapping used in training or evaluate on data with the same classes"
+        )
+    index = {name: i for i, name in enumerate(model.classes)}
+    return catalog.table["label"].map(index).to_numpy(np.int64)
+
+
+def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    n = len(classes)
+    predicted = probabilities.argmax(1)
+    labels = list(range(n))
+    matrix = confusion_matrix(truth, predicted, labels=labels)
+    precision, recall, f1, support = per_class_scores(truth, predicted, n)
+    total = matrix.sum()
+    per_class = {}
+    for i, name in enumerate(classes):
+        true_negative = total - matrix[i, :].sum() - matrix[:, i].sum() + matrix[i, i]
+        false_negative = matrix[i, :].sum() - matrix[i, i]
+        npv = true_negative / (true_negative + false_negative) if true_negative + false_negative else 0.0
+        per_class[name] = {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                           "npv": float(npv), "support": int(support[i])}
+    weights = support / max(1, support.sum())
+    ranks = (-probabilities).argsort(axis=1)
+    top_k = {}
+    for k in (1, 3, 5):
+        if k <= n:
+            top_k[str(k)] = float((ranks[:, :k] == truth[:, None]).any(axis=1).mean())
+    confused = [
+        {"true": classes[i], "predicted": classes[j], "count": int(matrix[i, j]),
+         "share_of_true": float(matrix[i, j] / max(1, matrix[i].sum()))}
+        for i in range(n) for j in range(n) if i != j and matrix[i, j] > 0
+    ]
+    confused.sort(key=lambda item: -item["count"])
+    return {
+        "accuracy": float((predicted == truth).mean()),
+        "top_k_accuracy": top_k,
+        "macro_precision": present_mean(precision, support),
+        "macro_recall": present_mean(recall, support),
+        "macro_f1": present_mean(f1, support),  # metrics.py: the one definition, as in training
+        "weighted_f1": float((f1 * weights).sum()),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "most_confused": confused[:10],
+    }
+
+
+def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, repeats: int = 30) -> dict:
+    """Latency at batch 1 (median ms) and throughput at a large batch (images/s), model only."""
+    one = sample[:1]
+    model.logits(one)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.logits(one)
+        timings.append((time.perf_counter() - started) * 1000)
+    big = sample.repeat((batch_size + len(sample) - 1) // len(sample), 1, 1, 1)[:batch_size]
+    model.logits(big)
+    rounds, started = 0, time.perf_counter()
+    while rounds < 3 or time.perf_counter() - started < 1.0:
+        model.logits(big)
+        rounds += 1
+    return {
+        "latency_ms_batch1": round(statistics.median(timings), 3),
+        "throughput_images_per_s": round(rounds * batch_size / (time.perf_counter() - started), 1),
+        "throughput_batch_size": batch_size,
+    }
+
+
+def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
+             split: str | None = None, batch_size: int = 256, workers: int | None = None,
+             weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
+             data_overrides: dict | None = None, leakage_check: bool = True) -> dict:
+    """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
+    `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
+
+    model = Model.load(model_dir, weights=weights, backend=backend)
+    catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)
+    whole = catalog
+    catalog, split_name = choose_split(catalog, split)
+    seen = int((catalog.table["split"] == "train").sum())
+    if split_name == "all" and seen and training_data:
+        warn(f"evaluating on every item, including {seen:,} images the model was trained on; "
+             "pass --split val (or test) for a held-out score")
+    if not len(catalog):
+        raise CatalensError(f"no items to evaluate in {data} ({split_name} split)")
+    truth_all = align_classes(catalog, model)
+    model_path = Path(model_dir)
+    out = Path(out) if out else (model_path / "eval" if model_path.is_dir() else model_path.with_suffix(".eval"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    result: Predictions = predict_catalog(model, catalog, batch_size, workers, description=f"evaluating {split_name}")
+    if not len(result.rows):
+        raise CatalensError(f"none of the {len(catalog)} images could be read; see the warnings above")
+    truth = truth_all[result.rows]
+    metrics = classification_metrics(truth, result.probabilities, model.classes)
+    sample = next(iter(make_sample(model, catalog, result)))
+    metrics.update(
+        classes=model.classes,
+        split=split_name,
+        items=int(len(result.rows)),
+        unreadable=[{"ref": ref, "reason": reason} for ref, reason in result.failures],
+        num_params=model.num_params,
+        model_size_mb=round(model.weights_path.stat().st_size / 1e6, 3),
+        evaluation_images_per_s=round(result.images_per_s, 1),
+        evaluation_seconds=round(result.seconds, 3),
+        data=data,
+        labels=labels,
+        model=str(model_dir),
+        architecture=model.card.architecture,
+        device=str(model.device),
+        backend=model.backend,
+        torch_threads=torch.get_num_threads(),
+        provenance=bootstrap_provenance(data),
+    )
+    metrics.update(measure_speed(model, sample))
+    if leakage_check:
+        metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
+    if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served
+        products, mean, _ = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
+                                               result.probabilities)
+        product_truth = pd.Series(truth).groupby(catalog.table["product_id"].to_numpy()[result.rows],
+                                                 sort=False).first().reindex(products).to_numpy()
+        metrics.update(products=int(len(products)),
+                       product_accuracy=float((mean.argmax(1) == product_truth).mean()))
+    if result.failures:
+        warn(f"{len(result.failures)} image(s) could not be read and were left out; listed in metrics.json")
+
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix.png", False)
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix_normalized.png", True)
+    wrong = np.flatnonzero(result.probabilities.argmax(1) != truth)
+    wrong = wrong[np.argsort(-result.probabilities[wrong].max(1))][:examples]
+    grid = plot_examples(
+        [catalog.read(int(result.rows[i])) for i in wrong],
+        [f"{model.classes[truth[i]]} -> {model.classes[result.probabilities[i].argmax()]}"
+         f" ({result.probabilities[i].max():.2f})" for i in wrong],
+        out / "misclassified.png",
+    )
+    write_json(out / "metrics.json", metrics)
+    record_in_card(model, metrics)
+    (out / "report.md").write_text(render_report(metrics, grid is not None))
+    print_summary(metrics)
+    info(f"report: {out / 'report.md'}")
+    return metrics
+
+
+def record_in_card(model: Model, metrics: dict) -> None:
+    """Keep the headline numbers of each evaluation in the run's model card (when it is writable)."""
+    path = Path(model.path) / CARD_FILE
+    if not os.access(path, os.W_OK):
+        return
+    card = json.loads(path.read_text())
+    key = f"{metrics['data']} [{metrics['split']}]" + (f" labels={metrics['labels']}" if metrics["labels"] else "")
+    card.setdefault("evaluations", {})[key] = {
+        name: metrics[name] for name in ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy", "items",
+                                         "latency_ms_batch1", "throughput_images_per_s")
+    }
+    write_json(path, card)
+
+
+def make_sample(model: Model, catalog: Catalog, result: Predictions):
+    """Yields a small uint8 batch of real images of the data, for speed measurement."""
+    from catalens.loading.batches import make_batches
+
+    subset = catalog.subset(result.rows[:64])
+    for batch in make_batches(subset, model.preprocessing, 64, workers=0):
+        if len(batch.rows):
+            yield batch.images
+
+
+def render_report(metrics: dict, has_examples: bool) -> str:
+    lines = [
+        f"# Evaluation of `{metrics['model']}` ({metrics['architecture']})", "",
+        f"Data `{metrics['data']}`, split **{metrics['split']}**, {metrics['items']:,} images"
+        + (f", label mapping `{metrics['labels']}`" if metrics["labels"] else "") + ".", "",
+        *([f"**Measured on {metrics['provenance']}.**", ""] if metrics.get("provenance") else []),
+        "| metric | value |", "|---|---|",
+        f"| accuracy | {metrics['accuracy']:.4f} |",
+    ]
+    if "product_accuracy" in metrics:
+        lines.append(f"| product accuracy (images averaged, {metrics['products']:,} products) | "
+                     f"{metrics['product_accuracy']:.4f} |")
+    lines += [f"| top-{k} accuracy | {v:.4f} |" for k, v in metrics["top_k_accuracy"].items() if k != "1"]
+    lines += [
+        f"| macro F1 | {metrics['macro_f1']:.4f} |", f"| weighted F1 | {metrics['weighted_f1']:.4f} |",
+        f"| parameters | {metrics['num_params']:,} |", f"| model size | {metrics['model_size_mb']:.2f} MB |",
+        f"| latency (batch 1) | {metrics['latency_ms_batch1']:.2f} ms/image |",
+        f"| throughput (batch {metrics['throughput_batch_size']}) | "
+        f"{metrics['throughput_images_per_s']:,.0f} images/s |",
+        f"| evaluation end to end | {metrics['evaluation_images_per_s']:,.0f} images/s "
+        f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['backend']}, "
+        f"{metrics['torch_threads']} threads) |",
+        "", "## Per class", "",
+        "| class | precision | recall | F1 | NPV | support |", "|---|---|---|---|---|---|",
+    ]
+    for name, row in metrics["per_class"].items():
+        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | "
+                     f"{row['npv']:.4f} | {row['support']} |")
+    lines += ["", "## Confusion matrix", "", "![counts](confusion_matrix.png)", "",
+              "![row-normalised](confusion_matrix_normalized.png)", "", "## Most confused pairs", "",
+              "| true | predicted as | count | share of true class |", "|---|---|---|---|"]
+    lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
+              for c in metrics["most_confused"]]
+    lines += leakage_lines(metrics.get("leakage"))
+    if has_examples:
+        lines += ["", "## Misclassified examples (most confident mistakes first)", "", "![mistakes](misclassified.png)"]
+    if metrics["unreadable"]:
+        lines += ["", f"## Unreadable images ({len(metrics['unreadable'])})", ""]
+        lines += [f"- `{item['ref']}`: {item['reason']}" for item in metrics["unreadable"][:100]]
+    return "\n".join(lines) + "\n"
+
+
+def leakage_lines(overlap: dict | None) -> list[str]:
+    """report.md's section on evaluation images that copy training images."""
+    if not overlap:
+        return []
+    lines = ["", "## Overlap with the training images", ""]
+    if not overlap["checked"]:
+        return lines + [overlap["note"].capitalize() + "."]
+    lines.append(f"Of {overlap['evaluated_images']:,} evaluation images, **{overlap['exact']:,}** are byte-identical "
+                 f"to one of the {overlap['training_images']:,} training images and **{overlap['near']:,}** more are "
+                 f"near duplicates (perceptual hash within {overlap['max_distance']} of 64 bits)"
+                 + (": the scores above are optimistic." if overlap["exact"] + overlap["near"] else ".")
+                 + (f" Note: {overlap['note']}." if overlap["note"] else ""))
+    if overlap["examples"]:
+        lines += ["", "| evaluation image | training image | kind |", "|---|---|---|"]
+        lines += [f"| `{e['evaluated']}` | `{e['training']}` | {e['kind']} |" for e in overlap["examples"]]
+    return lines
+
+
+def print_summary(metrics: dict) -> None:
+    table = Table(title=f"{metrics['architecture']} on {metrics['split']} ({metrics['items']:,} images)")
+    for column in ("class", "precision", "recall", "F1", "NPV", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      f"{row['npv']:.4f}", str(row["support"]))
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{metrics['accuracy']:.4f}", "", str(metrics["items"]))
+    table.add_row("macro avg", f"{metrics['macro_precision']:.4f}", f"{metrics['macro_recall']:.4f}",
+                  f"{metrics['macro_f1']:.4f}", "", "")
+    console.print(table)
+    console.print(
+        f"parameters {metrics['num_params']:,} | size {metrics['model_size_mb']:.2f} MB | "
+        f"latency {metrics['latency_ms_batch1']:.2f} ms/image (batch 1) | "
+        f"throughput {metrics['throughput_images_per_s']:,.0f} img/s | "
+        f"evaluation {metrics['evaluation_images_per_s']:,.0f} img/s end to end"
+    )

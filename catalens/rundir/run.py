@@ -1,0 +1,274 @@
+"""Run directories and the Model object that loads one.
+
+A run directory holds everything needed to reproduce and use a model:
+    config.yaml          the resolved training config (`catalens train --config run/config.yaml` re-runs it)
+    model.safetensors    best weights (by the validation metric); last.safetensors: the last epoch's
+    model_card.json      architecture, classes, preprocessing, metrics, data fingerprint
+    checkpoint.pt        optimizer/scheduler state for `--resume` (tensors and plain types only)
+    history.csv, training_curves.png, problems.csv (images that failed to decode, if any)
+Loading reads the directory and never writes into it (the ONNX export is cached in the user cache).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from catalens.cache import cache_root
+from catalens.checksums import file_digest
+from catalens.errors import CatalensError
+from catalens.loading.preprocess import Preprocessing, normalize_numpy, softmax_numpy
+from catalens.models import create_model
+from catalens.models.onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
+from catalens.rundir.card import CARD_FORMAT, ModelCard  # noqa: F401 (CARD_FORMAT: its old home)
+
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
+# Images per model call on CPU, bounded by input pixels: 8 photos at 260 px, 668 Fashion-MNIST images. A batch of
+# 256 photos through a three-backbone ensemble needs GBs of activations; small batches run as fast on a CPU.
+CPU_BATCH_PIXELS = 2**19
+
+
+def save_weights(module: nn.Module, path: Path) -> None:
+    state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    temporary = path.with_suffix(".tmp")
+    save_file(state, str(temporary))
+    temporary.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CatalensError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def read_card(run_dir: Path) -> ModelCard:
+    """The run directory's model card (format 1 cards migrated), or a one-line error."""
+    path = Path(run_dir) / CARD_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CatalensError(f"cannot read {path} ({str(error)[:100]}): the run directory is damaged; retrain") \
+            from error
+    return ModelCard.from_dict(raw, where=path)
+
+
+class Model:
+    """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
+
+    def __init__(self, module: nn.Module | None, card: dict, path: Path | None = None, runner=None,
+                 weights_path: Path | None = None):
+        self.module = module.eval() if module is not None else None  # None for an exported .onnx file
+        self.runner = runner  # an OnnxRunner when the onnx backend is used
+        self.card = card
+        self.path = path  # the run directory, or the .onnx file
+        self.weights_path = weights_path  # the file whose size is the model's size on disk
+        self.classes: list[str] = card.classes
+        self.preprocessing = Preprocessing.from_dict(card.preprocessing)
+        self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
+        self._fast = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto",
+             backend: str = "auto") -> Model:
+        """Load a run directory, or a file written by `catalens export` (onnx backend only). backend: torch,
+        onnx (onnxruntime, CPU), or auto (onnx on CPU when installed)."""
+        run_dir = Path(run_dir)
+        if backend not in ("auto", "torch", "onnx"):
+            raise CatalensError(f"unknown backend {backend!r}; choose torch, onnx or auto")
+        if run_dir.is_file() and run_dir.suffix == ".onnx":
+            return cls.load_onnx(run_dir, backend)
+        card_path = run_dir / CARD_FILE
+        if not card_path.is_file():
+            hint = " (give the run directory that `catalens train --out` wrote)" if run_dir.exists() else ""
+            raise CatalensError(f"no model at {run_dir}: {CARD_FILE} not found{hint}")
+        card = read_card(run_dir)
+        weights_path = run_dir / weights
+        if not weights_path.is_file():
+            raise CatalensError(f"{weights_path} not found; the run may not have finished an epoch yet")
+        preprocessing = Preprocessing.from_dict(card.preprocessing)
+        module = create_model(card.architecture, card.num_classes, preprocessing.channels,
+                              tuple(preprocessing.input_size))
+        try:
+            module.load_state_dict(load_file(str(weights_path)))
+        except (RuntimeError, OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0][:200]
+            raise CatalensError(f"{weights_path} does not fit the {card.architecture} in {CARD_FILE} ({first}); "
+                                "the run directory is damaged or mixed up: retrain or restore it") from error
+        target = pick_device(device)
+        module = module.to(target)
+        if target.type == "cpu":
+            module = module.to(memory_format=torch.channels_last)
+        runner = None
+        if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
+            try:
+                runner = onnx_runner(module, card, run_dir, weights_path)
+            except Exception as error:  # noqa: BLE001 - one line, with the way out
+                reason = str(error).strip().splitlines()[0][:160]
+                if backend == "onnx":
+                    if isinstance(error, CatalensError):
+                        raise
+                    raise CatalensError(f"ONNX export of {card.architecture} failed ({reason}); "
+                                        "use --backend torch") from error
+                from catalens.progress import warn
+
+                warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
+        return cls(module, card, run_dir, runner, weights_path)
+
+    @classmethod
+    def load_onnx(cls, path: Path, backend: str = "onnx") -> Model:
+        """A model exported by `catalens export`: the file alone, run by onnxruntime."""
+        if backend == "torch":
+            raise CatalensError(f"{path} is an exported ONNX model: run it with --backend onnx (or auto), or give "
+                                "the run directory for --backend torch")
+        runner = OnnxRunner(path)
+        if runner.card is None:
+            raise CatalensError(f"{path} has no catalens metadata (class names, preprocessing); export it with "
+                                "`catalens export RUN_DIR --format onnx --out FILE`")
+        card = ModelCard.from_dict(runner.card, where=path)
+        expected = [card.preprocessing["channels"], *card.preprocessing["input_size"]]
+        shape = runner.session.get_inputs()[0].shape[1:]
+        if any(isinstance(dim, int) and dim != want for dim, want in zip(shape, expected)):
+            raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
+                                "was changed after export: export it again")
+        return cls(None, card, path, runner, path)
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.runner is not None else "torch"
+
+    @property
+    def num_params(self) -> int:
+        return count_parameters(self.module) if self.module is not None else int(self.card.num_params)
+
+    def fast_module(self):
+        """The network prepared for CPU inference: traced and frozen (BatchNorm folded into the convolutions)."""
+        if self._fast is None:
+            self._fast = self.module
+            if self.device.type == "cpu":
+                try:
+                    import warnings
+
+                    height, width = self.preprocessing.input_size
+                    example = torch.zeros(2, self.preprocessing.channels, height, width).to(
+                        memory_format=torch.channels_last)
+                    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                        warnings.simplefilter("ignore")
+                        traced = torch.jit.trace(self.module.eval(), example)
+                        self._fast = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                except Exception:  # noqa: BLE001 - tracing is an optimisation; eager always works
+                    self._fast = self.module
+        return self._fast
+
+    def cpu_chunks(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if self.device.type != "cpu":
+            return [images]
+        height, width = self.preprocessing.input_size
+        return list(images.split(max(1, CPU_BATCH_PIXELS // (height * width))))
+
+    def logits(self, images: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """uint8 batch (N, C, H, W) at the input size -> logits (N, classes)."""
+        if self.runner is not None:
+            return torch.from_numpy(self._runner_logits(images))
+        if len(self.cpu_chunks(images)) > 1:
+            return torch.cat([self.logits(part, fast) for part in self.cpu_chunks(images)])
+        batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        module = self.fast_module() if fast else self.module
+        with torch.inference_mode():
+            return module(batch).float()
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        if self.runner is not None:
+            return softmax_numpy(self._runner_logits(images))
+        return self.logits(images).softmax(dim=1).cpu().numpy()
+
+    def _runner_logits(self, images: torch.Tensor) -> np.ndarray:
+        """onnxruntime logits with numpy pre-processing (no torch threads competing with onnxruntime's)."""
+        return np.concatenate([self.runner.run(normalize_numpy(part.numpy(), self.preprocessing))
+                               for part in self.cpu_chunks(images)])
+
+    def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) for PIL images, file paths, or a uint8 batch tensor."""
+        if isinstance(images, torch.Tensor):
+            batch = images
+        else:
+            from catalens.data.images import load_image
+
+            items = images if isinstance(images, (list, tuple)) else [images]
+            batch = torch.stack([
+                self.preprocessing.prepare(item if hasattr(item, "convert") else load_image(item)) for item in items
+            ])
+        probabilities = self.probabilities(batch)
+        return [top_k(row, self.classes, k) for row in probabilities]
+
+
+def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path):
+    """An onnxruntime session for these weights: the run's model.onnx when `catalens export` wrote it from
+    them, else an export kept in the user cache (cache.py) under the weights' sha256. Loading never writes into
+    the run directory: it may be read-only, or loaded by several processes at once."""
+    digest = file_digest(weights_path)
+    key = hashlib.sha256(json.dumps([digest, card.architecture, card.preprocessing], sort_keys=True)
+                         .encode()).hexdigest()[:32]
+    cached = cache_root() / "onnx" / f"{key}.onnx"
+    for path in (run_dir / ONNX_FILE, cached):
+        if path.is_file():
+            try:
+                runner = OnnxRunner(path)
+            except CatalensError:  # a damaged export: export again
+                continue
+            if runner.card and runner.card.get("weights_sha256") == digest:
+                return runner
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(cached.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        cached = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
+    runner, _ = export_weights(module, card, weights_path, cached, digest)
+    return runner
+
+
+def export_weights(module: nn.Module, card: dict, weights_path: Path, path: Path, digest: str | None = None):
+    """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
+    card = dict(card.to_dict(), weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
+    return export_onnx(copy.deepcopy(module).float(), card, path)
+
+
+def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FILE) -> dict:
+    """Write the run's model as one self-contained ONNX file (weights, class names and preprocessing inside),
+    checked against PyTorch; returns the file, its size and the max abs difference of the logits."""
+    model = Model.load(run_dir, weights=weights, backend="torch", device="cpu")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _, difference = export_weights(model.module, model.card, model.weights_path, out)
+    return {"path": str(out), "size_mb": round(out.stat().st_size / 1e6, 3), "max_abs_difference": difference}
+
+
+def top_k(probabilities: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-probabilities)[: max(1, min(k, len(classes)))]
+    return [(classes[i], float(probabilities[i])) for i in order]
