@@ -105,6 +105,11 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_goes_on(client):
     assert client.post("/v1/history/999/correction", json={"label": CLASSES[0]}).status_code == 404
     assert client.post("/v1/history/1/correction", json={"label": "../../etc"}).status_code == 422
     assert client.get("/nowhere").json()["error"]["code"] == "not_found"
+    for path in ("/v1/history?per_page=200&page=711409073720113021541114970112",  # overflowed SQLite: a 500
+                 "/v1/history/99999999999999999999999/thumbnail", "/v1/history/0/thumbnail"):
+        response = client.get(path)
+        assert response.status_code == 422 and response.json()["error"]["code"], path
+    assert client.post("/v1/history/99999999999999999999999/correction", json={"label": None}).status_code == 422
 
 
 def test_corrections_export_as_a_labelled_folder(client, tmp_path):

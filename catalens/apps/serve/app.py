@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import torch
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -37,6 +38,8 @@ from catalens.inference.predict import top_k_entries
 from catalens.rundir.run import Model
 
 PAGE = Path(__file__).with_name("page.html")
+MAX_ID = 2**63 - 1  # database integers are 64-bit: a larger id is a 422, not an overflow (a 500)
+MAX_PAGE = 10**9
 
 
 @dataclass
@@ -255,18 +258,18 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
                 "batching": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms}}
 
     @app.get("/v1/history", summary="Past predictions, newest first")
-    async def history_page(page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=200)):
+    async def history_page(page: int = Query(1, ge=1, le=MAX_PAGE), per_page: int = Query(20, ge=1, le=200)):
         return await run_in_threadpool(history.page, page, per_page)
 
     @app.get("/v1/history/{prediction_id}/thumbnail", summary="A past prediction's thumbnail (JPEG)")
-    async def history_thumbnail(prediction_id: int):
+    async def history_thumbnail(prediction_id: int = PathParam(ge=1, le=MAX_ID)):
         data = await run_in_threadpool(history.thumbnail, prediction_id)
         if data is None:
             raise InputError(404, f"no prediction {prediction_id}", "not_found")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/v1/history/{prediction_id}/correction", summary="Mark a prediction wrong: set its right label")
-    async def history_correct(prediction_id: int, request: Request):
+    async def history_correct(request: Request, prediction_id: int = PathParam(ge=1, le=MAX_ID)):
         try:
             payload = json.loads(await request.body() or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
