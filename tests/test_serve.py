@@ -129,6 +129,13 @@ def test_model_card_health_metrics_api_key_and_cors(small_model_dir, tmp_path):
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json()["ready"] is True
         assert client.get("/v1/model").status_code == 401
+        for path in ("/v1/history", "/v1/history/1/thumbnail", "/v1/history/export"):  # the history is private
+            assert client.get(path).status_code == 401, path
+        assert client.get("/metrics").status_code == 200
+        docs = client.get("/docs").text  # offline: Swagger UI's assets are served by the app, not a CDN
+        assert "cdn." not in docs and "swagger-ui-bundle.js" in docs
+        asset = next(part.split('"')[0] for part in docs.split('src="')[1:] if "swagger-ui-bundle.js" in part)
+        assert client.get(asset).status_code == 200
         card = client.get("/v1/model", headers={"X-API-Key": "s3cret"}).json()
         assert card["classes"] == sorted(CLASSES) and card["batching"]["max_batch"] == 16
         assert client.post("/v1/predict", files={"file": ("a.jpg", photo())}, headers={"X-API-Key": "nope"}

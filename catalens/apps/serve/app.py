@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -137,8 +138,9 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         await http["client"].client.aclose()
         history.engine.dispose()
 
-    app = FastAPI(title="catalens", version="1", lifespan=lifespan,
-                  description=f"Product image classification with `{name}` ({len(model.classes)} classes).")
+    app = FastAPIOffline(  # /docs works offline: Swagger UI's assets come with fastapi-offline, not from a CDN
+        title="catalens", version="1", lifespan=lifespan,
+        description=f"Product image classification with `{name}` ({len(model.classes)} classes).")
     app.state.model, app.state.history, app.state.batcher, app.state.metrics = model, history, batcher, metrics
 
     @app.middleware("http")
