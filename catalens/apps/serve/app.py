@@ -26,6 +26,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -74,6 +75,47 @@ class Metrics:
         self.batch_size = Histogram("catalens_batch_size", "Images per model call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.queue_depth = Gauge("catalens_queue_depth", "Requests waiting for the model", registry=self.registry)
+
+
+class ErrorDetail(BaseModel):
+    code: str  # machine-readable: bad_url, url_forbidden, too_large, unsupported_type, not_found, ...
+    message: str  # one line, says what to do
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_MEANINGS = {
+    400: "Malformed request: empty body, bad JSON or base64, a URL that is not http(s) or points inside the network",
+    401: "Missing or wrong X-API-Key header (servers started with --api-key)",
+    403: "URL fetching is off on this server (--no-urls)",
+    404: "No such prediction",
+    413: "Request body, image count or image size over the server's limits",
+    415: "Not an image type catalens reads",
+    422: "A parameter or a field out of its bounds, or a URL that could not be fetched",
+}
+
+
+def documented(*codes: int, content: str | None = None) -> dict:
+    """OpenAPI `responses` for a route: its error answers (the same JSON model for all), and the content type
+    of its success answer when it is not JSON."""
+    responses: dict = {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+    if content:
+        responses[200] = {"content": {content: {"schema": {"type": "string", "format": "binary"}
+                                                if not content.startswith("text/") else {"type": "string"}}},
+                          "description": "OK"}
+    return responses
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the routes at `path` answer (for the Allow header of a 405)."""
+    methods = set()
+    for route in app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 def error_response(status: int, message: str, code: str = "bad_request") -> JSONResponse:
@@ -176,8 +218,26 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        return error_response(error.status_code, str(error.detail), "not_found" if error.status_code == 404 else
-                              "http_error")
+        response = error_response(error.status_code, str(error.detail), "not_found" if error.status_code == 404
+                                  else "method_not_allowed" if error.status_code == 405 else "http_error")
+        if error.status_code == 405:  # RFC 9110: say which methods the resource has
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return response
+
+    predict_body = {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                     "maxItems": options.max_images}}}},
+        "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+            "images": {"type": "array", "minItems": 1, "maxItems": options.max_images, "items": {
+                "type": "object", "anyOf": [{"required": ["url"]}, {"required": ["base64"]}], "properties": {
+                    "url": {"type": "string", "format": "uri", "description": "http(s), at a public address"},
+                    "base64": {"type": "string", "format": "byte", "description": "the image file, base64"},
+                    "name": {"type": "string"}}}}}}}}}
+    correction_body = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["label"],
+        "properties": {"label": {"enum": [*model.classes, None], "description": "the right class, or null to "
+                                 "clear the correction"}}}}}}
 
     async def read_images(request: Request) -> list[tuple[str, bytes]]:
         content_type = request.headers.get("content-type", "")
@@ -210,7 +270,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             raise InputError(422, 'JSON must be {"images": [{"url": "https://..."} or {"base64": "..."}, ...]}',
                              "bad_json")
         if len(entries) > options.max_images:
-            raise InputError(413, f"{len(entries)} images: at most {options.max_images} per request", "too_many")
+            raise InputError(422, f"{len(entries)} images: at most {options.max_images} per request", "too_many")
         found = []
         for i, entry in enumerate(entries):
             label = str(entry.get("name") or f"image {i + 1}")
@@ -225,7 +285,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
                 raise InputError(422, f"images[{i}] needs a `url` or a `base64` key", "bad_json")
         return found
 
-    @app.post("/v1/predict", summary="Top-k classes for one or several images")
+    @app.post("/v1/predict", summary="Top-k classes for one or several images",
+              responses=documented(400, 401, 403, 413, 415, 422), openapi_extra={"requestBody": predict_body})
     async def predict(request: Request, k: int = Query(5, ge=1, le=100, description="How many classes to return."),
                       aggregate: bool = Query(False, description="Several images of one product: average them "
                                               "into one prediction.")):
@@ -253,24 +314,26 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             body = {"results": results}
         return {**body, "model": name, "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 
-    @app.get("/v1/model", summary="The model card")
+    @app.get("/v1/model", summary="The model card", responses=documented(401))
     async def model_card():
         card = {key: value for key, value in model.card.to_dict().items() if key not in ("config", "data")}
         return {**card, "name": name, "backend": model.backend,
                 "batching": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms}}
 
-    @app.get("/v1/history", summary="Past predictions, newest first")
+    @app.get("/v1/history", summary="Past predictions, newest first", responses=documented(401, 422))
     async def history_page(page: int = Query(1, ge=1, le=MAX_PAGE), per_page: int = Query(20, ge=1, le=200)):
         return await run_in_threadpool(history.page, page, per_page)
 
-    @app.get("/v1/history/{prediction_id}/thumbnail", summary="A past prediction's thumbnail (JPEG)")
+    @app.get("/v1/history/{prediction_id}/thumbnail", summary="A past prediction's thumbnail (JPEG)",
+             responses=documented(401, 404, 422, content="image/jpeg"), response_class=Response)
     async def history_thumbnail(prediction_id: int = PathParam(ge=1, le=MAX_ID)):
         data = await run_in_threadpool(history.thumbnail, prediction_id)
         if data is None:
             raise InputError(404, f"no prediction {prediction_id}", "not_found")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
-    @app.post("/v1/history/{prediction_id}/correction", summary="Mark a prediction wrong: set its right label")
+    @app.post("/v1/history/{prediction_id}/correction", summary="Mark a prediction wrong: set its right label",
+              responses=documented(400, 401, 404, 413, 422), openapi_extra={"requestBody": correction_body})
     async def history_correct(request: Request, prediction_id: int = PathParam(ge=1, le=MAX_ID)):
         try:
             payload = json.loads(await request.body() or b"null")
@@ -286,7 +349,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             raise InputError(404, f"no prediction {prediction_id}", "not_found")
         return item
 
-    @app.get("/v1/history/export", summary="Corrections as a labelled image folder (zip) for retraining")
+    @app.get("/v1/history/export", summary="Corrections as a labelled image folder (zip) for retraining",
+             responses=documented(401, 422, content="application/zip"), response_class=Response)
     async def history_export(all: bool = Query(False, description="Also the uncorrected predictions, under "
                                                "their predicted label.")):
         def build() -> bytes:
@@ -306,13 +370,15 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Model loaded, batcher running, database reachable")
+    @app.get("/readyz", summary="Model loaded, batcher running, database reachable",
+             responses={503: {"description": "Not ready: the model, the batcher or the database is not"}})
     async def readyz():
         checks = {"model": True, "batcher": batcher.running,
                   "database": await asyncio.wait_for(run_in_threadpool(history.ready), 5)}
         return JSONResponse({"ready": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", responses=documented(content="text/plain"),
+             response_class=Response)
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
