@@ -26,7 +26,7 @@ REAL_PRODUCTS = 7_069_896
 INDEX = """
 import json, resource, sys, time
 from pathlib import Path
-from catalens.sources.bson_index import build_index
+from catalens.data.sources.bson_index import build_index
 path, threads = Path(sys.argv[1]), int(sys.argv[2])
 build_index(path, Path(sys.argv[3]), show_progress=False, threads=threads)  # warm-up: loads the compiled walk
 started = time.perf_counter()
@@ -52,8 +52,8 @@ READS = """
 import json, sys, time
 import numpy as np
 from multiprocessing import Pool
-from catalens.sources.bson_index import open_index
-from catalens.sources.bson_dump import IMAGES_PER_REF, BsonReader
+from catalens.data.sources.bson_index import open_index
+from catalens.data.sources.bson_dump import IMAGES_PER_REF, BsonReader
 path, count, workers, decode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "decode"
 records = open_index(path, show_progress=False).records
 rng = np.random.default_rng(0)
