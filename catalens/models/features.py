@@ -18,6 +18,9 @@ from catalens.progress import make_progress, warn
 # Images per forward pass when extracting on CPU: for tf_efficientnet_lite0 at 224 px on 2 cores, batch 8 ran
 # at 47 images/s, batch 32 at 29 (BENCHMARKS.md): big activations fall out of cache.
 CPU_CHUNK = 8
+# Images per onnxruntime call: a whole 256-image batch through the Lite0+1+2 mirror ensemble at 260 px held
+# ~17 GB of activations and was killed for memory on a 23 GB machine; 16 keeps it small at the same speed.
+ONNX_CHUNK = 16
 
 
 def pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,8 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
             card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
             with tempfile.TemporaryDirectory(prefix="catalens-features-") as folder:  # the session keeps the graph
                 runner, _ = export_onnx(copy.deepcopy(extractor).float(), card, Path(folder) / "features.onnx")
-            return lambda images: torch.from_numpy(runner.run(images.float().contiguous().cpu().numpy()))
+            return lambda images: torch.cat([torch.from_numpy(runner.run(part.float().contiguous().cpu().numpy()))
+                                             for part in images.split(ONNX_CHUNK)])
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")
     chunk = CPU_CHUNK if device.type == "cpu" else None
