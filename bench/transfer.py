@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import time
 
 from common import REPO, SHARED, catalens, record
@@ -97,18 +98,27 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     rows = []
-    for name in args.recipes:
+    try:
+        for name in args.recipes:
+            rows.append(row_of(name))
+            print(rows[-1], flush=True)
+    finally:  # a recipe that dies (killed for memory, say) does not take the rows measured before it along
+        if args.record and rows:
+            record(rows)
+
+
+def row_of(name: str) -> str:
+    try:
         r = probe() if name == "probe" else run(name)
-        recall = ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items())
-        rows.append(f"clothing-small {r['recipe']} (`{r['args']}`): validation accuracy **{r['accuracy']:.4f}**"
-                    + (f", macro F1 {r['macro_f1']:.4f}" if "macro_f1" in r else "")
-                    + (f", recall {recall}" if recall else "")
-                    + (f", {r['latency']:.1f} ms/image at batch 1" if "latency" in r else "")
-                    + f"; wall {r['train_s']:.0f} s"
-                    + (f"; rungs tried: {r['tried']}" if r.get("tried") else ""))
-        print(rows[-1], flush=True)
-    if args.record:
-        record(rows)
+    except subprocess.CalledProcessError as error:
+        return f"clothing-small {name} (`{' '.join(RECIPES.get(name, []))}`): **failed** ({error})"
+    recall = ", ".join(f"{c} {v:.2f}" for c, v in r["recall"].items())
+    return (f"clothing-small {r['recipe']} (`{r['args']}`): validation accuracy **{r['accuracy']:.4f}**"
+            + (f", macro F1 {r['macro_f1']:.4f}" if "macro_f1" in r else "")
+            + (f", recall {recall}" if recall else "")
+            + (f", {r['latency']:.1f} ms/image at batch 1" if "latency" in r else "")
+            + f"; wall {r['train_s']:.0f} s"
+            + (f"; rungs tried: {r['tried']}" if r.get("tried") else ""))
 
 
 if __name__ == "__main__":
