@@ -6,6 +6,10 @@ flat. Writes the latency distributions as bench/out/serve_latency.png.
 
     python bench/serve.py --record                 # trains a small Lite0 head first (about a minute)
     python bench/serve.py --model runs/lite0 --seconds 60 --record
+    python bench/serve.py --soak 600 --record      # issue 16: 10 minutes at concurrency 16, RSS every 5 s
+
+The soak reports errors, the server's RSS sampled every 5 s (plotted as bench/out/serve_soak_rss.png), the
+least-squares slope of RSS after the first minute, and RSS growth over the last 9 minutes (target <= 2 %).
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ def start(model: Path, db: str, *extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start")
 
 
-async def load(url: str, photos: list[bytes], concurrency: int, seconds: float, pid: int) -> dict:
-    latencies, client_latencies, errors, memory = [], [], 0, []
+async def load(url: str, photos: list[bytes], concurrency: int, seconds: float, pid: int,
+               every: float = 1.0) -> dict:
+    latencies, client_latencies, errors, memory, times = [], [], 0, [], []
     deadline = time.perf_counter() + seconds
 
     async def client(worker: int, http: httpx.AsyncClient):
@@ -72,9 +77,11 @@ async def load(url: str, photos: list[bytes], concurrency: int, seconds: float, 
             i += concurrency
 
     async def watch():
+        begun = time.perf_counter()
         while time.perf_counter() < deadline:
             memory.append(rss_mb(pid))
-            await asyncio.sleep(1)
+            times.append(time.perf_counter() - begun)
+            await asyncio.sleep(every)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
@@ -85,15 +92,15 @@ async def load(url: str, photos: list[bytes], concurrency: int, seconds: float, 
     return {"requests": len(latencies), "errors": errors, "throughput": len(latencies) / elapsed,
             "p50": float(np.percentile(server, 50)), "p90": float(np.percentile(server, 90)),
             "p99": float(np.percentile(server, 99)), "client_p50": float(np.percentile(client_latencies, 50)),
-            "latencies": server, "memory": memory}
+            "latencies": server, "memory": memory, "times": times}
 
 
-def run(model: Path, photos: list[bytes], concurrency: int, seconds: float, *extra: str) -> dict:
+def run(model: Path, photos: list[bytes], concurrency: int, seconds: float, *extra: str, every: float = 1.0) -> dict:
     db = f"sqlite:///{tempfile.mkdtemp(prefix='catalens-serve-')}/history.db"
     process, url = start(model, db, *extra)
     try:
         asyncio.run(load(url, photos, concurrency, min(5.0, seconds), process.pid))  # warm-up
-        return asyncio.run(load(url, photos, concurrency, seconds, process.pid))
+        return asyncio.run(load(url, photos, concurrency, seconds, process.pid, every))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -121,12 +128,40 @@ def plot(results: dict[str, dict], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def soak(model: Path, photos: list[bytes], seconds: float, backend: list[str]) -> str:
+    """Concurrency 16 for `seconds`: errors, RSS every 5 s, its slope after the first minute, growth over the rest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = run(model, photos, 16, seconds, *backend, every=5.0)
+    times, memory = np.array(result["times"]), np.array(result["memory"])
+    settled = times >= 60
+    slope = float(np.polyfit(times[settled], memory[settled], 1)[0]) * 60 if settled.sum() > 2 else float("nan")
+    growth = 100 * (memory[settled][-1] - memory[settled][0]) / memory[settled][0] if settled.any() else float("nan")
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(times, memory, marker=".")
+    axis.axvline(60, color="grey", linestyle="--", linewidth=1)
+    axis.set(xlabel="seconds", ylabel="server RSS (MB)", title=f"catalens serve, concurrency 16, {seconds:.0f} s")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    OUT.mkdir(parents=True, exist_ok=True)
+    figure.savefig(OUT / "serve_soak_rss.png", dpi=120)
+    return (f"soak {seconds:.0f} s at concurrency 16: {result['requests']} requests, **{result['errors']} errors**, "
+            f"{result['throughput']:.1f} req/s, server p50 {result['p50']:.0f} / p99 {result['p99']:.0f} ms; RSS "
+            f"{memory[0]:.0f} -> {memory[-1]:.0f} MB (max {memory.max():.0f}), after the first minute "
+            f"{memory[settled][0]:.0f} -> {memory[settled][-1]:.0f} MB = **{growth:+.2f} %**, "
+            f"slope {slope:+.2f} MB/min; plot bench/out/serve_soak_rss.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="A Lite0 run directory [default: train a head on 300 photos].")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--max-wait-ms", default="0", help="The server's micro-batching wait (its default: 0).")
+    parser.add_argument("--soak", type=float, default=None, help="Only the soak: concurrency 16 for this many seconds.")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     clothing = SHARED / "clothing-small"
@@ -137,6 +172,12 @@ def main() -> None:
                  "backbone", "--input-size", "224", "--limit", "300", "--epochs", "3", "--out", str(model))
     photos = [path.read_bytes() for path in sorted((clothing / "validation").rglob("*.jpg"))[:64]]
     backend = ["--backend", args.backend, "--max-wait-ms", args.max_wait_ms]
+    if args.soak:
+        row = soak(model, photos, args.soak, backend)
+        print(row)
+        if args.record:
+            record([f"{model.name} ({args.backend}): {row}"])
+        return
     results = {
         "concurrency 1": run(model, photos, 1, min(args.seconds, 30), *backend),
         "concurrency 16, batching on": run(model, photos, 16, args.seconds, *backend, "--max-batch", "16"),
