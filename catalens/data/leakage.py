@@ -18,6 +18,7 @@ import numpy as np
 from catalens.checksums import file_digest
 from catalens.data.catalog import Catalog
 from catalens.data.dedupe import near_pairs
+from catalens.data.images import load_image
 
 MAX_ITEMS = 100_000  # beyond this (training + evaluation images) the check is skipped, and says so: it decodes
 # every image (clothing-small, 3,409 photos: 10 s; Fashion-MNIST, 63,330 arrays: 14 s on 2 cores)
@@ -57,8 +58,6 @@ def image_keys(catalog: Catalog) -> tuple[list[str | None], np.ndarray, np.ndarr
         try:
             if has_files:
                 path = reader.path(ref)
-                from catalens.data.images import load_image
-
                 image = load_image(path, draft_size=(128, 128))
                 exact = file_digest(path)
             else:

@@ -454,44 +454,38 @@ def prefix_cache_point(config: TrainConfig, plan: FreezePlan, module: nn.Module)
 def cache_prefix(module, first: int, train_batches, val_batches, image_inputs, preprocessing, device,
                  config: TrainConfig):
     """The frozen prefix's activations of the train (and validation) images, once, as half-precision batches."""
-    from catalens.models.features import extract_features, feature_function
-
     module.eval()
-    function = feature_function(module, preprocessing, device, extractor=Prefix(module, first))
-    flip = config.augment == "light"
-    features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
-                                                  description="frozen layers (train)", features=function,
-                                                  dtype=torch.float16)
-    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
-                           balanced=config.balanced_sampling)
-    val = None
-    if val_batches is not None:
-        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
-                                                                  flip=False, description="frozen layers (val)",
-                                                                  features=function, dtype=torch.float16)
-        failures += val_failures
-        val = FeatureBatches(val_features, val_labels, 128, shuffle=False, seed=config.seed)
-    return train, val, failures
+    return cached_batches(module, Prefix(module, first), train_batches, val_batches, image_inputs, preprocessing,
+                          device, config, flip=config.augment == "light", what="frozen layers",
+                          dtype=torch.float16, val_batch_size=128)
 
 
 def cache_features(module, train_batches, val_batches, image_inputs, preprocessing, device, config: TrainConfig):
     """Backbone features of the train (and validation) images, once, as batches for the classifier."""
+    flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside
+    return cached_batches(module, None, train_batches, val_batches, image_inputs, preprocessing, device, config,
+                          flip=flip, what="features", dtype=torch.float32,
+                          val_batch_size=max(config.batch_size, 512))
+
+
+def cached_batches(module, extractor, train_batches, val_batches, image_inputs, preprocessing, device,
+                   config: TrainConfig, flip: bool, what: str, dtype: torch.dtype, val_batch_size: int):
+    """What `extractor` computes (default: the pooled features) for the train images, with their mirror images
+    when `flip`, and for the validation images: (train batches, validation batches or None, failures)."""
     from catalens.models.features import extract_features, feature_function
 
-    function = feature_function(module, preprocessing, device)
-    flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside
-    features, labels, failures = extract_features(module, train_batches, image_inputs, device,
-                                                  flip=flip, description="features (train)",
-                                                  features=function)
+    function = feature_function(module, preprocessing, device, extractor=extractor)
+    features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
+                                                  description=f"{what} (train)", features=function, dtype=dtype)
     train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
                            balanced=config.balanced_sampling)
     val = None
     if val_batches is not None:
         val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
-                                                                  flip=False, description="features (val)",
-                                                                  features=function)
+                                                                  flip=False, description=f"{what} (val)",
+                                                                  features=function, dtype=dtype)
         failures += val_failures
-        val = FeatureBatches(val_features, val_labels, max(config.batch_size, 512), shuffle=False, seed=config.seed)
+        val = FeatureBatches(val_features, val_labels, val_batch_size, shuffle=False, seed=config.seed)
     return train, val, failures
 
 

@@ -28,9 +28,14 @@ def pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return module.forward_head(module.forward_features(images), pre_logits=True)
 
 
-def chunked_pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def chunked(function, images: torch.Tensor) -> torch.Tensor:
+    """function(images) computed CPU_CHUNK images at a time on CPU (at once on a GPU)."""
     chunk = CPU_CHUNK if images.device.type == "cpu" else len(images)
-    return torch.cat([pre_logits(module, part) for part in images.split(chunk)])
+    return torch.cat([function(part) for part in images.split(chunk)])
+
+
+def chunked_pre_logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return chunked(lambda part: pre_logits(module, part), images)
 
 
 class PreLogits(nn.Module):
@@ -57,8 +62,7 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
                                              for part in images.split(ONNX_CHUNK)])
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")
-    chunk = CPU_CHUNK if device.type == "cpu" else None
-    return lambda images: torch.cat([extractor(part) for part in images.split(chunk or len(images))])
+    return lambda images: chunked(extractor, images)
 
 
 @torch.inference_mode()

@@ -37,10 +37,7 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
     when it is the very data the model was trained on (third value), the same seeded splits, so `test` is
     held out."""
     trained = model.card.data
-    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
-                             if key in DataOptions.__dataclass_fields__})
-    if "split_ratios" in trained.get("options", {}):
-        options.split_ratios = tuple(options.split_ratios)
+    options = trained_options(trained)
     if labels is not None:
         options.labels = labels
     for key, value in (overrides or {}).items():  # e.g. --categories on another machine, --sample
@@ -51,6 +48,18 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
     if training_data:
         catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
     return catalog, options.labels, training_data
+
+
+def trained_options(trained: dict) -> DataOptions:
+    """The DataOptions a run was trained with (its card's `data.options`; keys this version lacks dropped)."""
+    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
+                             if key in DataOptions.__dataclass_fields__})
+    options.split_ratios = tuple(options.split_ratios)
+    return options
+
+
+def train_split(catalog: Catalog) -> Catalog:
+    return catalog.split("train") if catalog.has_split("train") else catalog
 
 
 def is_training_data(catalog: Catalog, trained: dict) -> bool:
@@ -82,19 +91,15 @@ def check_leakage(model: Model, whole: Catalog | None, evaluated: Catalog, split
 def training_images(model: Model, whole: Catalog | None) -> Catalog | str:
     """The images the model was trained on (the train split), or why they cannot be read here."""
     if whole is not None:
-        return whole.split("train") if whole.has_split("train") else whole
-    trained = model.card.data
-    spec = trained.get("spec")
+        return train_split(whole)
+    spec = model.card.data.get("spec")
     if not spec:
         return "not checked: the model card does not say what the model was trained on"
-    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
-                             if key in DataOptions.__dataclass_fields__})
-    options.split_ratios = tuple(options.split_ratios)
     try:
-        catalog = load_catalog(spec, options)
+        catalog = load_catalog(spec, trained_options(model.card.data))
     except CatalensError as error:
         return f"not checked: the training data {spec} cannot be read here ({str(error)[:120]})"
-    return catalog.split("train") if catalog.has_split("train") else catalog
+    return train_split(catalog)
 
 
 def choose_split(catalog: Catalog, split: str | None) -> tuple[Catalog, str]:
