@@ -35,19 +35,27 @@ class Preprocessing:
             interpolation=data.get("interpolation", cls.interpolation), crop_pct=float(data.get("crop_pct", 1.0)),
         )
 
+    def resize_plan(self, width: int, height: int) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+        """For an image of width x height: the size it is resized to before the centre crop (what JPEG draft
+        decoding needs to keep), and the crop as a box in the image's own coordinates."""
+        out_h, out_w = self.input_size
+        if self.resize == "squash":
+            return (out_w, out_h), (0.0, 0.0, float(width), float(height))
+        scale = max(out_w / width, out_h / height) / self.crop_pct
+        resized = (max(out_w, round(width * scale)), max(out_h, round(height * scale)))
+        left, top = (resized[0] - out_w) // 2, (resized[1] - out_h) // 2
+        sx, sy = width / resized[0], height / resized[1]
+        return resized, (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
+
     def prepare(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> uint8 tensor (C, H, W) at the model's input size."""
+        """PIL image -> uint8 tensor (C, H, W) at the model's input size. Resize and centre crop are one resize of
+        the crop's box: the pixels cut off are never computed (the same sampling as resizing, then cropping)."""
         image = image.convert("L" if self.channels == 1 else "RGB")
         height, width = self.input_size
         method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
-        if self.resize == "squash":
-            image = image.resize((width, height), method, reducing_gap=3.0) if image.size != (width, height) else image
-        elif image.size != (width, height):
-            scale = max(width / image.width, height / image.height) / self.crop_pct
-            resized = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-            image = image.resize(resized, method, reducing_gap=3.0)
-            left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
-            image = image.crop((left, top, left + width, top + height))
+        if image.size != (width, height):
+            _, box = self.resize_plan(*image.size)
+            image = image.resize((width, height), method, box=box, reducing_gap=3.0)
         array = np.asarray(image, dtype=np.uint8)
         if array.ndim == 2:
             array = array[:, :, None]

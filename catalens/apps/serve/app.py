@@ -178,7 +178,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         yield
         await batcher.stop()
         await http["client"].client.aclose()
-        history.engine.dispose()
+        await run_in_threadpool(history.close)  # writes what is still queued
 
     app = FastAPIOffline(  # /docs works offline: Swagger UI's assets come with fastapi-offline, not from a CDN
         title="catalens", version="1", lifespan=lifespan,
@@ -295,7 +295,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         `{"results": [{"filename", "predictions", "id"}, ...]}`. Every prediction is kept in the history."""
         started = time.perf_counter()
         uploads = await read_images(request)  # at most max_images: form(max_files) and the JSON check cap it
-        images = [await run_in_threadpool(decode_upload, data, filename, options.max_bytes, options.max_pixels)
+        images = [await run_in_threadpool(decode_upload, data, filename, options.max_bytes, options.max_pixels,
+                                         model.preprocessing)
                   for filename, data in uploads]
         batch = await run_in_threadpool(lambda: torch.stack([model.preprocessing.prepare(im) for im in images]))
         probabilities = await batcher.probabilities(batch)

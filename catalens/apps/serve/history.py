@@ -3,12 +3,24 @@
 One row per prediction: when, the file name, the model, the top class and its probability, the top-k (JSON), a
 small JPEG thumbnail, optionally the original bytes, and the label a person set when the model was wrong.
 Corrections export as a labelled image folder (one subfolder per class) that `catalens train` reads directly.
+
+Writes are off the request path: `add` takes an id from a block reserved in the database (one round trip per
+`ID_BLOCK` predictions, safe with several servers on one database), answers at once, and puts the row on a bounded
+queue (`QUEUE_SIZE`). One writer thread makes the thumbnails and inserts the queue in batches, one transaction each.
+A full queue makes `add` wait (back-pressure, no unbounded memory). Every read (a page, a thumbnail, a correction,
+the export) first waits for the rows queued before it, so a client always sees its own predictions. A clean
+shutdown writes everything; a crash of the process loses at most the rows still queued: `QUEUE_SIZE` plus the one
+batch being written. Ids are unique and increasing within one server, not gapless: a restart skips the rest of the
+reserved block.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import queue
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +31,9 @@ from catalens.data.sources.folder import folder_name
 from catalens.data.sources.sql import connect
 
 THUMBNAIL_SIDE = 160
+QUEUE_SIZE = 64  # rows waiting to be written; at most this many (plus one batch) are lost if the process dies
+ID_BLOCK = 64  # ids reserved per database round trip
+log = logging.getLogger("catalens.serve")
 metadata = sa.MetaData()
 predictions = sa.Table(
     "catalens_predictions", metadata,
@@ -34,6 +49,11 @@ predictions = sa.Table(
     sa.Column("original", sa.LargeBinary, nullable=True),
     sa.Column("corrected_label", sa.String(255), nullable=True),
     sa.Column("corrected_at", sa.DateTime(timezone=True), nullable=True),
+)
+id_counter = sa.Table(  # the next id to hand out, so that an id is known before its row is written
+    "catalens_prediction_ids", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("next_id", sa.BigInteger, nullable=False),
 )
 
 
@@ -67,6 +87,8 @@ class History:
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
             self.engine.dispose()  # connections made from now on get the pragmas
         metadata.create_all(self.engine)
+        self.id_lock, self.reserved, self.ids_left = threading.Lock(), 0, 0
+        self.writer = BatchWriter(self.write, QUEUE_SIZE)
 
     def ready(self) -> bool:
         try:
@@ -78,12 +100,46 @@ class History:
 
     def add(self, filename: str, model: str, top: list[dict], image: Image.Image, images: int = 1,
             original: bytes | None = None) -> dict:
-        row = {"created_at": datetime.now(timezone.utc), "filename": filename[:255], "model": model[:255],
-               "label": top[0]["label"], "probability": float(top[0]["probability"]), "top_k": json.dumps(top),
-               "images": images, "thumbnail": thumbnail(image), "original": original}
-        with self.engine.begin() as connection:
-            row["id"] = connection.execute(predictions.insert().values(**row)).inserted_primary_key[0]
+        """Queue one prediction for writing and return its history item (with its id) at once."""
+        row = {"id": self.next_id(), "created_at": datetime.now(timezone.utc), "filename": filename[:255],
+               "model": model[:255], "label": top[0]["label"], "probability": float(top[0]["probability"]),
+               "top_k": json.dumps(top), "images": images, "original": original}
+        self.writer.put((row, image))
         return self.item(row)
+
+    def next_id(self) -> int:
+        with self.id_lock:
+            if self.ids_left == 0:
+                self.reserved, self.ids_left = self.reserve(ID_BLOCK), ID_BLOCK
+            self.ids_left -= 1
+            self.reserved += 1
+            return self.reserved - 1
+
+    def reserve(self, count: int) -> int:
+        """The first of `count` ids no other server holds. The UPDATE comes first: it takes the write lock (the
+        row lock in PostgreSQL), so two servers can never read the same value."""
+        where = id_counter.c.name == "predictions"
+        with self.engine.begin() as connection:
+            if connection.execute(id_counter.update().where(where)
+                                  .values(next_id=id_counter.c.next_id + count)).rowcount:
+                return connection.execute(sa.select(id_counter.c.next_id).where(where)).scalar_one() - count
+            # a new database, or one from before the counter: continue after its rows
+            start = (connection.execute(sa.select(sa.func.max(predictions.c.id))).scalar_one() or 0) + 1
+            connection.execute(id_counter.insert().values(name="predictions", next_id=start + count))
+            return start
+
+    def write(self, batch: list[tuple[dict, Image.Image]]) -> None:
+        rows = [{**row, "thumbnail": thumbnail(image)} for row, image in batch]
+        with self.engine.begin() as connection:
+            connection.execute(predictions.insert(), rows)
+
+    def flush(self) -> None:
+        """Wait until every prediction queued so far is in the database."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.engine.dispose()
 
     @staticmethod
     def item(row) -> dict:
@@ -96,6 +152,7 @@ class History:
                 "thumbnail_url": f"/v1/history/{row['id']}/thumbnail"}
 
     def page(self, page: int = 1, per_page: int = 20) -> dict:
+        self.flush()
         columns = [column for column in predictions.c if column.name not in ("thumbnail", "original")]
         with self.engine.connect() as connection:
             total = connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
@@ -104,12 +161,14 @@ class History:
         return {"items": [self.item(row) for row in rows], "page": page, "per_page": per_page, "total": total}
 
     def thumbnail(self, prediction_id: int) -> bytes | None:
+        self.flush()
         with self.engine.connect() as connection:
             return connection.execute(sa.select(predictions.c.thumbnail)
                                       .where(predictions.c.id == prediction_id)).scalar_one_or_none()
 
     def correct(self, prediction_id: int, label: str | None) -> dict | None:
         """Set (or, with None, clear) the right label of a prediction."""
+        self.flush()
         with self.engine.begin() as connection:
             updated = connection.execute(predictions.update().where(predictions.c.id == prediction_id).values(
                 corrected_label=label, corrected_at=datetime.now(timezone.utc) if label else None)).rowcount
@@ -121,6 +180,7 @@ class History:
     def export(self, out_dir: str | Path, include_uncorrected: bool = False) -> dict:
         """Write corrected predictions (and, if asked, the others under their predicted label) as
         out_dir/<label>/<id>.jpg: the original when it was kept, else the thumbnail."""
+        self.flush()
         out_dir = Path(out_dir)
         query = sa.select(predictions.c.id, predictions.c.label, predictions.c.corrected_label,
                           predictions.c.thumbnail, predictions.c.original)
@@ -137,3 +197,51 @@ class History:
                 (folder / f"{row.id}.{'jpg' if kind in ('JPEG', 'MPO') else kind.lower()}").write_bytes(data)
                 counts[label] = counts.get(label, 0) + 1
         return counts
+
+
+class BatchWriter:
+    """One thread that drains a bounded queue and hands `write` everything queued, at most `batch` items at a
+    time. A failed write is logged with its row count and the thread goes on: the server keeps answering."""
+
+    def __init__(self, write, size: int, batch: int = 64):
+        self.write, self.batch = write, batch
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.failed = 0
+        self.thread = threading.Thread(target=self.run, name="catalens-history-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, item) -> None:
+        if not self.thread.is_alive():
+            raise RuntimeError("the history writer has stopped")
+        self.queue.put(item)
+
+    def run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            while len(items) < self.batch:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
+            work = [item for item in items if item is not None]
+            try:
+                if work:
+                    self.write(work)
+            except Exception as error:  # noqa: BLE001 - a database outage must not stop the server
+                self.failed += len(work)
+                log.error("history: %d predictions could not be written (%s: %s)", len(work),
+                          type(error).__name__, str(error).splitlines()[0][:200])
+            finally:
+                for _ in items:
+                    self.queue.task_done()
+            if stop:
+                return
+
+    def flush(self) -> None:
+        self.queue.join()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join(timeout=30)
