@@ -123,9 +123,13 @@ def main() -> None:
     served = {}
     backend = ["--backend", "onnx"]
     if args.before_tree:
+        current = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = str(args.before_tree.resolve())
         served["before"] = serve_run(model_dir, photos[:64], 1, args.seconds, *backend)
-        del os.environ["PYTHONPATH"]
+        if current is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = current
     served["after"] = serve_run(model_dir, photos[:64], 1, args.seconds, *backend)
     rows = []
     for name, timing in (("before", before), ("after", after)):
