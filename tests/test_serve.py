@@ -401,3 +401,19 @@ def test_the_api_keeps_its_openapi_schema(small_model_dir, tmp_path):
         stop_server(process)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "No issues found" in result.stdout or " passed" in result.stdout, result.stdout[-2000:]
+
+
+def test_jpeg_draft_keeps_what_the_model_resize_needs_also_for_turned_photos():
+    from catalens.loading.preprocess import Preprocessing
+
+    pre = Preprocessing(input_size=(224, 224), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
+    for orientation, shown in ((1, (1600, 1000)), (6, (1000, 1600))):  # 6: stored 1600x1000, shown turned
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        Image.fromarray(pattern("blob", 1000, seed=1)).resize((1600, 1000)).save(buffer, "JPEG", exif=exif)
+        decoded = decode_upload(buffer.getvalue(), "p.jpg", 10**8, 10**8, pre)
+        resized, _ = pre.resize_plan(*shown)
+        assert min(resized) == 256 and decoded.size[0] >= resized[0] and decoded.size[1] >= resized[1]
+        assert decoded.size[0] < shown[0] and (decoded.size[0] > decoded.size[1]) == (shown[0] > shown[1])
+        assert pre.prepare(decoded).shape == (3, 224, 224)

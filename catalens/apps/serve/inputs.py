@@ -55,16 +55,26 @@ def decode_upload(data: bytes, name: str, max_bytes: int, max_pixels: int,
     if width * height > max_pixels:
         raise InputError(413, f"{name}: {width}x{height} pixels is over the {max_pixels / 1e6:.0f} megapixel limit",
                          "too_many_pixels")
-    draft = (512, 512)
-    if preprocessing is not None:
-        rotated = image.format in ("JPEG", "MPO") and image.getexif().get(ORIENTATION) in (5, 6, 7, 8)
-        resized, _ = preprocessing.resize_plan(*(reversed(image.size) if rotated else image.size))
-        draft = tuple(reversed(resized)) if rotated else resized
+    draft = (512, 512) if preprocessing is None else draft_size(image, preprocessing)
     try:
         return load_image(io.BytesIO(data), draft_size=draft)
     except Exception as error:  # noqa: BLE001 - any decoder failure is the client's broken file
         reason = "truncated image" if "truncated" in str(error).lower() else "corrupt image"
         raise InputError(422, f"{name}: {reason}", "corrupt_image") from None
+
+
+def draft_size(image: Image.Image, preprocessing: Preprocessing) -> tuple[int, int] | None:
+    """The size a JPEG may be DCT-scaled down to and still cover the model's resize; None when no scale would
+    apply (under twice that size), so that the EXIF orientation is only read when it matters."""
+    if image.format not in ("JPEG", "MPO"):
+        return None
+    resized, _ = preprocessing.resize_plan(*image.size)
+    if image.width < 2 * min(resized) or image.height < 2 * min(resized):
+        return None
+    if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # shown turned: the resize applies to the turned image
+        resized, _ = preprocessing.resize_plan(image.height, image.width)
+        return resized[1], resized[0]
+    return resized
 
 
 def decode_base64(text: str, name: str, max_bytes: int) -> bytes:
