@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -42,6 +43,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     time_budget: float = typer.Option(15.0, "--time-budget", help="Minutes the auto recipe may take (used when no "
                                       "--model, --pretrained, --weights, --freeze or --epochs is given)."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel training on N processes (PyTorch DDP through "
+                              "torchrun: one per GPU, or gloo on CPU cores). --batch-size stays the global batch."),
     **options,
 ):
     """Train a classifier and write a run directory (weights, model card, config, history, curves).
@@ -63,6 +66,9 @@ def train(
 
     overrides = options
     data, out = options.get("data"), options.get("out")
+    if nproc != 1:
+        launch_data_parallel(nproc, resume, config, overrides)
+        return
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
@@ -79,6 +85,40 @@ def train(
         auto_train(overrides, time_budget)
         return
     run_train(make_config(config, **overrides))
+
+
+def launch_data_parallel(nproc: int, resume: bool, config: Path | None, overrides: dict):
+    """`catalens train --nproc N ...`: the same command on N processes through torchrun (engine/distributed.py),
+    checked here first so that a mistake is one line, not N tracebacks."""
+    from catalens.engine.config import make_config
+    from catalens.engine.distributed import launch
+    from catalens.engine.recipes import wants_auto
+
+    if "WORLD_SIZE" in os.environ:
+        raise CatalensError("--nproc is for launching; under torchrun, leave it out")
+    if not resume and wants_auto(overrides, config):
+        raise CatalensError("--nproc needs an explicit --model (and --epochs): the auto recipe trains cached-feature "
+                            "heads, which run on one process")
+    settings = make_config(Path(overrides["out"]) / "config.yaml" if resume and overrides.get("out") and
+                           (Path(overrides["out"]) / "config.yaml").is_file() else config, **overrides)
+    out = Path(settings.out)
+    if settings.batch_size % nproc:
+        raise CatalensError(f"--batch-size {settings.batch_size} is the global batch: it must divide by the {nproc} "
+                            "processes")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise CatalensError(f"run directory {out} already exists and is not empty; use --resume to continue it, "
+                            "or choose another --out")
+    argv = list(sys.argv[sys.argv.index("train") + 1:])
+    for i, arg in enumerate(argv):  # drop --nproc N / --nproc=N
+        if arg == "--nproc":
+            del argv[i:i + 2]
+            break
+        if arg.startswith("--nproc="):
+            del argv[i]
+            break
+    code = launch(argv, nproc, settings.device, str(out))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

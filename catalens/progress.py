@@ -46,12 +46,19 @@ def progress(iterable: Iterable, total: int | None = None, description: str = ""
         yield from bar.track(iterable, total=total, description=description)
 
 
+def quiet() -> bool:
+    """Ranks other than 0 of a data-parallel run say nothing: rank 0 speaks for the run."""
+    return bool(os.environ.get("CATALENS_QUIET"))
+
+
 def info(message: str) -> None:
-    console.print(message)
+    if not quiet():
+        console.print(message)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    if not quiet():
+        console.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def stdout_is_terminal() -> bool:

@@ -24,6 +24,9 @@ from catalens.data.provenance import REAL, provenance
 from catalens.data.splits import stratified_sample
 from catalens.engine.config import TrainConfig, make_config
 from catalens.engine.curves import plot_history
+from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
+from catalens.engine.distributed import start as start_distributed
+from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.metrics import macro_f1
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
@@ -209,7 +212,17 @@ def training_data(config: TrainConfig) -> tuple[Catalog, Catalog, Catalog | None
 def train(config: TrainConfig | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
           **overrides) -> TrainResult:
     """Train a classifier and write its run directory. Keyword overrides are TrainConfig fields; `callbacks`
-    (trainer.Callback) run after catalens's own in every epoch: loggers, EMA, custom stopping rules."""
+    (trainer.Callback) run after catalens's own in every epoch: loggers, EMA, custom stopping rules. Under torchrun
+    (distributed.py) every rank calls this; rank 0 writes the run directory."""
+    world = world_from_env()
+    try:
+        return train_ranks(config, resume, callbacks, world, **overrides)
+    finally:
+        stop_distributed()
+
+
+def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callback] | None, world: World,
+                **overrides) -> TrainResult:
     if config is None:
         saved = Path(overrides.get("out") or "") / "config.yaml"
         if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
@@ -221,7 +234,14 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
         config.pretrained = True
         config.freeze = "backbone" if config.freeze == "none" else config.freeze
     out = Path(config.out)
-    prepare_run_dir(out, resume)
+    device = rank_device(world, pick_device(config.device))
+    start_distributed(world, device)
+    if world.main:
+        prepare_run_dir(out, resume)
+    barrier(world)
+    if world.distributed and config.batch_size % world.size:
+        raise CatalensError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
+                            f"{world.size} processes")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.threads:
@@ -230,7 +250,6 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
     catalog, train_catalog, val_catalog = training_data(config)
     classes = catalog.classes
     preprocessing = make_preprocessing(config, catalog)
-    device = pick_device(config.device)
     architecture = config.model
     module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
     pretrained = None  # where the pretrained weights came from (kept in the model card)
@@ -240,9 +259,17 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
         pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
     module = module.to(device).to(memory_format=torch.channels_last)
     plan = FreezePlan(module, architecture, config.freeze, config.unfreeze_every)
+    if world.distributed and (use_feature_cache(config, plan) or prefix_cache_point(config, plan, module) is not None):
+        # cached-feature (head-only) and cached-prefix runs take seconds to minutes: rank 0 runs them alone
+        if not world.main:
+            return TrainResult(out, 0, {}, 0.0)
+        info(f"cached-feature training runs on one process; the other {world.size - 1} have nothing to do")
+        world = World()
+    shard = (world.rank, world.size) if world.distributed else None
     optimizer, peak_lr = make_optimizer(config, module)
-    train_batches = make_batches(train_catalog, preprocessing, config.batch_size, shuffle=True,
-                                 balanced=config.balanced_sampling, seed=config.seed, workers=config.workers)
+    train_batches = make_batches(train_catalog, preprocessing, config.batch_size // world.size, shuffle=True,
+                                 balanced=config.balanced_sampling, seed=config.seed, workers=config.workers,
+                                 shard=shard)
     val_batches = make_batches(val_catalog, preprocessing, max(config.batch_size, 512), workers=config.workers) \
         if val_catalog is not None and len(val_catalog) else None
     scheduler = make_scheduler(config, optimizer, peak_lr, len(train_batches))
@@ -258,8 +285,8 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
     failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
     if resume:
         start_epoch, best_epoch, best_score, best_metrics, stale = restore_checkpoint(
-            out, module, optimizer, scheduler, config.epochs, len(train_batches), device)
-    else:
+            out, module, optimizer, scheduler, config.epochs, len(train_batches), device, world.main)
+    elif world.main:
         config.save(out / "config.yaml")
 
     info(f"training {architecture} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
@@ -295,13 +322,22 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         head_fit = fit_classifier(net, train_batches, len(classes), config)
     train_net = torch.compile(net) if config.compile else net
+    if world.distributed:  # gradients averaged across the ranks after every backward pass
+        if config.unfreeze_every:
+            raise CatalensError("gradual unfreezing (--unfreeze-every) is not supported with --nproc > 1: DDP fixes "
+                                "the trained parameters when it starts; use --freeze N, or one process")
+        plan.apply(start_epoch)  # frozen parameters must be frozen before DDP registers the trained ones
+        train_net = nn.parallel.DistributedDataParallel(
+            train_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     head_note = head_fit.describe() if linear else f"fine-tuned from a linear probe (C={head_fit.C:g})" \
         if prefix_at is not None and config.head == "linear" else "sgd"
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
-                     {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note})
+                     {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note,
+                      "world_size": world.size, "global_batch": config.batch_size,
+                      "batch_per_process": config.batch_size // world.size})
     history_path = out / "history.csv"
-    if not resume or not history_path.exists():
+    if world.main and (not resume or not history_path.exists()):
         with history_path.open("w", newline="") as handle:
             csv.writer(handle).writerow(HISTORY_COLUMNS)
 
@@ -310,17 +346,20 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
         best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
                                         head_fit.seconds)
         best_epoch = 1
+    def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
+        return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)
+
     trainer = Trainer(
         net=net, train_net=train_net, optimizer=optimizer, scheduler=scheduler, criterion=criterion, device=device,
         train_batches=train_batches, val_batches=val_batches, train_inputs=train_inputs, eval_inputs=eval_inputs,
-        evaluate=lambda net, batches, to_inputs: evaluate_split(net, batches, to_inputs, device, len(classes)),
+        evaluate=evaluate, reduce=lambda values: all_sum(values, world, device),
         monitor=config.monitor, amp=use_amp, state=TrainState(epoch=start_epoch, best_epoch=best_epoch,
                                                               best_score=best_score, best_metrics=best_metrics,
                                                               stale=stale, failures=failures),
         callbacks=[FreezeSchedule(plan, start_epoch, (lambda: batchnorm_eval(module)) if prefix_at is not None
                                   else None),
-                   HistoryWriter(history_path, HISTORY_COLUMNS),
-                   RunDirectory(out, module, card, config.epochs),
+                   *([HistoryWriter(history_path, HISTORY_COLUMNS),
+                      RunDirectory(out, module, card, config.epochs)] if world.main else []),
                    *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
                    *(callbacks or [])],
     )
@@ -332,6 +371,10 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
         warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
 
     seconds = time.time() - started
+    failures = merge_failures(failures, world)
+    barrier(world)
+    if not world.main:
+        return TrainResult(out, best_epoch, best_metrics, seconds)
     if failures:
         write_problems(out / "problems.csv", failures)
         warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
@@ -395,9 +438,21 @@ def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val
     )
 
 
-def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, steps_per_epoch: int, device):
+def merge_failures(failures: dict[str, str], world: World) -> dict[str, str]:
+    """Every rank's unreadable images, on rank 0 (each rank read its own share)."""
+    if not world.distributed:
+        return failures
+    import torch.distributed as dist
+
+    gathered = [None] * world.size
+    dist.all_gather_object(gathered, failures)
+    return {ref: reason for part in gathered for ref, reason in part.items()}
+
+
+def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, steps_per_epoch: int, device,
+                       main: bool = True):
     """Load checkpoint.pt into the network, optimiser and schedule; (start epoch, best epoch, best score, best
-    metrics, stale epochs)."""
+    metrics, stale epochs). Every rank of a data-parallel run loads it; only the main one trims history.csv."""
     state = torch.load(out / CHECKPOINT_FILE, map_location=device, weights_only=True)
     module.load_state_dict(state["model"])
     try:
@@ -415,7 +470,8 @@ def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, ste
     start_epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
     best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
     torch.set_rng_state(state["rng"])
-    trim_history(out / "history.csv", start_epoch)
+    if main:
+        trim_history(out / "history.csv", start_epoch)
     info(f"resuming {out} after epoch {start_epoch}")
     return start_epoch, best_epoch, best_score, best_metrics, stale
 

@@ -64,6 +64,7 @@ class Trainer:
     eval_inputs: Callable
     evaluate: Callable  # (net, batches, to_inputs) -> metrics dict ({} without validation)
     monitor: str = "accuracy"  # accuracy | macro_f1 | loss: what "best" means
+    reduce: Callable | None = None  # [seen, correct, loss sum] of this process -> of all (data-parallel)
     amp: bool = False
     callbacks: list[Callback] = field(default_factory=list)
     state: TrainState = field(default_factory=TrainState)
@@ -102,6 +103,8 @@ class Trainer:
                 bar.update(task, advance=1, loss=loss_sum / max(1, seen), acc=correct / max(1, seen),
                            speed=seen / max(1e-9, time.time() - started))
         train_seconds = time.time() - started
+        if self.reduce is not None:
+            seen, correct, loss_sum = self.reduce([seen, correct, loss_sum])
         metrics = self.evaluate(self.net, self.val_batches, self.eval_inputs) if self.val_batches is not None else {}
         row = {
             "epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(1, seen),

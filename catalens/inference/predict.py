@@ -121,24 +121,38 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
     inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
     item_ids = catalog.table["item_id"].astype(str).to_numpy()[result.rows]
     with_ids = not per_product and not np.array_equal(item_ids, inputs)  # csv/sql: posting or product id
-    probabilities, failures = result.probabilities, result.failures
+    probabilities, failures, images = result.probabilities, result.failures, None
     if per_product:
         inputs, probabilities, images = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
                                                            probabilities)
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
-    hierarchy = bool(model.card.hierarchy)
+    records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
+    write_records(handle, output_format, records + failure_records(failures), model, with_ids, per_product)
+
+
+def prediction_records(model: Model, inputs, item_ids, probabilities: np.ndarray, k: int, images=None) -> list[dict]:
+    """The output record of each image or product: input, id (when the catalog has its own), top label and
+    probability, images (per product), top-k entries."""
     records = []
     for i, (name, row) in enumerate(zip(inputs, probabilities)):
         best = top_k_entries(model, row, k)
-        record = {"input": str(name), **({"id": str(item_ids[i])} if with_ids else {}),
+        record = {"input": str(name), **({"id": str(item_ids[i])} if item_ids is not None else {}),
                   "label": best[0]["label"], "probability": best[0]["probability"]}
-        if per_product:
+        if images is not None:
             record["images"] = int(images[i])
         record["top_k"] = best
         records.append({**record, "error": ""})
-    records += [{"input": ref, "label": "", "probability": "", "top_k": [], "error": reason}
-                for ref, reason in failures]
+    return records
+
+
+def failure_records(failures: list[tuple[str, str]]) -> list[dict]:
+    return [{"input": str(ref), "label": "", "probability": "", "top_k": [], "error": reason}
+            for ref, reason in failures]
+
+
+def write_records(handle, output_format: str, records: list[dict], model: Model, with_ids: bool,
+                  per_product: bool) -> None:
     if output_format == "jsonl":
         for record in records:
             if not record["error"]:
@@ -146,6 +160,7 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
     writer = csv.writer(handle)
+    hierarchy = bool(model.card.hierarchy)
     levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
         name in entry for entry in model.card.hierarchy.values())]
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",

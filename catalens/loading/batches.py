@@ -73,37 +73,52 @@ def balanced_weights(labels: np.ndarray) -> torch.Tensor:
 
 class EpochOrder:
     """The order of in-memory items per epoch: shuffled, class-balanced (drawn with replacement) or as stored.
-    Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches."""
+    Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches. With `shard`
+    (rank, world size) a rank takes every world-size-th item of the epoch's order, padded so that every rank
+    runs the same number of steps (as torch's DistributedSampler does)."""
 
-    def __init__(self, labels: np.ndarray, batch_size: int, shuffle: bool, balanced: bool, seed: int):
+    def __init__(self, labels: np.ndarray, batch_size: int, shuffle: bool, balanced: bool, seed: int,
+                 shard: tuple[int, int] | None = None):
         self.labels = torch.tensor(np.asarray(labels))  # a copy: catalog arrays can be read-only
         self.batch_size, self.shuffle, self.balanced = batch_size, shuffle, balanced
         self.weights = balanced_weights(np.asarray(labels)) if balanced else None
-        self.seed = seed
+        self.seed, self.shard = seed, shard
         self.generator = torch.Generator().manual_seed(seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed + epoch)
 
+    def items_per_rank(self) -> int:
+        n = len(self.labels)
+        return n if self.shard is None else -(-n // self.shard[1])
+
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-self.items_per_rank() // self.batch_size)
 
     def epoch_order(self) -> torch.Tensor | None:
         """Row numbers for this epoch, or None for the stored order."""
         n = len(self.labels)
         if self.balanced:
-            return torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
-        if self.shuffle:
-            return torch.randperm(n, generator=self.generator)
-        return None
+            order = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+        elif self.shard is None:
+            return None
+        else:
+            order = torch.arange(n)
+        if self.shard is not None:
+            rank, world = self.shard
+            padded = torch.cat([order, order[:self.items_per_rank() * world - n]])
+            order = padded[rank::world]
+        return order
 
 
 class ArrayBatches(EpochOrder):
     """Batches sliced from an in-memory uint8 tensor, resized on the fly when the model wants another size."""
 
     def __init__(self, catalog: Catalog, preprocessing: Preprocessing, batch_size: int, shuffle: bool,
-                 balanced: bool, seed: int):
-        super().__init__(catalog.labels, batch_size, shuffle, balanced, seed)
+                 balanced: bool, seed: int, shard: tuple[int, int] | None = None):
+        super().__init__(catalog.labels, batch_size, shuffle, balanced, seed, shard)
         rows = catalog.table["ref"].to_numpy(np.int64)
         images = torch.from_numpy(np.ascontiguousarray(catalog.arrays[rows]))
         self.images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
@@ -115,11 +130,10 @@ class ArrayBatches(EpochOrder):
         self.size = tuple(preprocessing.input_size)
 
     def __iter__(self):
-        n = len(self.labels)
         order = self.epoch_order()
         in_order = order is None
-        order = torch.arange(n) if in_order else order
-        for start in range(0, n, self.batch_size):
+        order = torch.arange(len(self.labels)) if in_order else order
+        for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             images = self.images[start:start + self.batch_size] if in_order else self.images[rows]
             if tuple(images.shape[-2:]) != self.size:
@@ -129,14 +143,24 @@ class ArrayBatches(EpochOrder):
 
 
 class FileBatches:
-    """Batches decoded from files (or any reader) by DataLoader worker processes."""
+    """Batches decoded from files (or any reader) by DataLoader worker processes. With `shard` (rank, world size)
+    each rank reads only its own rows, through torch's DistributedSampler (shuffled per epoch, padded to equal
+    length): for a BSON dump, the rank seeks to its own index entries."""
 
     def __init__(self, catalog: Catalog, preprocessing: Preprocessing, batch_size: int, shuffle: bool,
-                 balanced: bool, seed: int, workers: int | None = None):
+                 balanced: bool, seed: int, workers: int | None = None, shard: tuple[int, int] | None = None):
         dataset = ImageDataset(catalog, preprocessing)
         generator = torch.Generator().manual_seed(seed)
         sampler = None
-        if balanced:
+        if shard is not None:
+            if balanced:
+                from catalens.errors import CatalensError
+
+                raise CatalensError("--balanced-sampling is not supported with --nproc > 1 yet; use "
+                                    "--class-weights, or train on one process")
+            sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=shard[1], rank=shard[0],
+                                                          shuffle=shuffle, seed=seed)
+        elif balanced:
             sampler = torch.utils.data.WeightedRandomSampler(
                 balanced_weights(catalog.labels), len(dataset), replacement=True, generator=generator
             )
@@ -150,6 +174,8 @@ class FileBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(self.seed + epoch)
+        if isinstance(self.loader.sampler, torch.utils.data.DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -159,7 +185,9 @@ class FileBatches:
 
 
 def make_batches(catalog: Catalog, preprocessing: Preprocessing, batch_size: int = 256, shuffle: bool = False,
-                 balanced: bool = False, seed: int = 0, workers: int | None = None):
+                 balanced: bool = False, seed: int = 0, workers: int | None = None,
+                 shard: tuple[int, int] | None = None):
+    """Batches of the catalog's images; `shard` (rank, world size): this rank's share only (data-parallel)."""
     if catalog.arrays is not None:
-        return ArrayBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed)
-    return FileBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed, workers)
+        return ArrayBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed, shard)
+    return FileBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed, workers, shard)

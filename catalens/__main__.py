@@ -1,0 +1,5 @@
+"""`python -m catalens ...` (what torchrun starts for `catalens train --nproc N`)."""
+
+from catalens.cli import main
+
+main()
