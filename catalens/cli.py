@@ -176,7 +176,7 @@ def predict(
     model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or one data spec."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to list per image."),
-    output_format: str = typer.Option("csv", "--format", help="csv or jsonl."),
+    output_format: str = typer.Option("csv", "--format", help="csv, jsonl or parquet (needs --out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file [default: standard output]."),
     split: Optional[str] = typer.Option(None, "--split", help="With a data spec: only this split."),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -189,6 +189,14 @@ def predict(
     submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
                                               "submission (_id,category_id, one row per product); an interrupted "
                                               "run continues where it stopped."),
+    engine: str = typer.Option("local", "--engine", help="local (this process and its decoding workers) or ray "
+                               "(Ray Data: decoding tasks and a pool of model actors; pip install 'catalens[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto (a running "
+                                              "cluster), HOST:PORT or ray://HOST:PORT [default: start a local Ray]."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="With --engine ray: model actors [default: half "
+                                         "the cluster's CPUs]."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="With --engine ray: GPUs per model actor "
+                                         "(e.g. 0.5: two actors share a GPU; the model then runs in PyTorch)."),
 ):
     """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
     row per product: its images' probabilities averaged, with the category level names.
@@ -201,6 +209,9 @@ def predict(
     from catalens.data import DataOptions
     from catalens.inference.predict import predict as run_predict
 
+    if submission and engine != "local":
+        raise CatalensError("--submission runs on the local engine so far (it resumes product by product); leave "
+                            "out --engine ray, or write --format parquet with --engine ray")
     if submission:
         from catalens.inference.submission import write_submission
         from catalens.rundir.run import Model
@@ -215,7 +226,8 @@ def predict(
         return
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
                           workers=workers, split=split, backend=backend,
-                          options=DataOptions(categories=categories, sample=sample, images=images, columns=columns))
+                          options=DataOptions(categories=categories, sample=sample, images=images, columns=columns),
+                          engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")

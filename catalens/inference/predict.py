@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import time
@@ -95,28 +96,63 @@ def top_k_entries(model: Model, probabilities: np.ndarray, k: int) -> list[dict]
 
 def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
             out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
-            split: str | None = None, backend: str = "auto", options: DataOptions | None = None) -> dict:
-    """Write top-k predictions for each input image as CSV or JSON Lines; returns a summary."""
-    if output_format not in ("csv", "jsonl"):
-        raise CatalensError("--format must be csv or jsonl")
-    model = Model.load(model_dir, backend=backend)
+            split: str | None = None, backend: str = "auto", options: DataOptions | None = None,
+            engine: str = "local", ray_address: str | None = None, actors: int | None = None,
+            gpus_per_actor: float = 0.0) -> dict:
+    """Write top-k predictions for each input image (or product) as CSV, JSON Lines or Parquet; returns a summary.
+    `engine="ray"` runs the decoding and the model on Ray Data (ray_engine.py), with the same output."""
+    if output_format not in ("csv", "jsonl", "parquet"):
+        raise CatalensError("--format must be csv, jsonl or parquet")
+    if output_format == "parquet" and not out:
+        raise CatalensError("--format parquet needs --out FILE.parquet")
+    if engine not in ("local", "ray"):
+        raise CatalensError(f"--engine {engine}: choose local or ray")
+    if engine == "ray":
+        from catalens.inference.ray_engine import import_ray
+
+        import_ray()  # before the catalog is read: a missing extra is the first thing to say
     catalog = catalog_of_inputs(inputs, split, options)
-    result = predict_catalog(model, catalog, batch_size, workers)
-    handle = open(out, "w", newline="") if out else sys.stdout
-    try:
-        write_predictions(handle, output_format, catalog, model, result, k)
-    finally:
-        if out:
-            handle.close()
-    if result.failures:
-        warn(f"{len(result.failures)} image(s) could not be read; they are in the output with their error")
-    return {"predicted": len(result.rows), "failed": len(result.failures), "images_per_s": result.images_per_s,
-            "per_product": catalog_has_products(catalog)}
+    if engine == "ray":
+        from catalens.inference.ray_engine import predict_with_ray
+
+        records, failures, run = predict_with_ray(model_dir, catalog, k, backend, batch_size, ray_address, actors,
+                                                  gpus_per_actor)
+        model, with_ids, per_product = run["model"], run["with_ids"], run["per_product"]
+        summary = {"predicted": sum(record.get("images", 1) for record in records), "failed": len(failures),
+                   "images_per_s": len(catalog) / run["seconds"], "per_product": per_product,
+                   "seconds": run["seconds"], "startup_s": run["startup_s"]}
+    else:
+        model = Model.load(model_dir, backend=backend)
+        result = predict_catalog(model, catalog, batch_size, workers)
+        records, failures, with_ids, per_product = output_records(catalog, model, result, k)
+        summary = {"predicted": len(result.rows), "failed": len(result.failures),
+                   "images_per_s": result.images_per_s, "per_product": per_product, "seconds": result.seconds}
+    records += failure_records(failures)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if output_format == "parquet":
+        write_parquet(Path(out), records, model, with_ids, per_product)
+    else:
+        handle = open(out, "w", newline="") if out else sys.stdout
+        try:
+            write_records(handle, output_format, records, model, with_ids, per_product)
+        finally:
+            if out:
+                handle.close()
+    if failures:
+        warn(f"{len(failures)} image(s) could not be read; they are in the output with their error")
+    return summary
 
 
 def write_predictions(handle, output_format: str, catalog: Catalog, model: Model, result: Predictions, k: int):
     """One row per image, or, for a product dump, one per product (its images' probabilities averaged), with
     the category level names of each class when the model knows its tree."""
+    records, failures, with_ids, per_product = output_records(catalog, model, result, k)
+    write_records(handle, output_format, records + failure_records(failures), model, with_ids, per_product)
+
+
+def output_records(catalog: Catalog, model: Model, result: Predictions, k: int):
+    """(records, failures, with an id column, per product) of a prediction over a catalog."""
     per_product = catalog_has_products(catalog)
     inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
     item_ids = catalog.table["item_id"].astype(str).to_numpy()[result.rows]
@@ -128,7 +164,7 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
-    write_records(handle, output_format, records + failure_records(failures), model, with_ids, per_product)
+    return records, failures, with_ids, per_product
 
 
 def prediction_records(model: Model, inputs, item_ids, probabilities: np.ndarray, k: int, images=None) -> list[dict]:
@@ -171,3 +207,19 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
         writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
                          record["probability"], *([record.get("images", "")] if per_product else []),
                          *[first.get(name, "") for name in levels], top, record["error"]])
+
+
+def write_parquet(path: Path, records: list[dict], model: Model, with_ids: bool, per_product: bool) -> None:
+    """The CSV's columns as one Parquet file (top_k as JSON text), for outputs too big for a spreadsheet."""
+    try:
+        import pyarrow  # noqa: F401 - pandas needs it for Parquet
+    except ImportError:
+        raise CatalensError("--format parquet needs pyarrow: pip install pyarrow (or catalens[ray])") from None
+    import pandas as pd
+
+    buffer = io.StringIO()
+    write_records(buffer, "csv", records, model, with_ids, per_product)
+    buffer.seek(0)
+    frame = pd.read_csv(buffer, dtype=str, keep_default_na=False)
+    frame["probability"] = pd.to_numeric(frame["probability"], errors="coerce")
+    frame.to_parquet(path, index=False)
