@@ -146,7 +146,7 @@ def source_identity(source: str) -> str:
     give the same identity."""
     if not source:
         return source
-    for prefix in PATH_PREFIXES:
+    for prefix in PATH_PREFIXES + (("shards:",) if "://" not in source else ()):
         if source.startswith(prefix):
             return prefix + str(Path(source[len(prefix):]).expanduser().resolve())
     if source.startswith("sqlite:///"):

@@ -49,7 +49,7 @@ def connect(ray, address: str | None, cpus: int | None = None) -> None:
 
     ray.data.DataContext.get_current().enable_progress_bars = bars_enabled()
     if not bars_enabled():  # its progress would otherwise be logged line by line
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}

@@ -1,7 +1,8 @@
 """Data sources: each turns a data spec into a Catalog. A new source is one module and one registry entry.
 
 Specs: a folder path; `fashion-mnist`, `fashion-mnist:DIR`, `mnist:DIR`; `bson:FILE` (a product dump);
-`csv:FILE` (a marketplace export); `sqlite:///FILE`, `postgresql+psycopg://...` (a SQL product database).
+`csv:FILE` (a marketplace export); `sqlite:///FILE`, `postgresql+psycopg://...` (a SQL product database);
+`shards:DIR` or `shards:s3://...` (tar shards written by `catalens shard`).
 The heavier sources are imported only when a spec names them.
 An opener is called as opener(rest_of_spec, verify=..., options=DataOptions).
 """
@@ -46,6 +47,15 @@ def _open_sql(scheme: str):
 
 
 SOURCES["csv"] = _open_csv
+
+
+def _open_shards(rest: str, **options) -> Catalog:
+    from catalens.data.sources.shards import open_shards
+
+    return open_shards(rest, **options)
+
+
+SOURCES["shards"] = _open_shards
 for _scheme in ("sqlite", "postgresql", "postgresql+psycopg"):
     SOURCES[_scheme] = _open_sql(_scheme)
 
