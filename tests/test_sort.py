@@ -17,7 +17,7 @@ import pytest
 from conftest import CLASSES, add_bad_files, make_folder, pattern, run_cli, shared
 from PIL import Image
 
-from catalens import CatalensError
+from catalens import CatalensError, placement
 from catalens.apps import sort as sorting
 from catalens.apps.sort import JOURNAL, MANIFEST, sort_folder
 from catalens.apps.zoomed import bootstrap
@@ -42,7 +42,7 @@ def digests(*folders: Path) -> list[str]:
     found = []
     for folder in folders:
         for path in folder.rglob("*"):
-            if path.is_file() and path.name not in LEDGER_FILES and not path.name.endswith(sorting.PARTIAL_SUFFIX):
+            if path.is_file() and path.name not in LEDGER_FILES and not path.name.endswith(placement.PARTIAL_SUFFIX):
                 found.append(hashlib.sha256(path.read_bytes()).hexdigest())
     return found
 
@@ -154,11 +154,11 @@ def test_vanished_file_and_full_disk_are_reported(model, tmp_path, monkeypatch):
         copies.append(source)
         return real_copy(source, destination)
 
-    monkeypatch.setattr(sorting.shutil, "copy2", copy_until_full)
+    monkeypatch.setattr(placement.shutil, "copy2", copy_until_full)
     with pytest.raises(CatalensError, match="full.*run the same command again"):
         sort_folder(model, inbox, out, workers=0, show_progress=False)
     assert len(manifest(out)) == 5
-    monkeypatch.setattr(sorting.shutil, "copy2", real_copy)
+    monkeypatch.setattr(placement.shutil, "copy2", real_copy)
     placed = {row["source"] for row in manifest(out)}
     gone = next(path for path in sorted(inbox.rglob("*.png")) if str(path) not in placed)
     real_place = sorting.place
@@ -173,7 +173,7 @@ def test_vanished_file_and_full_disk_are_reported(model, tmp_path, monkeypatch):
     rows = {row["source"]: row for row in manifest(out)}
     assert len(rows) == 12 and rows[str(gone)]["error"] == "file vanished before it was placed"
     assert (str(gone), "file vanished before it was placed") in summary.unreadable
-    assert not list(out.rglob(f"*{sorting.PARTIAL_SUFFIX}"))
+    assert not list(out.rglob(f"*{placement.PARTIAL_SUFFIX}"))
 
 
 def test_move_mode_never_loses_a_file_under_kill_9(small_model_dir, tmp_path):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,10 +15,11 @@ from catalens.data.images import is_image_file
 from catalens.data.sources import source_prefix
 from catalens.data.sources.folder import FileReader, walk_files
 from catalens.errors import CatalensError
-from catalens.inference.products import average_by_product, catalog_has_products, level_names
+from catalens.inference.products import average_by_product, catalog_has_products
+from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
 from catalens.loading.batches import make_batches
 from catalens.progress import make_progress, warn
-from catalens.rundir.run import Model, top_k
+from catalens.rundir.run import Model
 
 
 @dataclass
@@ -83,15 +81,6 @@ def catalog_of_files(paths: list[Path], source: str) -> Catalog:
     """Image files as an unlabelled catalog whose refs are the paths as given (absolute ones: read from /)."""
     refs = [str(path) for path in paths]
     return Catalog.from_records({"item_id": refs, "ref": refs}, classes=[], reader=FileReader("/"), source=source)
-
-
-def top_k_entries(model: Model, probabilities: np.ndarray, k: int) -> list[dict]:
-    """[{"label", "probability", level names when the model knows its category tree}, ...], best first."""
-    entries = [{"label": label, "probability": round(p, 6)} for label, p in top_k(probabilities, model.classes, k)]
-    if model.card.hierarchy:
-        for entry in entries:
-            entry.update(level_names(model, entry["label"]))
-    return entries
 
 
 def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format: str = "csv",
@@ -167,59 +156,3 @@ def output_records(catalog: Catalog, model: Model, result: Predictions, k: int):
     return records, failures, with_ids, per_product
 
 
-def prediction_records(model: Model, inputs, item_ids, probabilities: np.ndarray, k: int, images=None) -> list[dict]:
-    """The output record of each image or product: input, id (when the catalog has its own), top label and
-    probability, images (per product), top-k entries."""
-    records = []
-    for i, (name, row) in enumerate(zip(inputs, probabilities)):
-        best = top_k_entries(model, row, k)
-        record = {"input": str(name), **({"id": str(item_ids[i])} if item_ids is not None else {}),
-                  "label": best[0]["label"], "probability": best[0]["probability"]}
-        if images is not None:
-            record["images"] = int(images[i])
-        record["top_k"] = best
-        records.append({**record, "error": ""})
-    return records
-
-
-def failure_records(failures: list[tuple[str, str]]) -> list[dict]:
-    return [{"input": str(ref), "label": "", "probability": "", "top_k": [], "error": reason}
-            for ref, reason in failures]
-
-
-def write_records(handle, output_format: str, records: list[dict], model: Model, with_ids: bool,
-                  per_product: bool) -> None:
-    if output_format == "jsonl":
-        for record in records:
-            if not record["error"]:
-                record.pop("error")
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return
-    writer = csv.writer(handle)
-    hierarchy = bool(model.card.hierarchy)
-    levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
-        name in entry for entry in model.card.hierarchy.values())]
-    writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
-                     *(["images"] if per_product else []), *levels, "top_k", "error"])
-    for record in records:
-        top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
-        first = record["top_k"][0] if record["top_k"] else {}
-        writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
-                         record["probability"], *([record.get("images", "")] if per_product else []),
-                         *[first.get(name, "") for name in levels], top, record["error"]])
-
-
-def write_parquet(path: Path, records: list[dict], model: Model, with_ids: bool, per_product: bool) -> None:
-    """The CSV's columns as one Parquet file (top_k as JSON text), for outputs too big for a spreadsheet."""
-    try:
-        import pyarrow  # noqa: F401 - pandas needs it for Parquet
-    except ImportError:
-        raise CatalensError("--format parquet needs pyarrow: pip install pyarrow (or catalens[ray])") from None
-    import pandas as pd
-
-    buffer = io.StringIO()
-    write_records(buffer, "csv", records, model, with_ids, per_product)
-    buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype=str, keep_default_na=False)
-    frame["probability"] = pd.to_numeric(frame["probability"], errors="coerce")
-    frame.to_parquet(path, index=False)

@@ -138,7 +138,7 @@ class Predictor:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from catalens.inference.predict import prediction_records
+        from catalens.inference.records import prediction_records
 
         counts = [len(images) for images in batch["images"]]
         stacked = [images for images in batch["images"] if len(images)]

@@ -36,7 +36,7 @@ from catalens.apps.serve.batcher import MicroBatcher
 from catalens.apps.serve.history import History
 from catalens.apps.serve.inputs import InputError, decode_base64, decode_upload, fetch_url
 from catalens.data.safe_urls import AsyncSafeClient
-from catalens.inference.predict import top_k_entries
+from catalens.inference.records import top_k_entries
 from catalens.rundir.run import Model
 
 PAGE = Path(__file__).with_name("page.html")
