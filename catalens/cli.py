@@ -151,6 +151,67 @@ def shard(
 
 
 @app.command()
+def audit(
+    data: str = typer.Argument(..., help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Folder for issues.csv, report.html, report.md, label_suspects.png."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A run directory: its network makes the features "
+                                         "[default: --backbone]."),
+    backbone: str = typer.Option("tf_efficientnet_lite0", "--backbone", help="A pretrained timm backbone for the "
+                                 "features (packaged weights: tf_efficientnet_lite0/1/2)."),
+    folds: int = typer.Option(5, "--folds", help="Folds of the out-of-fold linear heads."),
+    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
+    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
+    apply_to: Optional[Path] = typer.Option(None, "--apply", help="Copy (or --mode move) the suspects into "
+                                            "DIR/KIND/LABEL/, with a journal: a killed run is finished by running "
+                                            "it again. Uses OUT/issues.csv when it is there."),
+    mode: str = typer.Option("copy", "--mode", help="With --apply: copy or move."),
+    kinds: str = typer.Option("broken,label,leak,duplicate,outlier", "--kinds", help="With --apply: which kinds."),
+    write_catalog_to: Optional[Path] = typer.Option(None, "--write-catalog", help="Write the catalog as CSV without "
+                                                    "the items listed in --remove."),
+    remove: Optional[Path] = typer.Option(None, "--remove", help="With --write-catalog: a CSV with an `item` "
+                                          "column (e.g. issues.csv, keeping only the rows you agree with)."),
+):
+    """Find the mislabelled, duplicated, leaked, off-topic and broken images of a catalog, ranked, with pictures.
+
+    Label issues come from out-of-fold probabilities (k-fold linear heads on frozen features) and confident
+    learning (cleanlab); duplicates from identical bytes, perceptual hashes and embedding neighbours (faiss);
+    leaks are duplicates across train and val/test; outliers are far from every other image, near-uniform or
+    extremely elongated. issues.csv has one row per finding: item,kind,score,given_label,suggested_label,cluster
+    (and the evidence); within a kind a higher score is more likely a real problem. Labels are never changed.
+
+    \b
+    Examples:
+      catalens audit photos/ --out audit/
+      catalens audit photos/ --out audit/ --apply review/ --kinds label,duplicate
+      catalens audit photos/ --out audit/ --write-catalog clean.csv --remove audit/marked.csv
+    """
+    from catalens.apps.audit import audit as run_audit
+    from catalens.apps.audit.act import apply_findings, read_issues, write_catalog
+    from catalens.data import DataOptions, load_catalog
+
+    options = DataOptions(sample=sample, categories=categories)
+    existing = out / "issues.csv"
+    if (apply_to or write_catalog_to) and existing.is_file():
+        catalog = load_catalog(data, options, split=False)
+        print(f"using the findings in {existing}", file=sys.stderr)
+    else:
+        result = run_audit(data, out, model=model, backbone=backbone, options=options, folds=folds,
+                           batch_size=batch_size, workers=workers)
+        catalog = result.catalog
+    if apply_to:
+        wanted = tuple(kind.strip() for kind in kinds.split(",") if kind.strip())
+        summary = apply_findings(catalog, read_issues(existing), apply_to, mode, wanted)
+        print(f"{sum(summary.placed.values()):,} suspect(s) placed in {apply_to} ("
+              + ", ".join(f"{kind} {count}" for kind, count in summary.placed.items()) + f"); manifest "
+              f"{summary.manifest}", file=sys.stderr)
+    if write_catalog_to:
+        kept, dropped = write_catalog(catalog, remove, write_catalog_to)
+        print(f"{kept:,} items written to {write_catalog_to} ({dropped:,} removed)", file=sys.stderr)
+
+
+@app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),

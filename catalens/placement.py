@@ -46,6 +46,10 @@ class Ledger:
             if new:
                 self._writer.writeheader()
 
+    def finished_items(self) -> set[str]:
+        """The `item` of every finished row (rows that name one)."""
+        return {row.get("item", "") for row in self.finished.values()}
+
     def unfinished(self) -> list[dict]:
         return [row for source, row in self.planned.items() if source not in self.finished]
 

@@ -99,19 +99,19 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
     if engine == "ray":
         from catalens.inference.ray_engine import import_ray
 
-        import_ray()  # before the catalog is read: a missing extra is the first thing to say
+        import_ray()  # before anything is read: a missing extra is the first thing to say
+    model = Model.load(model_dir, backend=backend)
     catalog = catalog_of_inputs(inputs, split, options)
     if engine == "ray":
         from catalens.inference.ray_engine import predict_with_ray
 
-        records, failures, run = predict_with_ray(model_dir, catalog, k, backend, batch_size, ray_address, actors,
-                                                  gpus_per_actor)
-        model, with_ids, per_product = run["model"], run["with_ids"], run["per_product"]
+        records, failures, run = predict_with_ray(model_dir, model, catalog, k, backend, batch_size, ray_address,
+                                                  actors, gpus_per_actor)
+        with_ids, per_product = run["with_ids"], run["per_product"]
         summary = {"predicted": sum(record.get("images", 1) for record in records), "failed": len(failures),
                    "images_per_s": len(catalog) / run["seconds"], "per_product": per_product,
                    "seconds": run["seconds"], "startup_s": run["startup_s"]}
     else:
-        model = Model.load(model_dir, backend=backend)
         result = predict_catalog(model, catalog, batch_size, workers)
         records, failures, with_ids, per_product = output_records(catalog, model, result, k)
         summary = {"predicted": len(result.rows), "failed": len(result.failures),

@@ -156,16 +156,14 @@ class Predictor:
         return {"order": batch["order"], "record": np.array(records, dtype=object), "failures": batch["failures"]}
 
 
-def predict_with_ray(model_path: str | Path, catalog: Catalog, k: int, backend: str, batch_size: int,
+def predict_with_ray(model_path: str | Path, model, catalog: Catalog, k: int, backend: str, batch_size: int,
                      address: str | None, actors: int | None, gpus_per_actor: float) -> tuple[list[dict], list, dict]:
-    """(records in catalog order, failures (ref, reason), summary) for every product of the catalog."""
+    """(records in catalog order, failures (ref, reason), summary) for every product of the catalog. `model` is
+    the loaded model (for its preprocessing); each actor loads its own from `model_path`."""
     ray = import_ray()
     started = time.perf_counter()
     connect(ray, address)
     ready = time.perf_counter() - started
-    from catalens.rundir.run import Model
-
-    model = Model.load(model_path, backend=backend)
     per_product = catalog_has_products(catalog)
     table = catalog.table.reset_index(drop=True)
     refs, items = table["ref"].astype(str).tolist(), table["item_id"].astype(str).tolist()
@@ -203,4 +201,4 @@ def predict_with_ray(model_path: str | Path, catalog: Catalog, k: int, backend: 
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     seconds = time.perf_counter() - started
     return records, failures, {"seconds": seconds, "startup_s": ready, "with_ids": with_ids,
-                               "per_product": per_product, "model": model}
+                               "per_product": per_product}
