@@ -67,6 +67,8 @@ def audit(data: str, out: str | Path, model: str | Path | None = None, backbone:
 def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_BACKBONE, folds: int = 5,
               batch_size: int = 64, workers: int | None = None) -> AuditResult:
     started = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     if not len(catalog):
         raise CatalensError(f"{catalog.source} holds no images to audit")
     table = catalog.table.reset_index(drop=True)

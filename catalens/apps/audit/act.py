@@ -21,6 +21,7 @@ from catalens.progress import make_progress, warn
 PRIORITY = ("broken", "label", "leak", "duplicate", "outlier")  # an item found twice goes where it matters most
 MANIFEST_COLUMNS = ["source", "destination", "item", "kind", "error"]
 JOURNAL = ".catalens-audit-journal"
+BATCH = 64  # suspects planned (one fsync) before any of them is placed
 
 
 @dataclass
@@ -76,26 +77,31 @@ def apply_findings(catalog: Catalog, issues: list[dict], target: str | Path, mod
         todo = [(item, issue) for item, issue in chosen.items() if item not in done]
         with make_progress() as bar:
             task = bar.add_task("review folders", total=len(todo))
-            for item, issue in todo:
-                bar.advance(task)
-                if item not in ref_of:
-                    summary.errors.append((item, "not in this catalog (was the audit run on other data?)"))
-                    continue
-                ref = ref_of[item]
-                source = str(root / str(ref)) if root is not None else f"{catalog.source}::{item}"
-                folder = f"{issue['kind']}/{folder_name(issue['given_label'] or 'unlabelled')}"
-                name = Path(str(ref)).name if root is not None else f"{folder_name(item)}.jpg"
-                destination = destination_for(target, folder, Path(name), ledger.reserved)
-                row = {"source": source, "destination": destination, "item": item, "kind": issue["kind"],
-                       "error": ""}
-                ledger.plan([row])
-                try:
-                    put(catalog, ref, row, mode, root)
-                except OSError as error:
-                    summary.errors.append((item, error.strerror or str(error)))
-                    continue
-                ledger.finish(row)
-                summary.placed[issue["kind"]] += 1
+            for start in range(0, len(todo), BATCH):
+                planned = []
+                for item, issue in todo[start:start + BATCH]:
+                    if item not in ref_of:
+                        summary.errors.append((item, "not in this catalog (was the audit run on other data?)"))
+                        continue
+                    ref = ref_of[item]
+                    source = str(root / str(ref)) if root is not None else f"{catalog.source}::{item}"
+                    folder = f"{issue['kind']}/{folder_name(issue['given_label'] or 'unlabelled')}"
+                    name = Path(str(ref)).name if root is not None else f"{folder_name(item)}.jpg"
+                    destination = destination_for(target, folder, Path(name), ledger.reserved)
+                    ledger.reserved.add(destination)
+                    planned.append((ref, {"source": source, "destination": destination, "item": item,
+                                          "kind": issue["kind"], "error": ""}))
+                ledger.plan([row for _, row in planned])  # write-ahead: on disk before any file is touched
+                for ref, row in planned:
+                    try:
+                        put(catalog, ref, row, mode, root)
+                    except OSError as error:
+                        summary.errors.append((row["item"], error.strerror or str(error)))
+                        continue
+                    ledger.finish(row)
+                    summary.placed[row["kind"]] += 1
+                ledger.sync()
+                bar.advance(task, len(planned))
         ledger.sync()
     finally:
         ledger.close(complete=not summary.errors)
