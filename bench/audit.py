@@ -168,7 +168,7 @@ def duplicates(root: Path, seed: int, fraction: float = 0.05) -> list[str]:
 def scale_child(n: int, seed: int) -> None:
     """In a child process: the duplicate and outlier steps on n synthetic 1280-d feature vectors."""
     from catalens.apps.audit.findings import duplicate_pairs
-    from catalens.apps.audit.neighbours import nearest, outlier_scores
+    from catalens.models.neighbours import nearest, outlier_scores
 
     rng = np.random.default_rng(seed)
     folder = Path(tempfile.mkdtemp(prefix="catalens-audit-scale-"))

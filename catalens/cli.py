@@ -212,6 +212,45 @@ def audit(
 
 
 @app.command()
+def match(
+    args: list[str] = typer.Argument(..., metavar="[fit] DATA", help="A marketplace CSV (posting_id, image, "
+                                     "image_phash, title[, label_group]); `fit DATA` fits a matcher on labelled "
+                                     "postings."),
+    out: Path = typer.Option(..., "--out", help="matches.csv (posting_id,matches), or with fit: matcher.json."),
+    matcher: Optional[Path] = typer.Option(None, "--matcher", help="A matcher written by `catalens match fit` "
+                                           "[default: catalens's, fitted on real Shopee postings]."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="Also write every candidate pair with each "
+                                           "signal's similarity and the combined probability."),
+    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
+):
+    """Find the postings of the same product: titles (TF-IDF words and characters, a sentence encoder when
+    installed) and perceptual hashes, combined by a logistic regression with thresholds fitted on labelled data.
+
+    Output in Shopee's form: posting_id,matches (space-separated, the posting itself first). With a label_group
+    column, the mean F1 per posting of each signal alone and combined is printed (thresholds chosen beforehand).
+
+    \b
+    Examples:
+      catalens match postings.csv --out matches.csv --explain pairs.csv
+      catalens match fit labelled.csv --out matcher.json
+      catalens match postings.csv --matcher matcher.json --out matches.csv
+    """
+    from catalens.apps.match import fit_matcher, read_postings, run_match
+
+    if args[0] == "fit":
+        if len(args) != 2:
+            raise CatalensError("write `catalens match fit DATA --out matcher.json`")
+        fitted = fit_matcher(read_postings(args[1], columns), trained_on=args[1])
+        out.write_text(fitted.to_json())
+        print(f"matcher ({'+'.join(fitted.signals)}, threshold {fitted.threshold:g}) written to {out}",
+              file=sys.stderr)
+        return
+    if len(args) != 1:
+        raise CatalensError("give one CSV: catalens match DATA --out matches.csv")
+    run_match(args[0], out, matcher, explain, columns)
+
+
+@app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
     data: str = typer.Option(..., "--data", help=DATA_HELP),

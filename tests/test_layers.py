@@ -25,7 +25,7 @@ STAGES = [
     ("apps", ["apps"]),
     ("cli", ["cli", "__main__"]),
 ]
-APPS = ["apps.sort", "apps.zoomed", "apps.demo", "apps.serve", "apps.audit"]
+APPS = ["apps.sort", "apps.zoomed", "apps.demo", "apps.serve", "apps.audit", "apps.match"]
 
 
 def module_name(path: Path) -> str:

@@ -30,11 +30,11 @@ from catalens.apps.audit.findings import (
     outlier_findings,
 )
 from catalens.apps.audit.label_issues import confused_pairs, label_suspects, out_of_fold
-from catalens.apps.audit.neighbours import nearest, outlier_scores
 from catalens.apps.audit.report import suspects_grid, write_issues, write_reports
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.errors import CatalensError
+from catalens.models.neighbours import nearest, outlier_scores
 from catalens.progress import info, warn
 
 __all__ = ["AuditResult", "audit", "run_audit"]

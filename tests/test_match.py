@@ -1,0 +1,90 @@
+"""`catalens match` on real Shopee postings (a third of the label groups of shared shopee-titles/dev.csv, which
+the default matcher was partly fitted on, so only the ordering of the signals is asserted here; bench/match.py
+scores held-out rows), planted pairs, the submission format, and bad input."""
+
+import csv
+
+import pandas as pd
+import pytest
+from conftest import run_cli, shared
+
+from catalens.apps.match import DEFAULT_MATCHER, Matcher, fit_matcher, match, mean_f1, read_postings
+
+
+@pytest.fixture(scope="module")
+def dev_part(tmp_path_factory):
+    table = pd.read_csv(shared("shopee-titles/dev.csv"), dtype=str, keep_default_na=False)
+    groups = sorted(table["label_group"].unique())[::3]
+    path = tmp_path_factory.mktemp("shopee") / "part.csv"
+    table[table["label_group"].isin(groups)].to_csv(path, index=False)
+    return path
+
+
+def read_matches(path) -> dict[str, list[str]]:
+    with open(path, newline="") as handle:
+        return {row["posting_id"]: row["matches"].split(" ") for row in csv.DictReader(handle)}
+
+
+def test_combined_beats_every_signal_and_the_output_round_trips(dev_part, tmp_path):
+    result = run_cli("match", str(dev_part), "--out", str(tmp_path / "m.csv"), "--explain", str(tmp_path / "p.csv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    matches = read_matches(tmp_path / "m.csv")
+    postings = read_postings(dev_part)
+    assert list(matches) == postings.ids
+    assert all(found[0] == posting for posting, found in matches.items())  # the posting itself first
+    index = {posting: i for i, posting in enumerate(postings.ids)}
+    parsed = [{index[p] for p in matches[posting]} for posting in postings.ids]
+    scores = match(postings, Matcher.load(DEFAULT_MATCHER)).scores
+    assert mean_f1(parsed, postings.groups) == pytest.approx(scores["combined"])
+    singles = {name: score for name, score in scores.items() if name.endswith(" only")}
+    assert scores["combined"] > max(singles.values()) and scores["combined"] > 0.8
+    assert scores["phash only"] < scores["combined"] - 0.1
+    with open(tmp_path / "p.csv", newline="") as handle:
+        pairs = list(csv.DictReader(handle))
+    assert {"word", "char", "phash", "probability", "matched"} <= set(pairs[0])
+
+
+def test_planted_pairs_are_found_without_label_group(tmp_path):
+    rows = []
+    products = ["Kaos Polos Cotton Combed 30s Pria Wanita Hitam", "Sepatu Sneakers Running Nike Air Zoom Pegasus 38",
+                "Tas Ransel Laptop Anti Air 15 inch Eiger", "Botol Minum Tupperware Eco Bottle 750ml Biru",
+                "Casing HP Samsung Galaxy A52 Silikon Bening Anti Crack"]
+    for i, title in enumerate(products):
+        rows.append({"posting_id": f"a{i}", "image": "", "image_phash": f"{(i + 1) * 0x1111111111111111:016x}",
+                     "title": title})
+        rows.append({"posting_id": f"b{i}", "image": "", "image_phash": f"{(i + 1) * 0x1111111111111111 ^ 3:016x}",
+                     "title": title.upper().replace(" ", "  ") + " READY STOCK"})
+    rows.append({"posting_id": "lonely", "image": "", "image_phash": "", "title": ""})
+    path = tmp_path / "postings.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    result = run_cli("match", str(path), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "without a title" in result.stderr and "without a valid image_phash" in result.stderr
+    matches = read_matches(tmp_path / "m.csv")
+    for i in range(len(products)):
+        assert f"b{i}" in matches[f"a{i}"] and f"a{i}" in matches[f"b{i}"]
+        assert len(matches[f"a{i}"]) == 2
+    assert matches["lonely"] == ["lonely"]
+
+
+def test_fit_writes_a_matcher_that_match_uses(dev_part, tmp_path):
+    result = run_cli("match", "fit", str(dev_part), "--out", str(tmp_path / "matcher.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    fitted = Matcher.load(tmp_path / "matcher.json")[0]
+    assert "word" in fitted.signals and 0 < fitted.threshold < 1
+    again = run_cli("match", str(dev_part), "--matcher", str(tmp_path / "matcher.json"), "--out",
+                    str(tmp_path / "m.csv"))
+    assert again.returncode == 0 and "combined" in again.stderr
+
+
+def test_bad_input_is_one_line(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("id,name\n1,a\n")
+    result = run_cli("match", str(path), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 2 and "no 'posting_id' column (it has: id, name)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    mapped = run_cli("match", str(path), "--columns", "posting_id=id,title=name", "--out", str(tmp_path / "m.csv"))
+    assert mapped.returncode == 0, mapped.stderr
+    unlabelled = read_postings(path, "posting_id=id,title=name")
+    with pytest.raises(Exception, match="label_group"):
+        fit_matcher(unlabelled)
