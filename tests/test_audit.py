@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import add_bad_files, make_folder, missing, run_cli, shared
+from conftest import make_folder, missing, run_cli, shared
 from PIL import Image
 
 from catalens.apps.audit import audit
@@ -57,7 +57,10 @@ def slice_audit(tmp_path_factory):
     leaked = photos[0]
     (data / "test" / leaked.parent.name).mkdir(parents=True)
     shutil.copy(leaked, data / "test" / leaked.parent.name / "copied.jpg")
-    broken = add_bad_files(data / "train")
+    (data / "train" / "dress" / "empty.jpg").write_bytes(b"")
+    (data / "train" / "dress" / "notes.jpg").write_text("this is not an image")
+    (data / "train" / "dress" / "truncated.jpg").write_bytes(photos[1].read_bytes()[:700])
+    broken = {"empty.jpg", "notes.jpg", "truncated.jpg"}
     result = audit(str(data), root / "out")
     return data, root / "out", result, flipped, planted, broken
 
