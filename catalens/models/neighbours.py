@@ -22,15 +22,18 @@ def nearest(features: np.ndarray, rows: np.ndarray, k: int = 10, seed: int = 0) 
     where fewer than k neighbours exist."""
     import faiss
 
-    x = normalised(features, rows)
-    n, d = x.shape
-    if n > EXACT_UP_TO and d > REDUCED_DIMENSIONS:
+    n, d = len(rows), features.shape[1]
+    if n > EXACT_UP_TO and d > REDUCED_DIMENSIONS:  # reduced chunk by chunk: never a second full-width copy
         pca = faiss.PCAMatrix(d, REDUCED_DIMENSIONS)
-        sample = x[np.random.default_rng(seed).choice(n, min(n, 50_000), replace=False)]
-        pca.train(sample)
-        x = pca.apply(x)
+        pca.train(normalised(features, np.sort(np.random.default_rng(seed).choice(rows, min(n, 50_000),
+                                                                                   replace=False))))
+        x = np.empty((n, REDUCED_DIMENSIONS), np.float32)
+        for start in range(0, n, CHUNK):
+            x[start:start + CHUNK] = pca.apply(normalised(features, rows[start:start + CHUNK]))
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         d = REDUCED_DIMENSIONS
+    else:
+        x = normalised(features, rows)
     if n <= EXACT_UP_TO:
         index = faiss.IndexFlatIP(d)
     else:

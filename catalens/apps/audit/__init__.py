@@ -24,6 +24,7 @@ import numpy as np
 from catalens.apps.audit.embed import DEFAULT_BACKBONE, embed, feature_network, image_facts
 from catalens.apps.audit.findings import (
     KINDS,
+    SMALL_SIDE,
     Finding,
     duplicate_findings,
     duplicate_pairs,
@@ -118,7 +119,8 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
     if len(rows) > 1:
         sims, found = nearest(embedded.features, rows, k=10)
         similarities[rows], neighbours[rows] = sims, found
-    pairs = duplicate_pairs(facts.digest, facts.phash, facts.hashed, similarities, neighbours)
+    small = np.minimum(facts.width, facts.height) < SMALL_SIDE
+    pairs = duplicate_pairs(facts.digest, facts.phash, facts.hashed, similarities, neighbours, small=small)
     findings += duplicate_findings(pairs, n, labels, splits, items)
     z = np.zeros(n)
     if len(rows) > 11:

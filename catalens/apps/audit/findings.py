@@ -10,8 +10,9 @@ import numpy as np
 from catalens.data.dedupe import clusters_of, near_pairs
 
 KINDS = ("label", "duplicate", "leak", "outlier", "broken")
+SMALL_SIDE, SMALL_COSINE = 64, 0.98  # tiny images: no pHash, and near-identical embeddings only
 PHASH_BITS = 6  # near duplicates by perceptual hash: at most this many of 64 bits differ
-COSINE = 0.95  # near duplicates by embedding: cosine similarity at least this (bench/audit.py)
+COSINE = 0.92  # near duplicates by embedding: cosine at least this (chosen on bench/audit.py's seed-0 copies)
 OUTLIER_Z = 5.0  # feature outliers: robust z-score of the mean distance to the 10 nearest neighbours
 UNIFORM_STD = 6.0  # near-uniform: pixel standard deviation (0-255) under this
 ASPECT = 4.0  # extreme aspect ratio: longer side over shorter side above this
@@ -29,9 +30,12 @@ class Finding:
 
 
 def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similarities: np.ndarray,
-                    neighbours: np.ndarray, cosine: float = COSINE, phash_bits: int = PHASH_BITS) -> dict:
+                    neighbours: np.ndarray, cosine: float = COSINE, phash_bits: int = PHASH_BITS,
+                    small: np.ndarray | None = None) -> dict:
     """{(i, j): (similarity, evidence)} of duplicate pairs (i < j): same bytes (similarity 1), close perceptual
-    hashes (1 - bits apart / 64), or close embeddings (their cosine)."""
+    hashes (1 - bits apart / 64), or close embeddings (their cosine). Images under 64 px on a side (`small`) are
+    compared by bytes and by embeddings at cosine >= 0.98 only: a perceptual hash of 28 px pictures matches most
+    shoes with most shoes (as in `evaluate`'s leakage check)."""
     pairs: dict[tuple[int, int], tuple[float, str]] = {}
     first: dict[str, int] = {}
     for row, key in enumerate(digest):
@@ -41,7 +45,8 @@ def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similar
             pairs[(first[key], row)] = (1.0, "identical bytes")
         else:
             first[key] = row
-    rows = np.flatnonzero(hashed)
+    small = np.zeros(len(digest), bool) if small is None else small
+    rows = np.flatnonzero(hashed & ~small)
     for a, b in near_pairs(phash[rows], phash_bits):
         i, j = sorted((int(rows[a]), int(rows[b])))
         distance = bin(int(phash[i]) ^ int(phash[j])).count("1")
@@ -49,6 +54,8 @@ def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similar
     close = np.argwhere(similarities >= cosine)
     for i, slot in close:
         j = int(neighbours[i, slot])
+        if (small[i] or small[j]) and similarities[i, slot] < SMALL_COSINE:
+            continue
         a, b = sorted((int(i), j))
         pairs.setdefault((a, b), (float(similarities[i, slot]), f"cosine {similarities[i, slot]:.3f}"))
     return pairs
