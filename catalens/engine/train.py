@@ -346,6 +346,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
                                         head_fit.seconds)
         best_epoch = 1
+
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)
 

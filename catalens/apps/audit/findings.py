@@ -11,7 +11,7 @@ from catalens.data.dedupe import clusters_of, near_pairs
 
 KINDS = ("label", "duplicate", "leak", "outlier", "broken")
 SMALL_SIDE, SMALL_COSINE = 64, 0.98  # tiny images: no pHash, and near-identical embeddings only
-PHASH_BITS = 6  # near duplicates by perceptual hash: at most this many of 64 bits differ
+PHASH_BITS = 4  # near duplicates by pHash: re-encoded and resized copies are 0-4 bits apart, crops 8-24 (bench)
 COSINE = 0.92  # near duplicates by embedding: cosine at least this (chosen on bench/audit.py's seed-0 copies)
 OUTLIER_Z = 5.0  # feature outliers: robust z-score of the mean distance to the 10 nearest neighbours
 UNIFORM_STD = 6.0  # near-uniform: pixel standard deviation (0-255) under this
