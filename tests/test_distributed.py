@@ -15,6 +15,7 @@ from conftest import make_folder, run_cli, shared
 
 from catalens.rundir.run import Model
 
+pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two training processes need two CPU cores")
 FASHION_SCHEDULE = ["--model", "fastcnn", "--limit", "3000", "--epochs", "3", "--seed", "0", "--batch-size", "128"]
 
 
