@@ -122,7 +122,9 @@ def test_the_report_renders_offline_in_headless_chromium(slice_audit):
 
 
 def test_apply_in_move_mode_survives_kill_9(tmp_path):
-    data = make_folder(tmp_path / "shop", per_class=150, size=24)  # synthetic patterns: near copies of each other
+    data = make_folder(tmp_path / "shop", per_class=60, size=64)
+    for path in sorted(data.rglob("*.*")):  # every image twice: exact duplicates, all suspects
+        shutil.copy(path, path.with_name(f"{path.stem}-again{path.suffix}"))
     out = tmp_path / "audit"
     result = run_cli("audit", str(data), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
