@@ -38,6 +38,14 @@ def catalens(*args: str) -> float:
     return time.perf_counter() - started
 
 
+def publish(rows: list[str], record_them: bool) -> None:
+    """Print the result rows, and append them to BENCHMARKS.md when asked (--record)."""
+    for row in rows:
+        print(row)
+    if record_them:
+        record(rows)
+
+
 def record(rows: list[str]) -> None:
     """Append result rows (markdown table rows without the date/machine/command) to BENCHMARKS.md, with the
     command that ran this script."""

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from common import SHARED, record
+from common import SHARED, publish
 
 from catalens.apps.match import (
     DEFAULT_MATCHER,
@@ -127,10 +127,7 @@ def main() -> None:
     rows.append(f"scale: {args.scale:,} synthetic postings (titles mutated from the real ones, random hashes; "
                 f"generated) through index build and query with TF-IDF words and characters and pHash: "
                 f"**{r['seconds']:.1f} s**, peak memory **{r['peak_mb']:,.0f} MB**, {r['pairs']:,} candidate pairs")
-    for row in rows:
-        print(row)
-    if args.record:
-        record(rows)
+    publish(rows, args.record)
 
 
 if __name__ == "__main__":

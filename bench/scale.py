@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import FASHION, SHARED, catalens, record
+from common import FASHION, SHARED, catalens, publish
 
 from catalens.inference.predict import predict
 
@@ -98,10 +98,7 @@ def main() -> None:
                     f"differs on **{photos['differ']}**; output file "
                     f"{'identical' if photos['identical_file'] else 'different'}")
     print(f"(predictions took {time.perf_counter() - started:.0f} s)")
-    for row in rows:
-        print(row)
-    if args.record:
-        record(rows)
+    publish(rows, args.record)
 
 
 if __name__ == "__main__":

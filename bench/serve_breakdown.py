@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import SHARED, catalens, record
+from common import SHARED, publish
 from PIL import Image
+from serve import lite0_run
 from serve import run as serve_run
 
 from catalens.apps.serve.history import History, predictions, thumbnail
@@ -111,11 +112,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     clothing = SHARED / "clothing-small"
-    model_dir = args.model
-    if model_dir is None:
-        model_dir = Path(tempfile.mkdtemp(prefix="catalens-lite0-")) / "run"
-        catalens("train", "--data", str(clothing), "--model", "tf_efficientnet_lite0", "--pretrained", "--freeze",
-                 "backbone", "--input-size", "224", "--limit", "300", "--epochs", "3", "--out", str(model_dir))
+    model_dir = lite0_run(args.model)
     model = Model.load(model_dir, backend="onnx")
     photos = [path.read_bytes() for path in sorted((clothing / "validation").rglob("*.jpg"))]
     sizes = {Image.open(io.BytesIO(data)).size for data in photos[:50]}
@@ -143,10 +140,7 @@ def main() -> None:
         rows.append(f"{name} (ms per image, medians): {text}")
     rows.append(f"top-1 of the after decode+resize equals the before one on **{same}/{total}** clothing-small "
                 f"validation photos ({sorted(sizes)[:3]} px, {model_dir.name}); model {model_dir}")
-    for row in rows:
-        print(row)
-    if args.record:
-        record(rows)
+    publish(rows, args.record)
 
 
 if __name__ == "__main__":

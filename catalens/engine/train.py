@@ -74,11 +74,8 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
             from catalens.models.ensemble import input_backbone
 
             name = input_backbone(name)[0]
-        backbone = timm_preprocessing(name)
         size = (config.input_size,) * 2 if config.input_size else default_input_size(config.model, None)
-        return Preprocessing(input_size=tuple(size), channels=3, mean=backbone["mean"], std=backbone["std"],
-                             interpolation=backbone["interpolation"], crop_pct=backbone["crop_pct"],
-                             resize=resize_mode(config))
+        return Preprocessing.of_backbone(timm_preprocessing(name), size, resize_mode(config))
     native = catalog.native_size
     size = (config.input_size, config.input_size) if config.input_size else default_input_size(config.model, native)
     if catalog.arrays is not None:

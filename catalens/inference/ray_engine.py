@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from catalens.data.catalog import Catalog
+from catalens.data.catalog import ArrayReader, Catalog
 from catalens.data.images import describe_failure
 from catalens.errors import CatalensError
 from catalens.inference.products import catalog_has_products
@@ -97,15 +97,9 @@ class Decoder:
     def __init__(self, reader, arrays: list, preprocessing):
         import ray
 
-        self.reader, self.preprocessing = reader, preprocessing
-        self.arrays = ray.get(arrays[0]) if arrays else None  # a reference in a list: fetched here, once
-
-    def image(self, ref):
-        if self.arrays is not None:  # in-memory sources: the array travels once to each worker
-            from PIL import Image
-
-            return Image.fromarray(np.asarray(self.arrays[ref]))
-        return self.reader.read(ref)
+        # in-memory sources: the array travels once, as a reference in a list, fetched here
+        self.reader = ArrayReader(ray.get(arrays[0])) if arrays else reader
+        self.preprocessing = preprocessing
 
     def __call__(self, batch: dict) -> dict:
         images = np.empty(len(batch["order"]), dtype=object)
@@ -116,7 +110,7 @@ class Decoder:
             for text in refs:
                 ref = json.loads(text)
                 try:
-                    good.append(self.preprocessing.prepare(self.image(ref)).numpy())
+                    good.append(self.preprocessing.prepare(self.reader.read(ref)).numpy())
                 except Exception as error:  # noqa: BLE001 - a bad image is reported, never fatal
                     bad.append([ref, describe_failure(error)])
             images[i] = np.stack(good) if good else np.zeros((0, self.preprocessing.channels, height, width),
@@ -180,7 +174,8 @@ def predict_with_ray(model_path: str | Path, model, catalog: Catalog, k: int, ba
     step = -(-len(groups) // blocks)
     dataset = ray.data.from_pandas([groups.iloc[i:i + step] for i in range(0, len(groups), step)])
     rows_per_batch = max(1, batch_size // max(1, int(np.mean([len(r) for r in groups["refs"]]))))
-    decoded = dataset.map_batches(Decoder, fn_constructor_args=(catalog.reader, arrays, model.preprocessing),
+    reader = None if arrays else catalog.reader  # an ArrayReader would carry the whole array in the arguments
+    decoded = dataset.map_batches(Decoder, fn_constructor_args=(reader, arrays, model.preprocessing),
                                   batch_size=rows_per_batch, compute=ray.data.ActorPoolStrategy(min_size=1,
                                                                                                 max_size=cpus),
                                   num_cpus=1)

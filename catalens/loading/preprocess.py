@@ -35,6 +35,15 @@ class Preprocessing:
             interpolation=data.get("interpolation", cls.interpolation), crop_pct=float(data.get("crop_pct", 1.0)),
         )
 
+    @classmethod
+    def of_backbone(cls, settings: dict, input_size: tuple[int, int] | None = None,
+                    resize: str = "shorter-side-then-center-crop") -> Preprocessing:
+        """A pretrained backbone's own preprocessing (timm_preprocessing's settings: size, interpolation, crop,
+        mean/std; RGB), at `input_size` when given."""
+        return cls(input_size=tuple(input_size or settings["input_size"]), channels=3, mean=settings["mean"],
+                   std=settings["std"], interpolation=settings["interpolation"], crop_pct=settings["crop_pct"],
+                   resize=resize)
+
     def resize_plan(self, width: int, height: int) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
         """For an image of width x height: the size it is resized to before the centre crop (what JPEG draft
         decoding needs to keep), and the crop as a box in the image's own coordinates."""

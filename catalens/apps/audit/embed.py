@@ -53,12 +53,9 @@ def feature_network(model: str | Path | None, backbone: str):
         raise CatalensError(f"--backbone {backbone}: give a timm backbone with pretrained weights, e.g. "
                             f"{DEFAULT_BACKBONE}")
     timm_name = name.removeprefix("timm:")
-    settings = timm_preprocessing(timm_name)
-    size = tuple(settings["input_size"])
-    module = create_model(name, 2, 3, size)
+    preprocessing = Preprocessing.of_backbone(timm_preprocessing(timm_name))
+    module = create_model(name, 2, 3, preprocessing.input_size)
     load_pretrained(module, timm_name)
-    preprocessing = Preprocessing(input_size=size, channels=3, mean=settings["mean"], std=settings["std"],
-                                  interpolation=settings["interpolation"], crop_pct=settings["crop_pct"])
     return module.eval(), preprocessing, f"{timm_name} (ImageNet weights, frozen)"
 
 

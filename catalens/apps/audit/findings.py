@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from catalens.data.dedupe import clusters_of, near_pairs
+from catalens.data.leakage import MIN_SIDE
 
 KINDS = ("label", "duplicate", "leak", "outlier", "broken")
-SMALL_SIDE, SMALL_COSINE = 64, 0.98  # tiny images: no pHash, and near-identical embeddings only
+SMALL_SIDE, SMALL_COSINE = MIN_SIDE, 0.98  # tiny images (evaluate's rule): no pHash, near-identical embeddings only
 PHASH_BITS = 4  # near duplicates by pHash: re-encoded and resized copies are 0-4 bits apart, crops 8-24 (bench)
 COSINE = 0.92  # near duplicates by embedding: cosine at least this (chosen on bench/audit.py's seed-0 copies)
 OUTLIER_Z = 5.0  # feature outliers: robust z-score of the mean distance to the 10 nearest neighbours
