@@ -128,6 +128,9 @@ OPTIONS: list[Option] = [
     Option("amp", bool, True, "Mixed precision on CUDA.", ()),
     Option("workers", int, None, "Decoding processes for image files."),
     Option("threads", int, None, "CPU threads for torch [default: all cores].", ()),
+    Option("text", str, None, "Also read the products' text: title, or title,description (csv: and SQL sources). "
+           "Fits text-only and fused image+text heads beside the image head, on a frozen pretrained backbone; "
+           "predict, evaluate and serve then read the same columns."),
     Option("recipe", str, None, "What the auto recipe chose (recipes.py), for the record.", ()),
 ]
 BY_NAME = {option.name: option for option in OPTIONS}

@@ -246,6 +246,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
 
     catalog, train_catalog, val_catalog = training_data(config)
     classes = catalog.classes
+    texts = training_texts(config, train_catalog, val_catalog)  # a bad --text fails before any image is read
     preprocessing = make_preprocessing(config, catalog)
     architecture = config.model
     module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
@@ -318,6 +319,9 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         head_fit = fit_classifier(net, train_batches, len(classes), config)
+    elif texts is not None:
+        raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
+                            "backbone and the linear head (no heavy --augment), or no model flags at all")
     train_net = torch.compile(net) if config.compile else net
     if world.distributed:  # gradients averaged across the ranks after every backward pass
         if config.unfreeze_every:
@@ -343,6 +347,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
                                         head_fit.seconds)
         best_epoch = 1
+    if linear and texts is not None:
+        best_metrics = fit_text_heads(config, texts, net, train_batches, val_batches, len(classes), card, out)
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)
@@ -474,6 +480,48 @@ def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, ste
     return start_epoch, best_epoch, best_score, best_metrics, stale
 
 
+def training_texts(config: TrainConfig, train_catalog: Catalog, val_catalog: Catalog | None):
+    """With --text: (columns, train texts, validation texts or None), checked; else None."""
+    if not config.text:
+        return None
+    from catalens.models.fusion import catalog_texts, check_text, parse_text_columns
+
+    columns = parse_text_columns(config.text)
+    train_texts = check_text(train_catalog, columns, config.data)
+    return columns, train_texts, catalog_texts(val_catalog.table, columns) if val_catalog is not None else None
+
+
+def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, val_batches, num_classes: int,
+                   card: ModelCard, out: Path) -> dict:
+    """--text: the text-only and fused heads (models/fusion.py) beside the image head just fitted, each scored
+    on the validation split; the card's validation metrics become the fused model's."""
+    from catalens.models.fusion import fit_text_model, modal_logits
+
+    columns, train_texts, val_texts = texts
+    rows = train_batches.rows.numpy()
+    model = fit_text_model(columns, train_batches.features[0].float().numpy(), [train_texts[i] for i in rows],
+                           train_batches.labels.numpy(), num_classes, config.seed)
+    model.save(out)
+    validation = {}
+    if val_batches is not None and len(val_batches.labels):
+        truth = val_batches.labels.numpy()
+        logits = modal_logits(model, head.weight.detach().cpu().numpy(), head.bias.detach().cpu().numpy(),
+                              val_batches.features[0].float().numpy(),
+                              [val_texts[i] for i in val_batches.rows.numpy()])
+        for name in ("image", "text", "fused", "used"):
+            predicted = logits[name].argmax(1)
+            validation[name] = {"accuracy": float((predicted == truth).mean()),
+                                "macro_f1": macro_f1(truth, predicted, num_classes)}
+        info("validation: " + " | ".join(f"{name} acc {validation[name]['accuracy']:.4f} macro-F1 "
+                                         f"{validation[name]['macro_f1']:.4f}" for name in ("image", "text", "fused")))
+    card.text = dict(model.info, validation=validation)
+    if validation:
+        card.validation = dict(card.validation, accuracy=validation["used"]["accuracy"],
+                               macro_f1=validation["used"]["macro_f1"])
+    write_json(out / CARD_FILE, card.to_dict())
+    return card.validation
+
+
 def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
     """Head-only training on cached features: by default whenever the whole backbone stays frozen and the
     augmentation is at most a flip (the cache holds the flipped view); --no-cache-features opts out."""
@@ -529,17 +577,22 @@ def cached_batches(module, extractor, train_batches, val_batches, image_inputs, 
     from catalens.models.features import extract_features, feature_function
 
     function = feature_function(module, preprocessing, device, extractor=extractor)
+    rows: list = []
     features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
-                                                  description=f"{what} (train)", features=function, dtype=dtype)
+                                                  description=f"{what} (train)", features=function, dtype=dtype,
+                                                  rows=rows)
     train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
                            balanced=config.balanced_sampling)
+    train.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
     val = None
     if val_batches is not None:
+        rows = []
         val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
                                                                   flip=False, description=f"{what} (val)",
-                                                                  features=function, dtype=dtype)
+                                                                  features=function, dtype=dtype, rows=rows)
         failures += val_failures
         val = FeatureBatches(val_features, val_labels, val_batch_size, shuffle=False, seed=config.seed)
+        val.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
     return train, val, failures
 
 

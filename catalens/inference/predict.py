@@ -18,6 +18,8 @@ from catalens.errors import CatalensError
 from catalens.inference.products import average_by_product, catalog_has_products
 from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
 from catalens.loading.batches import make_batches
+from catalens.loading.preprocess import softmax_numpy
+from catalens.models.fusion import catalog_texts
 from catalens.progress import make_progress, warn
 from catalens.rundir.run import Model
 
@@ -28,6 +30,10 @@ class Predictions:
     rows: np.ndarray  # catalog row of each prediction
     failures: list[tuple[str, str]] = field(default_factory=list)  # (ref, reason)
     seconds: float = 0.0
+    # a --text model: each head's logits over the rows with an image (the first len(heads["image"]) rows), and the
+    # unreadable images that were predicted from their text alone (ref, reason)
+    heads: dict[str, np.ndarray] = field(default_factory=dict)
+    text_only: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -36,22 +42,42 @@ class Predictions:
 
 def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, workers: int | None = None,
                     description: str = "predicting", show_progress: bool = True) -> Predictions:
-    """Class probabilities for every readable image in the catalog, timed end to end (decoding included)."""
+    """Class probabilities for every readable image in the catalog, timed end to end (decoding included). A
+    --text model also reads each row's text, and predicts the rows whose image cannot be read from the text."""
     started = time.perf_counter()
+    texts = catalog_texts(catalog.table, model.text_columns) if model.text is not None else None
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
-    probabilities, rows, failures = [], [], []
+    probabilities, rows, failures, heads = [], [], [], {}
     with make_progress(disable=not show_progress) as bar:
         task = bar.add_task(description, total=len(catalog))
         for batch in batches:
             failures += batch.failures
             if len(batch.rows):
-                probabilities.append(model.probabilities(batch.images))
+                if texts is not None:
+                    logits = model.modal_logits(batch.images, [texts[i] for i in batch.rows.numpy()])
+                    for name, value in logits.items():
+                        heads.setdefault(name, []).append(value)
+                    probabilities.append(softmax_numpy(logits["used"]))
+                else:
+                    probabilities.append(model.probabilities(batch.images))
                 rows.append(batch.rows.numpy())
             bar.advance(task, len(batch.rows) + len(batch.failures))
+    text_only = []
+    if texts is not None and failures:  # no image, but a title: the text head answers
+        row_of = {str(ref): row for row, ref in enumerate(catalog.table["ref"])}
+        rescued = [(ref, reason, row_of.get(str(ref))) for ref, reason in failures]
+        rescued = [(ref, reason, row) for ref, reason, row in rescued if row is not None and texts[row]]
+        if rescued:
+            text_rows = np.array([row for _, _, row in rescued], np.int64)
+            probabilities.append(softmax_numpy(model.modal_logits(None, [texts[i] for i in text_rows])["used"]))
+            rows.append(text_rows)
+            text_only = [(ref, reason) for ref, reason, _ in rescued]
+            failures = [item for item in failures if item not in set(text_only)]
     seconds = time.perf_counter() - started
+    heads = {name: np.concatenate(parts) for name, parts in heads.items()}
     if not probabilities:
         return Predictions(np.zeros((0, len(model.classes)), np.float32), np.zeros(0, np.int64), failures, seconds)
-    return Predictions(np.concatenate(probabilities), np.concatenate(rows), failures, seconds)
+    return Predictions(np.concatenate(probabilities), np.concatenate(rows), failures, seconds, heads, text_only)
 
 
 def catalog_of_inputs(inputs: list[str], split: str | None = None, options: DataOptions | None = None) -> Catalog:
@@ -102,6 +128,9 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         import_ray()  # before anything is read: a missing extra is the first thing to say
     model = Model.load(model_dir, backend=backend)
     catalog = catalog_of_inputs(inputs, split, options)
+    if engine == "ray" and model.text is not None:
+        raise CatalensError(f"{model_dir} reads text (--text {','.join(model.text_columns)}): the Ray engine predicts "
+                            "from images only; use --engine local")
     if engine == "ray":
         from catalens.inference.ray_engine import predict_with_ray
 
@@ -128,6 +157,10 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         finally:
             if out:
                 handle.close()
+    if engine == "local" and result.text_only:
+        summary["text_only"] = [ref for ref, _ in result.text_only]
+        warn(f"{len(result.text_only)} image(s) could not be read and were predicted from their text alone: "
+             + ", ".join(summary["text_only"][:5]) + (" ..." if len(result.text_only) > 5 else ""))
     if failures:
         warn(f"{len(failures)} image(s) could not be read; they are in the output with their error")
     return summary

@@ -67,9 +67,10 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
 
 @torch.inference_mode()
 def extract_features(module: nn.Module, batches, prepare, device, flip: bool, description: str, features=None,
-                     dtype: torch.dtype = torch.float32):
+                     dtype: torch.dtype = torch.float32, rows: list | None = None):
     """(features (views, N, ...), labels (N,), failures) over `batches`; views = 2 with the flipped images.
-    `features` maps a prepared batch to feature vectors (default: the module in PyTorch), kept as `dtype`."""
+    `features` maps a prepared batch to feature vectors (default: the module in PyTorch), kept as `dtype`;
+    `rows`, when given, receives each batch's catalog rows (the order of the features)."""
     module.eval()
     features = features or (lambda images: chunked_pre_logits(module, images))
     views, labels, failures = [], [], []
@@ -84,6 +85,8 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
                     outputs.append(features(images.flip(3)))
                 views.append(torch.stack(outputs).to(dtype).cpu())
                 labels.append(batch.labels)
+                if rows is not None:
+                    rows.append(batch.rows)
             bar.advance(task)
     if not views:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), failures
@@ -98,6 +101,7 @@ class FeatureBatches(EpochOrder):
                  balanced: bool = False):
         super().__init__(labels.numpy(), batch_size, shuffle, balanced, seed)
         self.features = features
+        self.rows: torch.Tensor | None = None  # the catalog row of each item, when the cache kept them
 
     def __iter__(self):
         n = len(self.labels)

@@ -236,6 +236,15 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         torch_threads=torch.get_num_threads(),
         provenance=bootstrap_provenance(data),
     )
+    if result.heads:  # a --text model: each input on its own and fused, on the same rows (those with an image)
+        with_image = len(result.heads["image"])
+        metrics["by_input"] = {}
+        for name in ("image", "text", "fused"):
+            scores = classification_metrics(truth[:with_image], result.heads[name], model.classes)
+            metrics["by_input"][name] = {key: scores[key] for key in ("accuracy", "macro_f1", "weighted_f1")}
+            metrics["by_input"][name]["items"] = with_image
+        metrics["text_columns"] = model.text_columns
+        metrics["predicted_from_text_alone"] = [ref for ref, _ in result.text_only]
     metrics.update(measure_speed(model, sample))
     if leakage_check:
         metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
@@ -313,6 +322,7 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"| evaluation end to end | {metrics['evaluation_images_per_s']:,.0f} images/s "
         f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['backend']}, "
         f"{metrics['torch_threads']} threads) |",
+        *by_input_lines(metrics),
         "", "## Per class", "",
         "| class | precision | recall | F1 | NPV | support |", "|---|---|---|---|---|---|",
     ]
@@ -331,6 +341,22 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         lines += ["", f"## Unreadable images ({len(metrics['unreadable'])})", ""]
         lines += [f"- `{item['ref']}`: {item['reason']}" for item in metrics["unreadable"][:100]]
     return "\n".join(lines) + "\n"
+
+
+def by_input_lines(metrics: dict) -> list[str]:
+    """report.md's table of a --text model's heads side by side."""
+    if not metrics.get("by_input"):
+        return []
+    lines = ["", f"## Image, text ({', '.join(metrics['text_columns'])}) and fused", "",
+             f"On the {next(iter(metrics['by_input'].values()))['items']:,} items with an image; the model answers "
+             "with the fused head, or the image head for an item without text.", "",
+             "| input | accuracy | macro F1 | weighted F1 |", "|---|---|---|---|"]
+    lines += [f"| {name} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | {row['weighted_f1']:.4f} |"
+              for name, row in metrics["by_input"].items()]
+    if metrics["predicted_from_text_alone"]:
+        lines += ["", f"{len(metrics['predicted_from_text_alone'])} item(s) whose image could not be read were "
+                  "predicted from their text alone."]
+    return lines
 
 
 def leakage_lines(overlap: dict | None) -> list[str]:
@@ -363,6 +389,8 @@ def print_summary(metrics: dict) -> None:
     table.add_row("macro avg", f"{metrics['macro_precision']:.4f}", f"{metrics['macro_recall']:.4f}",
                   f"{metrics['macro_f1']:.4f}", "", "")
     console.print(table)
+    for name, row in metrics.get("by_input", {}).items():
+        console.print(f"{name:>5} input: accuracy {row['accuracy']:.4f} | macro F1 {row['macro_f1']:.4f}")
     console.print(
         f"parameters {metrics['num_params']:,} | size {metrics['model_size_mb']:.2f} MB | "
         f"latency {metrics['latency_ms_batch1']:.2f} ms/image (batch 1) | "

@@ -37,6 +37,7 @@ class ModelCard:
     hierarchy: dict | None = None  # class -> its category levels (category trees)
     level: int | None = None
     recipe: dict | None = None  # the auto recipe: chosen, why, cv_accuracy, tried
+    text: dict | None = None  # --text: columns, heads and their validation metrics (models/fusion.py)
     created: str = ""
     catalens_version: str = ""
     torch_version: str = ""

@@ -89,6 +89,8 @@ class Model:
         self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
         self._fast = None
+        self.text = None  # a TextModel (models/fusion.py) when the run was trained with --text
+        self._features = None
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto",
@@ -121,8 +123,12 @@ class Model:
         module = module.to(target)
         if target.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
-        runner = None
-        if backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
+        runner, text = None, None
+        if card.text:  # image + text: the image side is the backbone's features (onnxruntime through features.py)
+            from catalens.models.fusion import TextModel
+
+            text = TextModel.load(run_dir)
+        elif backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
             try:
                 runner = onnx_runner(module, card, run_dir, weights_path)
             except Exception as error:  # noqa: BLE001 - one line, with the way out
@@ -135,7 +141,9 @@ class Model:
                 from catalens.progress import warn
 
                 warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
-        return cls(module, card, run_dir, runner, weights_path)
+        model = cls(module, card, run_dir, runner, weights_path)
+        model.text = text
+        return model
 
     @classmethod
     def load_onnx(cls, path: Path, backend: str = "onnx") -> Model:
@@ -201,7 +209,38 @@ class Model:
         with torch.inference_mode():
             return module(batch).float()
 
-    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+    @property
+    def text_columns(self) -> list[str]:
+        """The catalog columns the model reads besides the image (`--text`), or []."""
+        return list(self.text.columns) if self.text is not None else []
+
+    def image_features(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 batch -> the backbone's pooled features (what the heads read), as numpy."""
+        if self._features is None:
+            from catalens.models.features import feature_function
+
+            self._features = feature_function(self.module, self.preprocessing, self.device)
+        batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            return self._features(batch).float().cpu().numpy()
+
+    def modal_logits(self, images: torch.Tensor | None, texts: list[str]) -> dict[str, np.ndarray]:
+        """A text model's logits by head (image, text, fused) and `used` (fusion.modal_logits); images None:
+        text only."""
+        from catalens.models.fusion import modal_logits
+        from catalens.models.timm_models import classifier_of
+
+        head = classifier_of(self.module)
+        features = self.image_features(images) if images is not None else None
+        return modal_logits(self.text, head.weight.detach().float().cpu().numpy(),
+                            head.bias.detach().float().cpu().numpy(), features, texts)
+
+    def probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
+        """Class probabilities of a uint8 batch; a text model also reads each row's text ("" when it has none:
+        the image head answers)."""
+        if self.text is not None:
+            texts = list(texts) if texts is not None else [""] * len(images)
+            return softmax_numpy(self.modal_logits(images, texts)["used"])
         if self.runner is not None:
             return softmax_numpy(self._runner_logits(images))
         return self.logits(images).softmax(dim=1).cpu().numpy()

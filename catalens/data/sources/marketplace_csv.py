@@ -22,7 +22,7 @@ from catalens.data.sources.folder import FileReader, ImageRoot
 from catalens.errors import CatalensError
 
 DEFAULT_COLUMNS = {"posting_id": "posting_id", "image": "image", "image_phash": "image_phash", "title": "title",
-                   "label_group": "label_group"}
+                   "label_group": "label_group", "description": "description"}
 
 
 def parse_columns(text: str | dict | None, defaults: dict[str, str]) -> dict[str, str]:
@@ -80,9 +80,11 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
         raise CatalensError(f"image folder {images} does not exist; give --images DIR")
     ids = table[columns["posting_id"]] if columns["posting_id"] in table.columns else \
         pd.Series([str(i) for i in range(len(table))])
-    titles = table[columns["title"]] if columns["title"] in table.columns else pd.Series([""] * len(table))
+    titles, descriptions = (table[columns[key]] if columns[key] in table.columns else pd.Series([""] * len(table))
+                            for key in ("title", "description"))
     frame = pd.DataFrame({"item_id": ids.to_numpy(), "image": table[columns["image"]].to_numpy(),
                           "label": table[label_column].to_numpy(), "title": titles.to_numpy(),
+                          "description": descriptions.to_numpy(),
                           "phash": table[columns["image_phash"]].to_numpy() if columns["image_phash"] in table.columns
                           else [""] * len(table)})
     usable = np.ones(len(frame), bool)
@@ -119,11 +121,12 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                             + "; ".join(f"{p['ref']}: {p['reason']}" for p in problems[:3]))
     catalog = Catalog.from_records(
         {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
-         "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy()},
+         "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
+         "description": frame["description"].to_numpy()},
         classes=sorted(frame["label"].unique()), reader=FileReader("/"), source=f"csv:{path}",
         problems=problems, notes=notes,
     )
-    catalog.report = report
+    catalog.report = dict(report, columns=list(table.columns))
     if verify:
         from catalens.data.sources.folder import drop_unreadable
 

@@ -1,0 +1,241 @@
+"""Image + title classification: late fusion of the frozen backbone's features with the titles' TF-IDF features.
+
+`catalens train --text title` (or `title,description`) fits, beside the image-only linear head that every cached-
+feature run fits, two more heads on the same training rows:
+- text-only: a logistic regression on TF-IDF over words (1-2 grams) and characters (2-5 grams within words);
+- fused: one logistic regression on [image features (L2-normalised), word TF-IDF, character TF-IDF], each block
+  of unit length: normalised, concatenated, one head.
+Their L2 strength is chosen on a held-out fifth of the training split. The vocabularies go into text_model.json
+and the arrays into text_model.safetensors (no pickle anywhere). At prediction a row with both an image and text
+uses the fused head, a row without text the image-only head, and a row whose image is missing the text head.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catalens.errors import CatalensError
+from catalens.models.text import clean_title
+from catalens.progress import info
+
+TEXT_FILE = "text_model.json"
+TEXT_WEIGHTS = "text_model.safetensors"
+TEXT_COLUMNS = ("title", "description")
+C_GRID = (3.0, 10.0, 30.0)  # inverse L2 strengths tried (scikit-learn's C) on unit-length blocks
+DEFAULT_C = 10.0  # when the training split is too small to hold a part out
+MAX_CHAR_FEATURES = 50_000
+WORD = {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "token_pattern": r"(?u)\b\w+\b"}
+CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "max_features": MAX_CHAR_FEATURES}
+MODALITIES = ("image", "text", "fused")
+
+
+def parse_text_columns(spec: str | None) -> list[str]:
+    """`title` or `title,description` -> the catalog's text columns; anything else is refused in one line."""
+    columns = [part.strip() for part in str(spec or "").split(",") if part.strip()]
+    unknown = [column for column in columns if column not in TEXT_COLUMNS]
+    if not columns or unknown:
+        raise CatalensError(f"--text takes {' or '.join(TEXT_COLUMNS)} (comma-separated), e.g. --text title; "
+                            f"got {spec!r}")
+    return columns
+
+
+def catalog_texts(table, columns: list[str]) -> list[str]:
+    """Each row's text: the named columns, cleaned (clean_title), joined by a space; "" when all are empty."""
+    parts = [[clean_title(value) for value in table[column].tolist()] for column in columns]
+    return [" ".join(part for part in row if part) for row in zip(*parts)]
+
+
+def check_text(catalog, columns: list[str], data: str) -> list[str]:
+    """The training texts, or a one-line error naming the columns the source has when none of them holds text."""
+    texts = catalog_texts(catalog.table, columns)
+    if not any(texts):
+        have = [column for column in TEXT_COLUMNS if catalog.table[column].astype(str).str.strip().ne("").any()]
+        source_columns = catalog.report.get("columns")
+        where = f"; its columns are: {', '.join(source_columns)} (map one with --columns title=NAME)" \
+            if source_columns else ""
+        raise CatalensError(f"--text {','.join(columns)}: {data} has no text in {', '.join(columns)} "
+                            f"(columns with text: {', '.join(have) or 'none'}){where}")
+    return texts
+
+
+def vectorizer(settings: dict, vocabulary: dict | None = None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(dtype=np.float32, vocabulary=vocabulary, **settings)
+
+
+class TitleVectorizer:
+    """TF-IDF over words and characters, each block L2-normalised, stacked side by side (scipy CSR)."""
+
+    def __init__(self, word, char):
+        self.word, self.char = word, char
+
+    @classmethod
+    def fit(cls, texts: list[str]) -> TitleVectorizer:
+        filled = [text or " " for text in texts]
+        return cls(vectorizer(WORD).fit(filled), vectorizer(CHAR).fit(filled))
+
+    @property
+    def width(self) -> int:
+        return len(self.word.vocabulary_) + len(self.char.vocabulary_)
+
+    def transform(self, texts: list[str]):
+        from scipy.sparse import hstack
+
+        return hstack([self.word.transform(texts), self.char.transform(texts)]).tocsr()
+
+    def state(self) -> tuple[dict, dict]:
+        """(JSON-able vocabularies, arrays) for saving."""
+        vocabularies = {name: {term: int(index) for term, index in part.vocabulary_.items()}
+                        for name, part in (("word", self.word), ("char", self.char))}
+        arrays = {"word_idf": self.word.idf_.astype(np.float32), "char_idf": self.char.idf_.astype(np.float32)}
+        return vocabularies, arrays
+
+    @classmethod
+    def from_state(cls, vocabularies: dict, arrays: dict) -> TitleVectorizer:
+        parts = []
+        for name, settings in (("word", WORD), ("char", CHAR)):
+            part = vectorizer({key: value for key, value in settings.items() if key != "max_features"},
+                              vocabularies[name])
+            part.idf_ = np.asarray(arrays[f"{name}_idf"], dtype=np.float64)
+            parts.append(part)
+        return cls(*parts)
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class TextModel:
+    """The text-only and fused heads of a run, and the vectorizer they read."""
+
+    columns: list[str]
+    vectorizer: TitleVectorizer
+    text_weight: np.ndarray  # (classes, text width)
+    text_bias: np.ndarray
+    fused_weight: np.ndarray  # (classes, image features + text width)
+    fused_bias: np.ndarray
+    info: dict
+
+    def text_matrix(self, texts: list[str]):
+        return self.vectorizer.transform(texts)
+
+    def text_logits(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.text_matrix(texts) @ self.text_weight.T) + self.text_bias
+
+    def fused_logits(self, features: np.ndarray, texts: list[str]) -> np.ndarray:
+        width = features.shape[1]
+        image = unit_rows(features) @ self.fused_weight[:, :width].T
+        text = np.asarray(self.text_matrix(texts) @ self.fused_weight[:, width:].T)
+        return image + text + self.fused_bias
+
+    def save(self, out: Path) -> None:
+        from safetensors.numpy import save_file
+
+        vocabularies, arrays = self.vectorizer.state()
+        arrays.update(text_weight=self.text_weight, text_bias=self.text_bias, fused_weight=self.fused_weight,
+                      fused_bias=self.fused_bias)
+        save_file({key: np.ascontiguousarray(value, dtype=np.float32) for key, value in arrays.items()},
+                  str(out / TEXT_WEIGHTS))
+        (out / TEXT_FILE).write_text(json.dumps({"columns": self.columns, "vocabularies": vocabularies,
+                                                 "info": self.info}, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> TextModel:
+        from safetensors.numpy import load_file
+
+        try:
+            saved = json.loads((run_dir / TEXT_FILE).read_text())
+            arrays = load_file(str(run_dir / TEXT_WEIGHTS))
+            return cls(saved["columns"], TitleVectorizer.from_state(saved["vocabularies"], arrays),
+                       arrays["text_weight"], arrays["text_bias"], arrays["fused_weight"], arrays["fused_bias"],
+                       saved.get("info", {}))
+        except (OSError, ValueError, KeyError) as error:
+            raise CatalensError(f"cannot read the text model in {run_dir} ({str(error)[:100]}): the run directory "
+                                "is damaged; retrain it with --text") from error
+
+
+def logistic(x, y: np.ndarray, num_classes: int, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's multinomial LogisticRegression; (weight, bias) over all classes (absent: never chosen)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = LogisticRegression(C=C, max_iter=1000).fit(x, y)
+    weight = np.zeros((num_classes, x.shape[1]), np.float32)
+    bias = np.full(num_classes, -1e4, np.float32)
+    if len(fitted.classes_) == 2:  # binary: one row of coefficients for the second class
+        weight[fitted.classes_[1]], bias[fitted.classes_[1]] = fitted.coef_[0], fitted.intercept_[0]
+        bias[fitted.classes_[0]] = 0.0
+    else:
+        weight[fitted.classes_], bias[fitted.classes_] = fitted.coef_, fitted.intercept_
+    return weight, bias
+
+
+def choose_C(x, y: np.ndarray, num_classes: int, seed: int) -> tuple[float, dict]:
+    """C by accuracy on a stratified fifth of the training rows held out (the smallest C among the best)."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y, minlength=num_classes)
+    if len(y) < 50 or (counts[counts > 0] < 2).all():
+        return DEFAULT_C, {}
+    strata = np.where(counts[y] >= 2, y, -1)
+    fit_rows, held_rows = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed, stratify=strata)
+    scores = {}
+    for C in C_GRID:
+        weight, bias = logistic(x[fit_rows], y[fit_rows], num_classes, C)
+        scores[C] = float(((np.asarray(x[held_rows] @ weight.T) + bias).argmax(1) == y[held_rows]).mean())
+    best = max(scores.values())
+    return min(C for C, score in scores.items() if score >= best - 1e-9), scores
+
+
+def fit_text_model(columns: list[str], features: np.ndarray, texts: list[str], labels: np.ndarray,
+                   num_classes: int, seed: int = 0) -> TextModel:
+    """The text-only and fused heads on the training rows: `features` (N, D) image features, `texts` (N,)."""
+    from scipy.sparse import csr_matrix, hstack
+
+    started = time.time()
+    labels = np.asarray(labels)
+    vectorizer_ = TitleVectorizer.fit(texts)
+    text = vectorizer_.transform(texts)
+    fused = hstack([csr_matrix(unit_rows(features)), text]).tocsr()
+    heads, chosen = {}, {}
+    for name, x in (("text", text), ("fused", fused)):
+        C, scores = choose_C(x, labels, num_classes, seed)
+        heads[name] = logistic(x, labels, num_classes, C)
+        chosen[name] = {"C": C, "held_out_accuracy": {str(c): round(s, 4) for c, s in scores.items()}}
+        if scores:
+            info(f"{name} head: held-out accuracy by C: " + ", ".join(f"{c:g}: {s:.4f}" for c, s in scores.items())
+                 + f"; chose C={C:g}")
+    empty = sum(1 for item in texts if not item)
+    details = {"columns": columns, "word_terms": len(vectorizer_.word.vocabulary_),
+               "char_ngrams": len(vectorizer_.char.vocabulary_), "image_features": int(features.shape[1]),
+               "heads": chosen, "empty_texts": empty, "seconds": round(time.time() - started, 1),
+               "method": "logistic regressions on TF-IDF (words 1-2, characters 2-5) and, for the fused head, the "
+                         "L2-normalised image features beside them"}
+    return TextModel(columns, vectorizer_, *heads["text"], *heads["fused"], details)
+
+
+def modal_logits(text_model: TextModel, image_weight: np.ndarray, image_bias: np.ndarray,
+                 features: np.ndarray | None, texts: list[str]) -> dict[str, np.ndarray]:
+    """Logits of each head for the same rows (`features` None: no images), and `used`: fused where a row has
+    text, the image head where it has none, the text head when there are no images."""
+    has_text = np.array([bool(text) for text in texts])
+    out = {"text": text_model.text_logits(texts)}
+    if features is None:
+        out["used"] = out["text"]
+        return out
+    out["image"] = np.asarray(features, np.float32) @ image_weight.T + image_bias
+    out["fused"] = text_model.fused_logits(features, texts)
+    out["used"] = np.where(has_text[:, None], out["fused"], out["image"])
+    return out
