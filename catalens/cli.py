@@ -33,6 +33,8 @@ app.add_typer(zoomed_app, name="zoomed")
 # help texts shared with evaluate and predict, from the one declaration of each option (options.py)
 CATEGORIES_HELP, SAMPLE_HELP, IMAGES_HELP, COLUMNS_HELP, LABELS_HELP = (
     BY_NAME[name].help for name in ("categories", "sample", "images", "columns", "labels"))
+TEXT_HELP = ("The text columns a model trained with --text reads (title, or title,description) [default: those "
+             "it was trained on].")
 
 
 @app.command()
@@ -213,10 +215,17 @@ def audit(
 
 @app.command()
 def match(
-    args: list[str] = typer.Argument(..., metavar="[fit] DATA", help="A marketplace CSV (posting_id, image, "
+    args: list[str] = typer.Argument(..., metavar="[fit|index] DATA", help="A marketplace CSV (posting_id, image, "
                                      "image_phash, title[, label_group]); `fit DATA` fits a matcher on labelled "
-                                     "postings."),
-    out: Path = typer.Option(..., "--out", help="matches.csv (posting_id,matches), or with fit: matcher.json."),
+                                     "postings; `index DATA --model RUN` indexes a catalog for serve's /v1/match."),
+    out: Path = typer.Option(..., "--out", help="matches.csv (posting_id,matches); with fit: matcher.json; with "
+                             "index: the index folder."),
+    model: Optional[Path] = typer.Option(None, "--model", help="With index: the run directory whose backbone "
+                                         "embeds the images (the model `serve` will run)."),
+    add: bool = typer.Option(False, "--add", help="With index: add DATA's new items to the existing index at --out "
+                             "(nothing already there is recomputed)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="With index and a csv: catalog, the folder of its "
+                                          "images [default: train_images/ beside the CSV]."),
     matcher: Optional[Path] = typer.Option(None, "--matcher", help="A matcher written by `catalens match fit` "
                                            "[default: catalens's, fitted on real Shopee postings]."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Also write every candidate pair with each "
@@ -234,8 +243,23 @@ def match(
       catalens match postings.csv --out matches.csv --explain pairs.csv
       catalens match fit labelled.csv --out matcher.json
       catalens match postings.csv --matcher matcher.json --out matches.csv
+      catalens match index csv:catalog.csv --model runs/shop --out shop-index
+      catalens match index csv:new-items.csv --model runs/shop --out shop-index --add
+      catalens serve runs/shop --match-index shop-index
     """
     from catalens.apps.match import fit_matcher, read_postings, run_match
+
+    if args[0] == "index":
+        if len(args) != 2 or model is None:
+            raise CatalensError("write `catalens match index DATA --model RUN --out INDEX [--add]`")
+        from catalens.inference.product_index import build_index
+        from catalens.data import DataOptions
+
+        summary = build_index(args[1], model, out, add=add, options=DataOptions(
+            images=str(images) if images else None, columns=columns))
+        print(f"{summary['added']:,} item(s) indexed ({summary['title_only']:,} by title alone, "
+              f"{summary['skipped_known']:,} already there); {summary['items']:,} in {out}", file=sys.stderr)
+        return
 
     if args[0] == "fit":
         if len(args) != 2:
@@ -266,6 +290,7 @@ def evaluate(
     leakage_check: bool = typer.Option(True, "--leakage-check/--no-leakage-check", help="Count evaluation images "
                                        "that are byte-identical or near duplicates of training images, warn, and "
                                        "show them in report.md."),
+    text: Optional[str] = typer.Option(None, "--text", help=TEXT_HELP),
 ):
     """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed, and
     the evaluation images that copy training images (leakage).
@@ -277,7 +302,7 @@ def evaluate(
 
     run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
                  backend=backend, data_overrides={"categories": categories, "sample": sample},
-                 leakage_check=leakage_check)
+                 leakage_check=leakage_check, text=text)
 
 
 @app.command()
@@ -315,6 +340,7 @@ def predict(
     sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
     images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
     columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
+    text: Optional[str] = typer.Option(None, "--text", help=TEXT_HELP),
     submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
                                               "submission (_id,category_id, one row per product); an interrupted "
                                               "run continues where it stopped."),
@@ -356,7 +382,8 @@ def predict(
     summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
                           workers=workers, split=split, backend=backend,
                           options=DataOptions(categories=categories, sample=sample, images=images, columns=columns),
-                          engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+                          engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
+                          text=text)
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")
@@ -450,14 +477,20 @@ def serve(
     insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve beyond loopback without an API "
                                           "key (refused by default)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+    text: Optional[str] = typer.Option(None, "--text", help="Check that the model reads this text (title, or "
+                                       "title,description): requests then send it as a `title` field."),
+    match_index: Optional[Path] = typer.Option(None, "--match-index", help="A product index built with this model "
+                                               "(`catalens match index`): POST /v1/match answers with the nearest "
+                                               "catalog products of a photo and/or a title."),
 ):
     """Serve a model: REST API, a web page for uploads, and a prediction history that survives restarts.
 
     Endpoints: POST /v1/predict (multipart `file`, one or several, or JSON {"images": [{"url"}|{"base64"}]};
-    ?k=5, ?aggregate=true for several images of one product), GET /v1/model, GET /v1/history, POST
-    /v1/history/ID/correction, GET /v1/history/export (corrections as a zip of class folders), /healthz,
-    /readyz, /metrics (Prometheus), /docs (OpenAPI). The page at / uploads, shows the top classes as bars and
-    the history, where a wrong prediction can be corrected.
+    ?k=5, ?aggregate=true for several images of one product; a `title` field for models trained with --text),
+    POST /v1/match (with --match-index: a photo and/or a `title` -> the nearest products), GET /v1/model,
+    GET /v1/history, POST /v1/history/ID/correction, GET /v1/history/export (corrections as a zip of class
+    folders), /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI). The page at / uploads, shows the top
+    classes as bars and the history, where a wrong prediction can be corrected.
 
     \b
     Examples:
@@ -471,7 +504,8 @@ def serve(
     run_server(model, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
         db=db, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
         max_pixels=int(max_megapixels * 1e6), api_key=api_key, cors_origins=cors_origin,
-        keep_originals=keep_originals, allow_urls=urls, allow_private_urls=allow_private_urls),
+        keep_originals=keep_originals, allow_urls=urls, allow_private_urls=allow_private_urls,
+        match_index=str(match_index) if match_index else None, text=text),
         insecure_no_auth=insecure_no_auth)
 
 

@@ -19,7 +19,7 @@ from catalens.inference.products import average_by_product, catalog_has_products
 from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
 from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import softmax_numpy
-from catalens.models.fusion import catalog_texts
+from catalens.models.fusion import catalog_texts, read_text_columns
 from catalens.progress import make_progress, warn
 from catalens.rundir.run import Model
 
@@ -113,7 +113,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
             out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
             split: str | None = None, backend: str = "auto", options: DataOptions | None = None,
             engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-            gpus_per_actor: float = 0.0) -> dict:
+            gpus_per_actor: float = 0.0, text: str | None = None) -> dict:
     """Write top-k predictions for each input image (or product) as CSV, JSON Lines or Parquet; returns a summary.
     `engine="ray"` runs the decoding and the model on Ray Data (ray_engine.py), with the same output."""
     if output_format not in ("csv", "jsonl", "parquet"):
@@ -128,6 +128,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         import_ray()  # before anything is read: a missing extra is the first thing to say
     model = Model.load(model_dir, backend=backend)
     catalog = catalog_of_inputs(inputs, split, options)
+    read_text_columns(model, text, catalog, ", ".join(inputs))
     if engine == "ray" and model.text is not None:
         raise CatalensError(f"{model_dir} reads text (--text {','.join(model.text_columns)}): the Ray engine predicts "
                             "from images only; use --engine local")

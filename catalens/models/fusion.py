@@ -63,6 +63,20 @@ def check_text(catalog, columns: list[str], data: str) -> list[str]:
     return texts
 
 
+def read_text_columns(model, spec: str | None, catalog=None, data: str = "") -> None:
+    """`--text` on predict, evaluate and serve: which columns a text model reads (default: those it was trained
+    on); refused for an image-only model, and for data without text in them when `catalog` is given."""
+    if spec is None:
+        return
+    columns = parse_text_columns(spec)
+    if model.text is None:
+        raise CatalensError(f"{model.path} was trained without --text and reads images only; retrain it with "
+                            f"--text {spec} to use the text")
+    model.text.columns = columns
+    if catalog is not None:
+        check_text(catalog, columns, data)
+
+
 def vectorizer(settings: dict, vocabulary: dict | None = None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -26,6 +26,7 @@ from catalens.engine.metrics import per_class_scores, present_mean
 from catalens.errors import CatalensError
 from catalens.inference.predict import Predictions, predict_catalog
 from catalens.inference.products import average_by_product, catalog_has_products
+from catalens.models.fusion import read_text_columns
 from catalens.progress import console, info, warn
 from catalens.report.plots import plot_confusion, plot_examples
 from catalens.rundir.run import CARD_FILE, WEIGHTS_FILE, Model, write_json
@@ -193,12 +194,13 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
 def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: str | Path | None = None,
              split: str | None = None, batch_size: int = 256, workers: int | None = None,
              weights: str = WEIGHTS_FILE, examples: int = 32, backend: str = "auto",
-             data_overrides: dict | None = None, leakage_check: bool = True) -> dict:
+             data_overrides: dict | None = None, leakage_check: bool = True, text: str | None = None) -> dict:
     """Evaluate a run directory on DATA; write metrics.json, report.md and plots into `out`.
     `data_overrides` replace the training run's data options (categories, level, sample, ...)."""
 
     model = Model.load(model_dir, weights=weights, backend=backend)
     catalog, labels, training_data = evaluation_catalog(model, data, labels, data_overrides)
+    read_text_columns(model, text, catalog, data)
     whole = catalog
     catalog, split_name = choose_split(catalog, split)
     seen = int((catalog.table["split"] == "train").sum())

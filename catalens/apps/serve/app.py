@@ -36,7 +36,9 @@ from catalens.apps.serve.batcher import MicroBatcher
 from catalens.apps.serve.history import History
 from catalens.apps.serve.inputs import InputError, decode_base64, decode_upload, fetch_url
 from catalens.data.safe_urls import AsyncSafeClient
+from catalens.errors import CatalensError
 from catalens.inference.records import top_k_entries
+from catalens.models.fusion import read_text_columns
 from catalens.rundir.run import Model
 
 PAGE = Path(__file__).with_name("page.html")
@@ -58,6 +60,9 @@ class ServeOptions:
     allow_urls: bool = True
     allow_private_urls: bool = False  # fetch URLs inside the network too (safe_urls.py); off: SSRF-safe
     url_timeout_s: float = 5.0
+    match_index: str | None = None  # a product index (inference/product_index.py) for POST /v1/match
+    text: str | None = None  # --text: the model must read text (fusion.read_text_columns)
+    max_title_chars: int = 2000
 
     @property
     def max_bytes(self) -> int:
@@ -163,12 +168,21 @@ def route_path(app: FastAPI, request: Request) -> str:
 def create_app(model_path: str | Path, options: ServeOptions | None = None, backend: str = "auto") -> FastAPI:
     options = options or ServeOptions()
     model = Model.load(model_path, backend=backend)
+    read_text_columns(model, options.text)
     name = Path(model_path).name
     history = History(options.db)
     metrics = Metrics()
     batcher = MicroBatcher(model, options.max_batch, options.max_wait_ms,
                            observe_batch=metrics.batch_size.observe, observe_queue=metrics.queue_depth.set)
     http: dict[str, AsyncSafeClient] = {}
+    products = None
+    if options.match_index:
+        from catalens.inference.product_index import load_index, model_digest
+
+        products = load_index(options.match_index)
+        if model.module is None or products.meta["weights_sha256"] != model_digest(model):
+            raise CatalensError(f"the product index {options.match_index} was built with another model "
+                                f"({products.meta['model']}): serve that model, or build the index with this one")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -224,11 +238,14 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             response.headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         return response
 
+    title_schema = {"type": "string", "maxLength": options.max_title_chars,
+                    "description": "the product's title (read by models trained with --text, and by /v1/match)"}
     predict_body = {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
             "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
-                     "maxItems": options.max_images}}}},
+                     "maxItems": options.max_images}, "title": title_schema}}},
         "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+            "title": title_schema,
             "images": {"type": "array", "minItems": 1, "maxItems": options.max_images, "items": {
                 "type": "object", "anyOf": [{"required": ["url"]}, {"required": ["base64"]}], "properties": {
                     "url": {"type": "string", "format": "uri", "description": "http(s), at a public address"},
@@ -239,9 +256,20 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         "properties": {"label": {"enum": [*model.classes, None], "description": "the right class, or null to "
                                  "clear the correction"}}}}}}
 
-    async def read_images(request: Request) -> list[tuple[str, bytes]]:
+    def read_title(value) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise InputError(422, "`title` must be a string", "bad_title")
+        if len(value) > options.max_title_chars:
+            raise InputError(413, f"`title` has {len(value):,} characters: at most {options.max_title_chars:,}",
+                             "too_large")
+        return value
+
+    async def read_images(request: Request, images_required: bool = True) -> tuple[list[tuple[str, bytes]], str]:
+        """(the request's images as (name, bytes), its title or "")."""
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             try:
                 form = await request.form(max_files=options.max_images, max_fields=options.max_images + 10)
             except InputError:
@@ -249,11 +277,14 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             except Exception as error:  # noqa: BLE001 - a malformed multipart body
                 raise InputError(400, f"malformed multipart body ({str(error)[:100]})", "bad_multipart") from None
             files = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+            title = read_title(form.get("title"))
+            if not files and not images_required and title:
+                return [], title
             if not files:
                 fields = ", ".join(sorted(form.keys())) or "none"
                 raise InputError(422, f"no `file` field in the form (fields sent: {fields}); send the image as "
                                  "multipart field `file`", "missing_file")
-            return [(item.filename or "upload", await item.read(options.max_bytes + 1)) for item in files]
+            return [(item.filename or "upload", await item.read(options.max_bytes + 1)) for item in files], title
         body = await request.body()
         if not body:
             raise InputError(400, "empty request: send the image as multipart field `file`, or JSON "
@@ -265,7 +296,10 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(400, f"malformed JSON: {error}", "bad_json") from None
+        title = read_title(payload.get("title")) if isinstance(payload, dict) else ""
         entries = payload.get("images") if isinstance(payload, dict) else None
+        if entries is None and not images_required and title:
+            return [], title
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
             raise InputError(422, 'JSON must be {"images": [{"url": "https://..."} or {"base64": "..."}, ...]}',
                              "bad_json")
@@ -283,7 +317,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
                               await fetch_url(http["client"], entry["url"], options.max_bytes)))
             else:
                 raise InputError(422, f"images[{i}] needs a `url` or a `base64` key", "bad_json")
-        return found
+        return found, title
 
     @app.post("/v1/predict", summary="Top-k classes for one or several images",
               responses=documented(400, 401, 403, 413, 415, 422), openapi_extra={"requestBody": predict_body})
@@ -294,12 +328,17 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         {"base64": ...}]}`. One image, or `aggregate=true`: `{"predictions": [...]}`; several images:
         `{"results": [{"filename", "predictions", "id"}, ...]}`. Every prediction is kept in the history."""
         started = time.perf_counter()
-        uploads = await read_images(request)  # at most max_images: form(max_files) and the JSON check cap it
+        uploads, title = await read_images(request)  # at most max_images: form(max_files) and the JSON check cap it
         images = [await run_in_threadpool(decode_upload, data, filename, options.max_bytes, options.max_pixels,
                                          model.preprocessing)
                   for filename, data in uploads]
         batch = await run_in_threadpool(lambda: torch.stack([model.preprocessing.prepare(im) for im in images]))
-        probabilities = await batcher.probabilities(batch)
+        if model.text is not None:  # image + title: the fused head (the image head when no title is sent)
+            from catalens.models.text import clean_title
+
+            probabilities = await run_in_threadpool(model.probabilities, batch, [clean_title(title)] * len(images))
+        else:
+            probabilities = await batcher.probabilities(batch)
         originals = [data if options.keep_originals else None for _, data in uploads]
         if aggregate or len(images) == 1:
             top = top_k_entries(model, probabilities.mean(axis=0), k)
@@ -314,6 +353,36 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
                 results.append({"filename": filename, "predictions": top, "id": item["id"]})
             body = {"results": results}
         return {**body, "model": name, "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
+
+    match_body = {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}, "title": title_schema}}},
+        "application/json": {"schema": {"type": "object", "properties": {
+            "title": title_schema, "images": predict_body["content"]["application/json"]["schema"]["properties"][
+                "images"] | {"maxItems": 1}}}}}}
+
+    @app.post("/v1/match", summary="The nearest catalog products of a photo and/or a title",
+              responses=documented(400, 401, 403, 404, 413, 415, 422), openapi_extra={"requestBody": match_body})
+    async def match_products(request: Request, k: int = Query(5, ge=1, le=100, description="How many products.")):
+        """Send a photo (multipart field `file`, or JSON `{"images": [{"url"} or {"base64"}]}`), a `title`, or
+        both: `{"matches": [{"item_id", "product_id", "label", "title", "score", "image_score", "title_score"}]}`,
+        best first, one entry per product. Needs a server started with `--match-index INDEX`."""
+        if products is None:
+            raise InputError(404, "this server has no product index: start it with --match-index INDEX (built by "
+                             "`catalens match index DATA --model RUN --out INDEX`)", "not_found")
+        started = time.perf_counter()
+        uploads, title = await read_images(request, images_required=False)
+        if len(uploads) > 1:
+            raise InputError(422, f"{len(uploads)} images: /v1/match takes one photo", "too_many")
+        features = None
+        if uploads:
+            image = await run_in_threadpool(decode_upload, uploads[0][1], uploads[0][0], options.max_bytes,
+                                            options.max_pixels, model.preprocessing)
+            batch = await run_in_threadpool(lambda: model.preprocessing.prepare(image)[None])
+            features = (await run_in_threadpool(model.image_features, batch))[0]
+        found = await run_in_threadpool(products.query, features, title, k)
+        return {"matches": found, "index_items": len(products), "model": name,
+                "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 
     @app.get("/v1/model", summary="The model card", responses=documented(401))
     async def model_card():
