@@ -252,8 +252,8 @@ def match(
     if args[0] == "index":
         if len(args) != 2 or model is None:
             raise CatalensError("write `catalens match index DATA --model RUN --out INDEX [--add]`")
-        from catalens.inference.product_index import build_index
         from catalens.data import DataOptions
+        from catalens.inference.product_index import build_index
 
         summary = build_index(args[1], model, out, add=add, options=DataOptions(
             images=str(images) if images else None, columns=columns))
