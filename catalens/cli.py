@@ -224,8 +224,10 @@ def match(
                                          "embeds the images (the model `serve` will run)."),
     add: bool = typer.Option(False, "--add", help="With index: add DATA's new items to the existing index at --out "
                              "(nothing already there is recomputed)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="With index and a csv: catalog, the folder of its "
-                                          "images [default: train_images/ beside the CSV]."),
+    images: Optional[Path] = typer.Option(None, "--images", help="The folder of the postings' image files: the "
+                                          "image signal (a frozen pretrained backbone's features) for matchers "
+                                          "fitted with it; with index, the csv: catalog's images [default: "
+                                          "train_images/ beside the CSV]."),
     matcher: Optional[Path] = typer.Option(None, "--matcher", help="A matcher written by `catalens match fit` "
                                            "[default: catalens's, fitted on real Shopee postings]."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Also write every candidate pair with each "
@@ -264,14 +266,14 @@ def match(
     if args[0] == "fit":
         if len(args) != 2:
             raise CatalensError("write `catalens match fit DATA --out matcher.json`")
-        fitted = fit_matcher(read_postings(args[1], columns), trained_on=args[1])
+        fitted = fit_matcher(read_postings(args[1], columns, images), trained_on=args[1])
         out.write_text(fitted.to_json())
         print(f"matcher ({'+'.join(fitted.signals)}, threshold {fitted.threshold:g}) written to {out}",
               file=sys.stderr)
         return
     if len(args) != 1:
         raise CatalensError("give one CSV: catalens match DATA --out matches.csv")
-    run_match(args[0], out, matcher, explain, columns)
+    run_match(args[0], out, matcher, explain, columns, images)
 
 
 @app.command()

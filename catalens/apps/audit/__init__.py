@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalens.apps.audit.embed import DEFAULT_BACKBONE, embed, feature_network, image_facts
+from catalens.apps.audit.embed import image_facts
 from catalens.apps.audit.findings import (
     KINDS,
     SMALL_SIDE,
@@ -35,6 +35,7 @@ from catalens.apps.audit.report import suspects_grid, write_issues, write_report
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.errors import CatalensError
+from catalens.models.embeddings import DEFAULT_BACKBONE, embed, feature_network
 from catalens.models.neighbours import nearest, outlier_scores
 from catalens.progress import info, warn
 

