@@ -21,6 +21,10 @@ from catalens.progress import info
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_C = 0.03  # when there are too few items to cross-validate
 MAX_CV_ITEMS = 20_000  # cross-validate on a stratified sample of at most this many items (big catalogs)
+# Cross-validation fits run in float32 and stop after CV_ITERATIONS: on fashion-products (75 classes, 6,000 items)
+# the whole C grid took 9 s instead of 66 s (float64, 300 iterations, which never met the tolerance) and chose
+# the same C, with held-out accuracies within 0.003. The final fit is float64, 300 iterations, as before.
+CV_ITERATIONS = 60
 
 
 @dataclass
@@ -87,8 +91,12 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     class_weight = (counts.sum() / counts.clamp_min(1) / (counts > 0).sum()) if balanced else None
     v = len(z)
 
-    def fit(rows, c):
-        return lbfgs_logistic(z[:, rows].reshape(-1, z.shape[-1]), y[rows].repeat(v), num_classes, c, class_weight)
+    def fit(rows, c, quick: bool = False):
+        x = z[:, rows].reshape(-1, z.shape[-1])
+        if quick:
+            weight = class_weight.float() if class_weight is not None else None
+            return lbfgs_logistic(x.float(), y[rows].repeat(v), num_classes, c, weight, CV_ITERATIONS)
+        return lbfgs_logistic(x, y[rows].repeat(v), num_classes, c, class_weight)
 
     scores = {}
     if C is None:
@@ -100,9 +108,9 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
         for c in grid:
             correct = 0
             for train_part, test_part in parts:
-                weight, bias = fit(torch.as_tensor(items[train_part]), c)
+                weight, bias = fit(torch.as_tensor(items[train_part]), c, quick=True)
                 test = torch.as_tensor(items[test_part])
-                correct += int(((z[0, test] @ weight.T + bias).argmax(1) == y[test]).sum())
+                correct += int(((z[0, test].float() @ weight.T + bias).argmax(1) == y[test]).sum())
             scores[c] = correct / max(1, sum(len(test) for _, test in parts))
         best = max(scores.values()) if scores else 0
         C = min((c for c, score in scores.items() if score >= best - 1e-9), default=DEFAULT_C)

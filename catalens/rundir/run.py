@@ -302,6 +302,11 @@ def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FI
     """Write the run's model as one self-contained ONNX file (weights, class names and preprocessing inside),
     checked against PyTorch; returns the file, its size and the max abs difference of the logits."""
     model = Model.load(run_dir, weights=weights, backend="torch", device="cpu")
+    if model.text is not None:
+        from catalens.progress import warn
+
+        warn(f"{run_dir} also reads text (--text): the ONNX file holds the image model only; predict with the run "
+             "directory to use the titles")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _, difference = export_weights(model.module, model.card, model.weights_path, out)

@@ -183,6 +183,9 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         if model.module is None or products.meta["weights_sha256"] != model_digest(model):
             raise CatalensError(f"the product index {options.match_index} was built with another model "
                                 f"({products.meta['model']}): serve that model, or build the index with this one")
+    if model.text is not None or products is not None:  # the feature network is exported once, before any request
+        height, width = model.preprocessing.input_size
+        model.image_features(torch.zeros(1, model.preprocessing.channels, height, width, dtype=torch.uint8))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
