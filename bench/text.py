@@ -11,6 +11,8 @@ Rows, in one run on the same machine:
   text-only and fused heads of the one model, side by side (target: fused beats both, accuracy and macro-F1);
 - the practitioner's probes on the same split: scikit-learn LogisticRegression(C=0.5) on Lite0 features of the
   photos (image), and TfidfVectorizer + LogisticRegression on the titles (text);
+- other ways to fuse, on the same features and split: concatenation without class weights, late fusion of the
+  text and image heads' log-probabilities, stacking;
 - throughput: the sentence encoder's titles/s (all-MiniLM-L6-v2, when installed) and the image embedding's
   images/s (the feature extraction of the test photos).
 
@@ -83,7 +85,60 @@ def probes(spec: str, images: str) -> tuple[list[str], float]:
     image_model = LogisticRegression(C=0.5, max_iter=3000).fit(x["train"], y["train"])
     rows.append(score("probe image (Lite0 features + LogisticRegression C=0.5)", y["test"],
                       image_model.predict(x["test"])))
+    rows += fusion_alternatives(train, test, x, y, score)
     return rows, speed
+
+
+def fusion_alternatives(train, test, x, y, score) -> list[str]:
+    """Other ways to fuse, on the same features and split (C=10 throughout): the issue's concatenation with and
+    without class weights, late fusion (text log-probabilities + lambda x image log-probabilities, lambda chosen on
+    3-fold out-of-fold predictions of the train split), and stacking (a logistic regression on the out-of-fold
+    log-probabilities of both)."""
+    import warnings
+
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from catalens.loading.preprocess import softmax_numpy
+    from catalens.models.fusion import TitleVectorizer, catalog_texts, unit_rows
+
+    warnings.filterwarnings("ignore")
+    classes = len(train.classes)
+    texts = {name: catalog_texts(part.table, ["title"]) for name, part in (("train", train), ("test", test))}
+    vectorizer = TitleVectorizer.fit(texts["train"])
+    t = {name: vectorizer.transform(texts[name]) for name in texts}
+    u = {name: unit_rows(x[name]) for name in x}
+    f = {name: hstack([csr_matrix(u[name]), t[name]]).tocsr() for name in x}
+
+    def fit(features, labels, balanced=True):
+        return LogisticRegression(C=10, max_iter=1000, class_weight="balanced" if balanced else None).fit(features,
+                                                                                                          labels)
+
+    def log_probabilities(model, features):
+        out = np.full((features.shape[0], classes), -1e9)
+        out[:, model.classes_] = model.decision_function(features)
+        return np.log(softmax_numpy(out) + 1e-12)
+
+    rows = [score("alternative: text only, no class weights", y["test"], fit(t["train"], y["train"], False)
+                  .predict(t["test"])),
+            score("alternative: concatenation, no class weights", y["test"], fit(f["train"], y["train"], False)
+                  .predict(f["test"]))]
+    strata = np.where(np.bincount(y["train"], minlength=classes)[y["train"]] >= 3, y["train"], -1)
+    oof = {name: np.zeros((len(y["train"]), classes)) for name in ("text", "image")}
+    for fit_rows, held in StratifiedKFold(3, shuffle=True, random_state=0).split(strata, strata):
+        for name, features in (("text", t["train"]), ("image", u["train"])):
+            oof[name][held] = log_probabilities(fit(features[fit_rows], y["train"][fit_rows]), features[held])
+    lam = max((0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
+              key=lambda value: np.mean((oof["text"] + value * oof["image"]).argmax(1) == y["train"]))
+    late = log_probabilities(fit(t["train"], y["train"]), t["test"]) + lam * log_probabilities(
+        fit(u["train"], y["train"]), u["test"])
+    rows.append(score(f"alternative: late fusion, lambda {lam:g} (out-of-fold)", y["test"], late.argmax(1)))
+    stack = LogisticRegression(C=1.0, max_iter=2000).fit(np.hstack([oof["text"], oof["image"]]), y["train"])
+    test_stack = np.hstack([log_probabilities(fit(t["train"], y["train"]), t["test"]),
+                            log_probabilities(fit(u["train"], y["train"]), u["test"])])
+    rows.append(score("alternative: stacking on out-of-fold log-probabilities", y["test"], stack.predict(test_stack)))
+    return rows
 
 
 def sentence_speed(titles: list[str]) -> str:

@@ -83,13 +83,13 @@ def run(name: str) -> dict:
     catalens("evaluate", str(out), "--data", DATA, "--split", "val", "--out", str(out / "eval"))
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     card = json.loads((out / "model_card.json").read_text())
-    chosen = card.get("recipe", {}).get("chosen")
+    chosen = (card.get("recipe") or {}).get("chosen")
     return {"recipe": name + (f" (chose {chosen})" if chosen else ""), "args": " ".join(RECIPES[name]) or "(none)",
             "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "train_s": train_s,
             "recall": {c: metrics["per_class"][c]["recall"] for c in WEAK},
             "latency": metrics["latency_ms_batch1"],
             "tried": "; ".join(f"{t['model']}: CV {t['cv_accuracy']:.4f}, val {t['val_accuracy']:.4f}"
-                               for t in card.get("recipe", {}).get("tried", []))}
+                               for t in (card.get("recipe") or {}).get("tried", []))}
 
 
 def main() -> None:
