@@ -1,10 +1,11 @@
 """The classifier on frozen features, fitted like a well-regularised linear probe: multinomial logistic
-regression by full-batch L-BFGS on standardised features, its L2 strength chosen by cross-validation on the
-training split, each view of a photo (the photo and its mirror image) a training sample. The fitted
-weights are folded back into the network's own Linear classifier, so export, predict and serve are unchanged.
+regression by full-batch L-BFGS on the features as they are (centred, not scaled), its L2 strength chosen by
+cross-validation on the training split, each view of a photo (the photo and its mirror image) a training sample.
+The fitted weights are folded back into the network's own Linear classifier, so export, predict and serve are unchanged.
 
 This is what a practitioner's 20-line probe does, made the default: an SGD-trained head on the same features
-was 5 points behind it (BENCHMARKS.md)."""
+was 5 points behind it (BENCHMARKS.md). Standardising the features first (this head's earlier form) lost to the
+probe on both real sets: on fashion-products' 75 article types 0.881 against 0.896 test accuracy."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import torch.nn.functional as F
 
 from catalens.progress import info
 
-# Inverse L2 strengths tried by cross-validation (scikit-learn's C, on standardised features).
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-DEFAULT_C = 0.03  # when there are too few items to cross-validate
+# Inverse L2 strengths tried by cross-validation (scikit-learn's C, on the raw pooled features).
+C_GRID = (0.03, 0.1, 0.2, 0.5, 1.0, 3.0)
+DEFAULT_C = 0.5  # when there are too few items to cross-validate (the practitioner's probe)
 MAX_CV_ITEMS = 20_000  # cross-validate on a stratified sample of at most this many items (big catalogs)
 # Cross-validation fits run in float32 and stop after CV_ITERATIONS: on fashion-products (75 classes, 6,000 items)
-# the whole C grid took 9 s instead of 66 s (float64, 300 iterations, which never met the tolerance) and chose
-# the same C, with held-out accuracies within 0.003. The final fit is float64, 300 iterations, as before.
-CV_ITERATIONS = 60
+# the whole C grid took seconds instead of a minute (float64, 300 iterations, which never met the tolerance) with
+# held-out accuracies within 0.01. The final fit is float64, 300 iterations.
+CV_ITERATIONS = 100
 
 
 @dataclass
@@ -36,7 +37,7 @@ class LinearFit:
     seconds: float = 0.0
 
     def describe(self) -> dict:
-        return {"method": "multinomial logistic regression (L-BFGS) on standardised features, L2 chosen by "
+        return {"method": "multinomial logistic regression (L-BFGS) on centred features, L2 chosen by "
                           "cross-validation on the training split",
                 "C": self.C, "cv_accuracy": {str(c): round(a, 4) for c, a in self.cv_accuracy.items()},
                 "seconds": round(self.seconds, 1)}
@@ -79,12 +80,12 @@ def folds_of(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0,
                     C: float | None = None, folds: int = 5, grid=C_GRID, balanced: bool = False) -> LinearFit:
     """Fit the classifier on cached features (views, N, D): every view of an item is a training sample,
-    features standardised; C by `folds`-fold cross-validation over items (scored on their first view)
+    features centred; C by `folds`-fold cross-validation over items (scored on their first view)
     unless given. Returns weights for the raw features."""
     started = time.time()
     views = features.double()
     mean = views.reshape(-1, views.shape[-1]).mean(0)
-    std = views.reshape(-1, views.shape[-1]).std(0).clamp_min(1e-6)
+    std = torch.ones_like(mean)  # not scaled: scaling lost to the raw-feature probe (module doc)
     z = (views - mean) / std
     y = labels.long()
     counts = torch.bincount(y, minlength=num_classes).double()
