@@ -148,4 +148,4 @@ def test_serve_reads_the_title_and_match_finds_the_product(photos_with_titles, t
             best = found.json()["matches"][0]
             assert best["item_id"] == table["posting_id"][3] and best["score"] > 0.9
         assert client.post("/v1/match", json={"title": ""}).status_code == 422
-        assert client.post("/v1/match", json={"title": "x" * 5000}).status_code == 413
+        assert client.post("/v1/match", json={"title": "x" * 5000}).status_code == 422

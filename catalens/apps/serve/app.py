@@ -265,8 +265,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
         if not isinstance(value, str):
             raise InputError(422, "`title` must be a string", "bad_title")
         if len(value) > options.max_title_chars:
-            raise InputError(413, f"`title` has {len(value):,} characters: at most {options.max_title_chars:,}",
-                             "too_large")
+            raise InputError(422, f"`title` has {len(value):,} characters: at most {options.max_title_chars:,}",
+                             "too_long")
         return value
 
     async def read_images(request: Request, images_required: bool = True) -> tuple[list[tuple[str, bytes]], str]:
