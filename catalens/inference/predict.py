@@ -72,7 +72,8 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
             probabilities.append(softmax_numpy(model.modal_logits(None, [texts[i] for i in text_rows])["used"]))
             rows.append(text_rows)
             text_only = [(ref, reason) for ref, reason, _ in rescued]
-            failures = [item for item in failures if item not in set(text_only)]
+            answered = set(text_only)
+            failures = [item for item in failures if item not in answered]
     seconds = time.perf_counter() - started
     heads = {name: np.concatenate(parts) for name, parts in heads.items()}
     if not probabilities:
