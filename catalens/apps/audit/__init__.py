@@ -35,7 +35,7 @@ from catalens.apps.audit.report import suspects_grid, write_issues, write_report
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.errors import CatalensError
-from catalens.models.embeddings import DEFAULT_BACKBONE, embed, feature_network
+from catalens.inference.embeddings import DEFAULT_BACKBONE, embed, feature_network
 from catalens.models.neighbours import nearest, outlier_scores
 from catalens.progress import info, warn
 

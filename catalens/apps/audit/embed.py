@@ -1,4 +1,4 @@
-"""What the audit knows about each image besides its features (models/embeddings.py): facts from its bytes
+"""What the audit knows about each image besides its features (inference/embeddings.py): facts from its bytes
 (sha256, size, perceptual hash), or why it cannot be read."""
 
 from __future__ import annotations

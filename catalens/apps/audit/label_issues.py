@@ -10,6 +10,9 @@ import torch
 from catalens.models.linear_head import fit_linear_head, folds_of, lbfgs_logistic
 from catalens.progress import warn
 
+# The L2 strengths tried for the standardised, unit-length features above (the head's own grid is for raw features).
+STANDARDISED_C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
 
 def out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int = 5,
                 seed: int = 0) -> np.ndarray | None:
@@ -23,7 +26,7 @@ def out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, fold
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
     y = torch.from_numpy(labels).long()
-    C = fit_linear_head(z[None].float(), y, num_classes, seed=seed, folds=folds).C  # its cross-validated C
+    C = fit_linear_head(z[None].float(), y, num_classes, seed=seed, folds=folds, grid=STANDARDISED_C_GRID).C
     probabilities = np.zeros((len(labels), num_classes), np.float64)
     covered = np.zeros(len(labels), bool)
     for train_rows, test_rows in parts:
