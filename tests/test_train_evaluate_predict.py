@@ -176,7 +176,7 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path):
     data = make_folder(tmp_path / "shop", per_class=40)
     out = tmp_path / "run"
     executable = Path(sys.executable).parent / "catalens"
-    args = [str(executable), "train", "--data", str(data), "--model", "cnn3", "--epochs", "200", "--input-size", "32",
+    args = [str(executable), "train", "--data", str(data), "--model", "cnn3", "--epochs", "2000", "--input-size", "32",
             "--batch-size", "8", "--workers", "0", "--out", str(out)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "CATALENS_NO_PROGRESS": "1"})
