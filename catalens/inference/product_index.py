@@ -19,6 +19,7 @@ answered once, by its best item.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +122,9 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
                 options=None) -> dict:
     """Index (or, with `add`, add to the index) every item of DATA; returns counts."""
     from catalens.data import load_catalog
-    from catalens.loading.batches import make_batches
+    from catalens.inference.embeddings import embed
     from catalens.models.fusion import TitleVectorizer, catalog_texts, unit_rows
-    from catalens.progress import make_progress, warn
+    from catalens.progress import warn
     from catalens.rundir.run import Model
 
     out = Path(out)
@@ -148,26 +149,16 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
     else:
         skipped = 0
     titles = catalog_texts(catalog.table, ["title"])
-    width = existing.features.shape[1] if existing is not None else None
-    features: dict[int, np.ndarray] = {}
-    failures = []
-    with make_progress() as bar:
-        task = bar.add_task("indexing", total=len(catalog))
-        for batch in make_batches(catalog, model.preprocessing, batch_size):
-            failures += batch.failures
-            if len(batch.rows):
-                for row, vector in zip(batch.rows.numpy(), unit_rows(model.image_features(batch.images))):
-                    features[int(row)] = vector
-                width = width or features[int(batch.rows[0])].shape[0]
-            bar.advance(task, len(batch.rows) + len(batch.failures))
-    if width is None:
-        raise CatalensError(f"none of the {len(catalog)} images of {data} could be read; nothing to index")
-    matrix = np.zeros((len(catalog), width), np.float32)
-    for row, vector in features.items():
-        matrix[row] = vector
+    width = existing.features.shape[1] if existing is not None else 0
+    matrix, readable = np.zeros((0, width), np.float32), np.zeros(0, bool)
+    if len(catalog):  # embeddings.embed: the audit's batch loop, failures kept; unreadable rows stay zero
+        with tempfile.TemporaryDirectory(prefix="catalens-index-") as folder:
+            embedded = embed(catalog, model.module, model.preprocessing, str(model_dir), Path(folder) / FEATURES_FILE,
+                             batch_size)
+            matrix, readable = unit_rows(np.asarray(embedded.features)) * embedded.readable[:, None], embedded.readable
     items = pd.DataFrame({key: catalog.table[key].astype(str).to_numpy() for key in ("item_id", "product_id", "label")})
     items["title"] = titles
-    items["has_image"] = np.array([row in features for row in range(len(catalog))], dtype=np.int64)
+    items["has_image"] = readable.astype(np.int64)
     flagged = int((items["has_image"] == 0).sum())
     out.mkdir(parents=True, exist_ok=True)
     if existing is None:
