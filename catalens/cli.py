@@ -354,6 +354,11 @@ def predict(
                                          "the cluster's CPUs]."),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="With --engine ray: GPUs per model actor "
                                          "(e.g. 0.5: two actors share a GPU; the model then runs in PyTorch)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Mark rows whose top (calibrated) "
+                                              "probability is under P as uncertain (an `uncertain` column)."),
+    target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="Choose --threshold from the "
+                                                    "run's validation curve: the one that answered the most "
+                                                    "validation photos at this accuracy (e.g. 0.98)."),
 ):
     """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
     row per product: its images' probabilities averaged, with the category level names.
@@ -385,11 +390,14 @@ def predict(
                           workers=workers, split=split, backend=backend,
                           options=DataOptions(categories=categories, sample=sample, images=images, columns=columns),
                           engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
-                          text=text)
+                          text=text, threshold=threshold, target_accuracy=target_accuracy)
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")
               + (f"; {summary['failed']} unreadable" if summary["failed"] else ""), file=sys.stderr)
+    if "coverage" in summary:
+        print(f"answered {summary['coverage']:.1%} (probability >= {summary['threshold']:.4f}); "
+              f"{summary['uncertain']:,} marked uncertain", file=sys.stderr)
 
 
 @app.command("sort")
@@ -398,8 +406,11 @@ def sort_command(
     input_dir: Path = typer.Argument(..., help="Folder of images, searched recursively."),
     output_dir: Path = typer.Argument(..., help="Where the class folders go (not inside INPUT_DIR)."),
     mode: str = typer.Option("copy", "--mode", help="copy, move, hardlink or symlink."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="A top probability under P sends the image "
-                                              "to uncertain/."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="A top (calibrated) probability under P "
+                                              "sends the image to uncertain/."),
+    target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="Choose --threshold from the "
+                                                    "run's validation curve: the one that answered the most "
+                                                    "validation photos at this accuracy (e.g. 0.98)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Classes listed per image in the manifest."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (source -> destination); touch nothing."),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -417,6 +428,7 @@ def sort_command(
     \b
     Examples:
       catalens sort runs/zoomed photos/ sorted/ --threshold 0.8
+      catalens sort runs/zoomed photos/ sorted/ --target-accuracy 0.98
       catalens sort zoomed.onnx inbox/ sorted/ --mode move
       catalens sort runs/zoomed photos/ sorted/ --dry-run
     """
@@ -424,6 +436,7 @@ def sort_command(
     from catalens.rundir.run import Model
 
     loaded = Model.load(model, backend=backend)
+    threshold = loaded.answer_threshold(threshold, target_accuracy)
     summary = sort_folder(loaded, input_dir, output_dir, mode=mode, threshold=threshold, k=top_k, dry_run=dry_run,
                           batch_size=batch_size, workers=workers)
     if dry_run:
@@ -441,6 +454,10 @@ def sort_command(
           + (f"; {len(summary.errors):,} could not be placed" if summary.errors else "")
           + (f"; {summary.not_images:,} files without an image extension left alone" if summary.not_images else "")
           + (f"; {summary.images_per_s:,.0f} images/s" if summary.predicted else ""), file=sys.stderr)
+    if threshold is not None and summary.predicted:
+        unsure = summary.placed.get("uncertain", 0)
+        print(f"answered {1 - unsure / summary.predicted:.1%} of the {summary.predicted:,} photos predicted now "
+              f"(probability >= {threshold:.4f}); {unsure:,} went to uncertain/", file=sys.stderr)
     for source, reason in summary.unreadable[:10]:
         print(f"  unreadable: {source}: {reason}", file=sys.stderr)
     if len(summary.unreadable) > 10:

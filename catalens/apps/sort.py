@@ -77,8 +77,7 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
     """Predict every image under `input_dir` and place it in `output_dir/<class>/` (see the module doc)."""
     if mode not in MODES:
         raise CatalensError(f"--mode must be one of {', '.join(MODES)}")
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise CatalensError("--threshold is a probability between 0 and 1")
+    threshold = model.answer_threshold(threshold)
     check_folders(Path(input_dir), Path(output_dir))
     # absolute, canonical paths in the manifest: a run resumed from another folder or with another spelling of
     # the same folders finds its rows

@@ -382,11 +382,28 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     if failures:
         write_problems(out / "problems.csv", failures)
         warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
+    if not interrupted:
+        calibrate_run(out, module, net, val_batches, eval_inputs, device, card, linear)
     plot_history(history_path, out / "training_curves.png")
     if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
         raise KeyboardInterrupt
     info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
     return TrainResult(out, best_epoch, best_metrics, seconds)
+
+
+def calibrate_run(out: Path, module, net, val_batches, eval_inputs, device, card: ModelCard, linear: bool) -> None:
+    """Temperature scaling of the best weights on the validation split (calibrate.py), into the card. A --text
+    run's heads were calibrated when they were fitted."""
+    from safetensors.torch import load_file
+
+    from catalens.engine.calibrate import calibrate_head, report_calibration
+
+    if card.calibration is None:
+        if not linear and (out / WEIGHTS_FILE).is_file():  # the best epoch's weights, not the last epoch's
+            module.load_state_dict(load_file(str(out / WEIGHTS_FILE), device=str(device)))
+        card.calibration = calibrate_head(net, val_batches, eval_inputs, device)
+    write_json(out / CARD_FILE, card.to_dict())
+    report_calibration(card.calibration)
 
 
 class RunDirectory(Callback):
@@ -495,6 +512,8 @@ def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, v
                    card: ModelCard, out: Path) -> dict:
     """--text: the text-only and fused heads (models/fusion.py) beside the image head just fitted, each scored
     on the validation split; the card's validation metrics become the fused model's."""
+    from catalens.engine.calibrate import calibrate_text_heads
+    from catalens.models.calibration import uncalibrated
     from catalens.models.fusion import fit_text_model, modal_logits
 
     columns, train_texts, val_texts = texts
@@ -503,11 +522,13 @@ def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, v
                            train_batches.labels.numpy(), num_classes, config.seed)
     model.save(out)
     validation = {}
+    card.calibration = uncalibrated()
     if val_batches is not None and len(val_batches.labels):
         truth = val_batches.labels.numpy()
+        rows_text = [val_texts[i] for i in val_batches.rows.numpy()]
         logits = modal_logits(model, head.weight.detach().cpu().numpy(), head.bias.detach().cpu().numpy(),
-                              val_batches.features[0].float().numpy(),
-                              [val_texts[i] for i in val_batches.rows.numpy()])
+                              val_batches.features[0].float().numpy(), rows_text)
+        card.calibration = calibrate_text_heads(logits, truth, np.array([bool(text) for text in rows_text]))
         for name in ("image", "text", "fused", "used"):
             predicted = logits[name].argmax(1)
             validation[name] = {"accuracy": float((predicted == truth).mean()),

@@ -114,9 +114,12 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
             out: str | Path | None = None, batch_size: int = 256, workers: int | None = None,
             split: str | None = None, backend: str = "auto", options: DataOptions | None = None,
             engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-            gpus_per_actor: float = 0.0, text: str | None = None) -> dict:
+            gpus_per_actor: float = 0.0, text: str | None = None, threshold: float | None = None,
+            target_accuracy: float | None = None) -> dict:
     """Write top-k predictions for each input image (or product) as CSV, JSON Lines or Parquet; returns a summary.
-    `engine="ray"` runs the decoding and the model on Ray Data (ray_engine.py), with the same output."""
+    `engine="ray"` runs the decoding and the model on Ray Data (ray_engine.py), with the same output. With a
+    `threshold` (or a `target_accuracy` that chooses one on the run's validation curve) each row also says whether
+    its top probability falls under it (`uncertain`)."""
     if output_format not in ("csv", "jsonl", "parquet"):
         raise CatalensError("--format must be csv, jsonl or parquet")
     if output_format == "parquet" and not out:
@@ -128,6 +131,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
 
         import_ray()  # before anything is read: a missing extra is the first thing to say
     model = Model.load(model_dir, backend=backend)
+    threshold = model.answer_threshold(threshold, target_accuracy)
     catalog = catalog_of_inputs(inputs, split, options)
     read_text_columns(model, text, catalog, ", ".join(inputs))
     if engine == "ray" and model.text is not None:
@@ -147,6 +151,11 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         records, failures, with_ids, per_product = output_records(catalog, model, result, k)
         summary = {"predicted": len(result.rows), "failed": len(result.failures),
                    "images_per_s": result.images_per_s, "per_product": per_product, "seconds": result.seconds}
+    if threshold is not None:
+        for record in records:
+            record["uncertain"] = record["probability"] < threshold
+        unsure = sum(record["uncertain"] for record in records)
+        summary.update(threshold=threshold, uncertain=unsure, coverage=1 - unsure / max(1, len(records)))
     records += failure_records(failures)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -244,15 +244,18 @@ def fit_text_model(columns: list[str], features: np.ndarray, texts: list[str], l
 
 
 def modal_logits(text_model: TextModel, image_weight: np.ndarray, image_bias: np.ndarray,
-                 features: np.ndarray | None, texts: list[str]) -> dict[str, np.ndarray]:
+                 features: np.ndarray | None, texts: list[str],
+                 temperatures: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Logits of each head for the same rows (`features` None: no images), and `used`: fused where a row has
-    text, the image head where it has none, the text head when there are no images."""
+    text, the image head where it has none, the text head when there are no images. `temperatures` (head ->
+    T, fitted on validation: models/calibration.py) divide each head's logits before `used` is chosen."""
+    scale = temperatures or {}
     has_text = np.array([bool(text) for text in texts])
-    out = {"text": text_model.text_logits(texts)}
+    out = {"text": text_model.text_logits(texts) / scale.get("text", 1.0)}
     if features is None:
         out["used"] = out["text"]
         return out
-    out["image"] = np.asarray(features, np.float32) @ image_weight.T + image_bias
-    out["fused"] = text_model.fused_logits(features, texts)
+    out["image"] = (np.asarray(features, np.float32) @ image_weight.T + image_bias) / scale.get("image", 1.0)
+    out["fused"] = text_model.fused_logits(features, texts) / scale.get("fused", 1.0)
     out["used"] = np.where(has_text[:, None], out["fused"], out["image"])
     return out

@@ -26,9 +26,17 @@ from catalens.engine.metrics import per_class_scores, present_mean
 from catalens.errors import CatalensError
 from catalens.inference.predict import Predictions, predict_catalog
 from catalens.inference.products import average_by_product, catalog_has_products
-from catalens.models.fusion import read_text_columns
+from catalens.models.calibration import (
+    compact_curve,
+    confidence_and_correct,
+    coverage_at,
+    expected_calibration_error,
+    reliability_bins,
+    risk_coverage,
+)
+from catalens.models.fusion import catalog_texts, read_text_columns
 from catalens.progress import console, info, warn
-from catalens.report.plots import plot_confusion, plot_examples
+from catalens.report.plots import plot_confusion, plot_examples, plot_reliability, plot_risk_coverage
 from catalens.rundir.run import CARD_FILE, WEIGHTS_FILE, Model, write_json
 
 
@@ -247,6 +255,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
             metrics["by_input"][name]["items"] = with_image
         metrics["text_columns"] = model.text_columns
         metrics["predicted_from_text_alone"] = [ref for ref, _ in result.text_only]
+    metrics["calibration"] = calibration_metrics(model, catalog, result, truth, out)
     metrics.update(measure_speed(model, sample))
     if leakage_check:
         metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
@@ -276,6 +285,81 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
     print_summary(metrics)
     info(f"report: {out / 'report.md'}")
     return metrics
+
+
+def row_temperatures(model: Model, catalog: Catalog, result: Predictions) -> np.ndarray:
+    """The temperature that divided each evaluated row's logits: the image head's, or for a --text model the
+    fused head's where the row has text, the image head's where it has none, the text head's for the rows
+    answered from their text alone (predict_catalog appends those last)."""
+    if model.text is None:
+        return np.full(len(result.rows), model.temperature)
+    temperatures = model.calibration.get("temperatures") or {}
+    texts = catalog_texts(catalog.table, model.text_columns)
+    with_image = len(result.rows) - len(result.text_only)
+    return np.array([temperatures.get("fused" if texts[row] else "image", 1.0) for row in result.rows[:with_image]]
+                    + [temperatures.get("text", 1.0)] * len(result.text_only), np.float64)
+
+
+def calibration_metrics(model: Model, catalog: Catalog, result: Predictions, truth: np.ndarray, out: Path) -> dict:
+    """ECE before and after temperature scaling on the evaluated rows, the reliability diagram, the risk-coverage
+    curve, and what the thresholds chosen on validation (98 %, 99 % accuracy) give here."""
+    calibrated = np.asarray(result.probabilities, np.float64)
+    # softmax(z / T) ** T is proportional to softmax(z): the uncalibrated probabilities without a second pass
+    powered = np.log(np.maximum(calibrated, 1e-300)) * row_temperatures(model, catalog, result)[:, None]
+    uncalibrated = np.exp(powered - powered.max(axis=1, keepdims=True))
+    uncalibrated /= uncalibrated.sum(axis=1, keepdims=True)
+    after, correct = confidence_and_correct(calibrated, truth)
+    before, _ = confidence_and_correct(uncalibrated, truth)
+    curve = compact_curve(risk_coverage(after, correct))
+    targets = {}
+    for target, point in (model.calibration.get("targets") or {}).items():
+        if point:
+            targets[target] = {"validation": point, "evaluated": coverage_at(after, correct, point["threshold"])}
+    reliability = {"uncalibrated": reliability_bins(before, correct), "calibrated": reliability_bins(after, correct)}
+    plot_reliability(reliability["uncalibrated"], reliability["calibrated"], out / "reliability.png")
+    marks = [{"coverage": item["evaluated"]["coverage"], "accuracy": item["evaluated"]["accuracy"],
+              "label": f"threshold {item['validation']['threshold']:.3f} (for {float(target):.0%} on validation)"}
+             for target, item in targets.items() if item["evaluated"]["answered"]]
+    plot_risk_coverage(curve, out / "risk_coverage.png", marks)
+    return {
+        "status": model.calibration.get("status", "uncalibrated"),
+        "reason": model.calibration.get("reason", "" if model.calibrated else
+                                        "the run was trained before catalens calibrated its probabilities"),
+        "temperature": model.temperature,
+        "temperatures": model.calibration.get("temperatures"),
+        "validation_items": model.calibration.get("items", 0),
+        "ece": expected_calibration_error(after, correct),
+        "ece_uncalibrated": expected_calibration_error(before, correct),
+        "reliability": reliability,
+        "curve": curve,
+        "targets": targets,
+    }
+
+
+def calibration_lines(calibration: dict) -> list[str]:
+    """report.md's section on probabilities: ECE, the two pictures and the thresholds for target accuracies."""
+    lines = ["", "## Probabilities", ""]
+    if calibration["status"] == "calibrated":
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in (calibration["temperatures"] or {}).items()) \
+            or f"{calibration['temperature']:.3f}"
+        lines.append(f"Calibrated by temperature scaling (T = {shown}), fitted on the "
+                     f"{calibration['validation_items']:,} items of the validation split.")
+    else:
+        lines.append(f"**Uncalibrated** ({calibration['reason']}): a probability of 0.9 need not mean 90 % right.")
+    lines += ["", "| expected calibration error (15 equal-mass bins) | value |", "|---|---|",
+              f"| before temperature scaling | {calibration['ece_uncalibrated']:.4f} |",
+              f"| after (the probabilities catalens gives) | {calibration['ece']:.4f} |", "",
+              "![reliability diagram](reliability.png)", "", "![risk-coverage curve](risk_coverage.png)", ""]
+    for target, item in calibration["targets"].items():
+        chosen, here = item["validation"], item["evaluated"]
+        result = (f"answers **{here['coverage']:.1%}** of these items at **{here['accuracy']:.1%}** accuracy"
+                  if here["answered"] else "answers none of these items")
+        lines.append(f"- For {float(target):.0%} accuracy, validation chose `--threshold {chosen['threshold']:.3f}` "
+                     f"({chosen['coverage']:.1%} of validation answered at {chosen['accuracy']:.1%}); here it "
+                     f"{result} (`--target-accuracy {target}`).")
+    if calibration["status"] == "calibrated" and not calibration["targets"]:
+        lines.append("- No threshold reached 98 % accuracy on validation.")
+    return lines
 
 
 def record_in_card(model: Model, metrics: dict) -> None:
@@ -336,6 +420,8 @@ def render_report(metrics: dict, has_examples: bool) -> str:
               "| true | predicted as | count | share of true class |", "|---|---|---|---|"]
     lines += [f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
               for c in metrics["most_confused"]]
+    if metrics.get("calibration"):
+        lines += calibration_lines(metrics["calibration"])
     lines += leakage_lines(metrics.get("leakage"))
     if has_examples:
         lines += ["", "## Misclassified examples (most confident mistakes first)", "", "![mistakes](misclassified.png)"]
@@ -393,6 +479,10 @@ def print_summary(metrics: dict) -> None:
     console.print(table)
     for name, row in metrics.get("by_input", {}).items():
         console.print(f"{name:>5} input: accuracy {row['accuracy']:.4f} | macro F1 {row['macro_f1']:.4f}")
+    calibration = metrics.get("calibration")
+    if calibration:
+        console.print(f"calibration: ECE {calibration['ece_uncalibrated']:.4f} uncalibrated -> {calibration['ece']:.4f}"
+                      + ("" if calibration["status"] == "calibrated" else " (uncalibrated model)"), markup=False)
     console.print(
         f"parameters {metrics['num_params']:,} | size {metrics['model_size_mb']:.2f} MB | "
         f"latency {metrics['latency_ms_batch1']:.2f} ms/image (batch 1) | "

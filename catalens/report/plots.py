@@ -53,3 +53,39 @@ def plot_examples(images: list, captions: list[str], out: Path, columns: int = 8
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def plot_reliability(before: list[dict], after: list[dict], out: Path) -> Path:
+    """The reliability diagram: accuracy against mean confidence per equal-mass bin, before and after
+    temperature scaling; a calibrated model lies on the diagonal."""
+    figure, axis = plt.subplots(figsize=(5.5, 5.2))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for bins, label, style in ((before, "uncalibrated", "o--"), (after, "calibrated", "s-")):
+        if bins:
+            axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, label=label)
+    low = min([b["confidence"] for b in before + after] + [0.5])
+    axis.set(xlim=(max(0.0, low - 0.05), 1.0), ylim=(max(0.0, low - 0.1), 1.0), xlabel="mean top probability (bin)",
+             ylabel="accuracy (bin)", title="reliability (15 equal-mass bins)")
+    axis.legend(loc="upper left")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) -> Path:
+    """Accuracy of the answers kept against the share of items answered, when only answers whose probability
+    reaches a threshold are given; `marks`: chosen thresholds (coverage, accuracy, label)."""
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    axis.plot(curve["coverage"], curve["accuracy"], "-", label="answers with probability >= threshold")
+    for mark in marks or []:
+        axis.plot([mark["coverage"]], [mark["accuracy"]], "o", label=mark["label"])
+    axis.set(xlim=(0, 1.01), xlabel="coverage (share of items answered)", ylabel="accuracy of the answers",
+             title="risk-coverage")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

@@ -38,6 +38,10 @@ class ModelCard:
     level: int | None = None
     recipe: dict | None = None  # the auto recipe: chosen, why, cv_accuracy, tried
     text: dict | None = None  # --text: columns, heads and their validation metrics (models/fusion.py)
+    # temperature scaling fitted on the validation split (models/calibration.py): temperature(s), NLL and ECE
+    # before/after, the validation risk-coverage curve; {"status": "uncalibrated", ...} without a validation
+    # split; None on cards written before catalens calibrated
+    calibration: dict | None = None
     created: str = ""
     catalens_version: str = ""
     torch_version: str = ""

@@ -37,6 +37,7 @@ LAST_WEIGHTS_FILE = "last.safetensors"
 # Images per model call on CPU, bounded by input pixels: 8 photos at 260 px, 668 Fashion-MNIST images. A batch of
 # 256 photos through a three-backbone ensemble needs GBs of activations; small batches run as fast on a CPU.
 CPU_BATCH_PIXELS = 2**19
+_TOLD_UNCALIBRATED: set[str] = set()  # runs that said so once in this process
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
@@ -143,6 +144,7 @@ class Model:
                 warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
         model = cls(module, card, run_dir, runner, weights_path)
         model.text = text
+        model.say_if_uncalibrated()
         return model
 
     @classmethod
@@ -161,7 +163,69 @@ class Model:
         if any(isinstance(dim, int) and dim != want for dim, want in zip(shape, expected)):
             raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
                                 "was changed after export: export it again")
-        return cls(None, card, path, runner, path)
+        model = cls(None, card, path, runner, path)
+        model.say_if_uncalibrated()
+        return model
+
+    @property
+    def calibration(self) -> dict:
+        """The card's temperature scaling ({} for a run trained before catalens calibrated)."""
+        return self.card.calibration or {}
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration.get("status") == "calibrated"
+
+    @property
+    def temperature(self) -> float:
+        """The image head's temperature (1.0 when uncalibrated): probabilities are softmax(logits / T)."""
+        return float(self.calibration.get("temperature") or 1.0)
+
+    def answer_threshold(self, threshold: float | None = None, target_accuracy: float | None = None) -> float | None:
+        """The probability under which an answer is withheld: `threshold` as given, or for `target_accuracy` the
+        threshold that answered the most validation items at that accuracy (the card's risk-coverage curve)."""
+        if threshold is not None and target_accuracy is not None:
+            raise CatalensError("give --threshold P or --target-accuracy A, not both")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise CatalensError(f"--threshold {threshold:g} is not a probability: give a value between 0 and 1")
+        if target_accuracy is None:
+            return threshold
+        from catalens.models.calibration import best_reachable, threshold_for
+
+        if not 0 < target_accuracy < 1:
+            raise CatalensError(f"--target-accuracy {target_accuracy:g} is not an accuracy: give a value between 0 "
+                                "and 1, e.g. 0.98")
+        curve = self.calibration.get("curve")
+        if not self.calibrated or not curve or not curve.get("threshold"):
+            why = self.calibration.get("reason") or "it was trained before catalens calibrated its probabilities"
+            raise CatalensError(f"{self.path} has no validation curve to choose a threshold from ({why}); give "
+                                "--threshold P, or retrain with a validation split")
+        point = threshold_for(curve, target_accuracy)
+        if point is None:
+            best = best_reachable(curve)
+            raise CatalensError(f"--target-accuracy {target_accuracy:g} is above what validation ever reached: at "
+                                f"best {best['accuracy']:.2%} accuracy, answering {best['coverage']:.1%} of the "
+                                f"validation items (--threshold {best['threshold']:.3f}); ask for at most "
+                                f"{np.floor(best['accuracy'] * 1000) / 1000:g}")
+        from catalens.progress import info
+
+        info(f"--target-accuracy {target_accuracy:g}: threshold {point['threshold']:.4f}, which answered "
+             f"{point['coverage']:.1%} of the validation items at {point['accuracy']:.2%} accuracy")
+        return point["threshold"]
+
+    def say_if_uncalibrated(self) -> None:
+        """Once per run and process: a model whose probabilities are not calibrated says so."""
+        key = str(self.path)
+        if self.calibrated or key in _TOLD_UNCALIBRATED:
+            return
+        _TOLD_UNCALIBRATED.add(key)
+        from catalens.progress import info
+
+        if self.card.calibration is None:
+            info(f"{self.path}: trained before catalens calibrated its probabilities; they are uncalibrated "
+                 "(retrain to calibrate them; predictions are unchanged)")
+        else:
+            info(f"{self.path}: probabilities are uncalibrated ({self.calibration.get('reason', 'no validation')})")
 
     @property
     def backend(self) -> str:
@@ -233,17 +297,18 @@ class Model:
         head = classifier_of(self.module)
         features = self.image_features(images) if images is not None else None
         return modal_logits(self.text, head.weight.detach().float().cpu().numpy(),
-                            head.bias.detach().float().cpu().numpy(), features, texts)
+                            head.bias.detach().float().cpu().numpy(), features, texts,
+                            self.calibration.get("temperatures"))
 
     def probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
-        """Class probabilities of a uint8 batch; a text model also reads each row's text ("" when it has none:
-        the image head answers)."""
+        """Calibrated class probabilities of a uint8 batch (softmax of the logits divided by the temperature fitted
+        on validation); a text model also reads each row's text ("" when it has none: the image head answers)."""
         if self.text is not None:
             texts = list(texts) if texts is not None else [""] * len(images)
             return softmax_numpy(self.modal_logits(images, texts)["used"])
         if self.runner is not None:
-            return softmax_numpy(self._runner_logits(images))
-        return self.logits(images).softmax(dim=1).cpu().numpy()
+            return softmax_numpy(self._runner_logits(images) / self.temperature)
+        return (self.logits(images) / self.temperature).softmax(dim=1).cpu().numpy()
 
     def _runner_logits(self, images: torch.Tensor) -> np.ndarray:
         """onnxruntime logits with numpy pre-processing (no torch threads competing with onnxruntime's)."""
