@@ -56,3 +56,39 @@ def record(rows: list[str]) -> None:
         for row in rows:
             handle.write(f"| {today} | {machine()} | `{command}` | {row} |\n")
     print(f"recorded {len(rows)} row(s) in {path}")
+
+
+# Choices on validation, the test split scored once. A bench picks its configuration with choose() on validation
+# (or cross-validation on train) and then calls final() once per data set: a second final() for the same bench
+# and data in one process is refused, so a test score can never become a choice. Rows say which they are.
+_FINAL_SCORED: dict[tuple[str, str], str] = {}
+
+
+def choose(scores: dict[str, float], what: str = "validation accuracy") -> str:
+    """The configuration with the best validation score (the first among equals), after printing them all."""
+    if not scores:
+        raise ValueError("choose() needs at least one scored configuration")
+    best = max(scores, key=lambda name: scores[name])
+    for name, score in scores.items():
+        print(f"  {what} {score:.4f}  {name}{'   <- chosen' if name == best else ''}")
+    return best
+
+
+def final(bench: str, data: str, configuration: str, score):
+    """Score the test split once: `score()` runs for the first (bench, data) only; a second call raises."""
+    key = (bench, data)
+    if key in _FINAL_SCORED:
+        raise RuntimeError(f"{bench} has already scored the test split of {data} (for {_FINAL_SCORED[key]}); scoring "
+                           f"{configuration} on it too would make the test split a choice: choose on validation")
+    _FINAL_SCORED[key] = configuration
+    return score()
+
+
+def final_row(text: str, chosen_on: str = "validation") -> str:
+    """A BENCHMARKS.md row of a test score made once, for a configuration chosen elsewhere."""
+    return f"**final** (chosen on {chosen_on}; test split scored once): {text}"
+
+
+def validation_row(text: str) -> str:
+    """A BENCHMARKS.md row of a bench with no separate test split: its number is a validation number."""
+    return f"validation number (no separate test split; choices made on it would inflate it): {text}"

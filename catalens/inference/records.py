@@ -56,13 +56,17 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
     hierarchy = bool(model.card.hierarchy)
     levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
         name in entry for entry in model.card.hierarchy.values())]
+    thresholded = any("uncertain" in record for record in records)  # --threshold / --target-accuracy
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
-                     *(["images"] if per_product else []), *levels, "top_k", "error"])
+                     *(["uncertain"] if thresholded else []), *(["images"] if per_product else []), *levels,
+                     "top_k", "error"])
     for record in records:
         top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
         first = record["top_k"][0] if record["top_k"] else {}
+        uncertain = int(record["uncertain"]) if "uncertain" in record else ""
         writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
-                         record["probability"], *([record.get("images", "")] if per_product else []),
+                         record["probability"], *([uncertain] if thresholded else []),
+                         *([record.get("images", "")] if per_product else []),
                          *[first.get(name, "") for name in levels], top, record["error"]])
 
 

@@ -1,0 +1,168 @@
+"""Calibrated probabilities (issue 25): temperature scaling fitted after training and kept in the card, ECE and the
+risk-coverage curve against hand-computed examples, `--target-accuracy` on sort and predict, and the bench
+harness that scores a test split once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_folder, run_cli
+from PIL import Image
+
+from catalens import CatalensError
+from catalens.apps.sort import MANIFEST, sort_folder
+from catalens.loading.preprocess import softmax_numpy
+from catalens.models.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    risk_coverage,
+    threshold_for,
+)
+from catalens.rundir.run import CARD_FILE, Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def test_temperature_recovers_overconfident_logits_and_lowers_nll():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 1.5, (4000, 5))
+    labels = np.array([rng.choice(5, p=row) for row in softmax_numpy(true_logits)])  # calibrated by construction
+    overconfident = 3.0 * true_logits
+    temperature = fit_temperature(overconfident, labels)
+    assert 2.7 < temperature < 3.3
+    assert negative_log_likelihood(overconfident, labels, temperature) < negative_log_likelihood(overconfident, labels)
+
+
+def test_ece_and_risk_coverage_by_hand():
+    confidence = np.array([0.9, 0.8, 0.8, 0.6, 0.3, 0.95])
+    correct = np.array([1, 1, 0, 1, 0, 1], bool)
+    # 3 equal-mass bins, by increasing confidence: (0.3, 0.6) acc 0.5, (0.8, 0.8) acc 0.5, (0.9, 0.95) acc 1
+    expected = (2 / 6) * abs(0.5 - 0.45) + (2 / 6) * abs(0.5 - 0.8) + (2 / 6) * abs(1.0 - 0.925)
+    assert expected_calibration_error(confidence, correct, bins=3) == pytest.approx(expected)
+    curve = risk_coverage(confidence, correct)
+    # thresholds 0.95, 0.9, 0.8 (a tie: both or neither), 0.6, 0.3
+    assert curve["threshold"] == [0.95, 0.9, 0.8, 0.6, 0.3]
+    assert curve["coverage"] == pytest.approx([1 / 6, 2 / 6, 4 / 6, 5 / 6, 1.0])
+    assert curve["accuracy"] == pytest.approx([1.0, 1.0, 0.75, 0.8, 4 / 6])
+    assert threshold_for(curve, 0.8) == {"threshold": 0.6, "coverage": pytest.approx(5 / 6), "accuracy": 0.8}
+    assert threshold_for(curve, 0.99)["threshold"] == 0.9
+    assert threshold_for({"threshold": [0.5], "coverage": [1.0], "accuracy": [0.7]}, 0.9) is None
+
+
+def test_training_fits_a_temperature_that_is_stored_and_applied(small_model_dir):
+    card = json.loads((small_model_dir / CARD_FILE).read_text())
+    calibration = card["calibration"]
+    assert calibration["status"] == "calibrated" and calibration["items"] > 0
+    assert calibration["nll"] <= calibration["nll_uncalibrated"]
+    assert calibration["temperature"] != 1.0
+    model = Model.load(small_model_dir, backend="torch")
+    assert model.temperature == pytest.approx(calibration["temperature"])
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = torch.softmax(model.logits(images) / calibration["temperature"], 1).numpy()
+    assert np.allclose(model.probabilities(images), expected, atol=1e-5)
+
+
+def calibrated_copy(small_model_dir: Path, tmp_path: Path, threshold: float) -> Path:
+    """The small run with a validation curve on which 98 % accuracy is reached down to `threshold`."""
+    run = tmp_path / "run"
+    shutil.copytree(small_model_dir, run)
+    card = json.loads((run / CARD_FILE).read_text())
+    card["calibration"]["curve"] = {"threshold": [0.999, threshold, threshold / 2],
+                                    "coverage": [0.2, 0.6, 1.0], "accuracy": [0.995, 0.985, 0.9]}
+    (run / CARD_FILE).write_text(json.dumps(card))
+    return run
+
+
+def test_sort_target_accuracy_places_only_confident_files(small_model_dir, tmp_path):
+    inbox = make_folder(tmp_path / "inbox", per_class=6)
+    model = Model.load(small_model_dir)
+    paths = sorted(p for p in inbox.rglob("*") if p.is_file())
+    images = torch.stack([model.preprocessing.prepare(Image.open(path).convert("RGB")) for path in paths])
+    probabilities = np.sort(model.probabilities(images).max(1))
+    threshold = float((probabilities[len(probabilities) // 2 - 1] + probabilities[len(probabilities) // 2]) / 2)
+    run = calibrated_copy(small_model_dir, tmp_path, threshold)
+    out = tmp_path / "sorted"
+    result = run_cli("sort", str(run), str(inbox), str(out), "--target-accuracy", "0.98")
+    assert result.returncode == 0, result.stderr
+    with open(out / MANIFEST, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(paths)
+    for row in rows:
+        confident = float(row["probability"]) >= threshold - 1e-6
+        assert (Path(row["destination"]).parent.name == "uncertain") != confident
+    unsure = sum(Path(row["destination"]).parent.name == "uncertain" for row in rows)
+    assert unsure == int((probabilities < threshold).sum()) and 0 < unsure < len(paths)
+    assert f"answered {1 - unsure / len(paths):.1%} of the {len(paths)} photos" in result.stderr
+    assert f"threshold {threshold:.4f}" in result.stderr
+
+
+def test_predict_target_accuracy_marks_uncertain_rows(small_model_dir, tmp_path):
+    inbox = make_folder(tmp_path / "inbox", per_class=4)
+    run = calibrated_copy(small_model_dir, tmp_path, 0.9)
+    out = tmp_path / "predictions.csv"
+    result = run_cli("predict", str(run), str(inbox), "--target-accuracy", "0.98", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(row["uncertain"] == str(int(float(row["probability"]) < 0.9)) for row in rows)
+
+
+def test_target_accuracy_errors_are_one_line(small_model_dir, tmp_path):
+    run = calibrated_copy(small_model_dir, tmp_path, 0.9)
+    model = Model.load(run)
+    with pytest.raises(CatalensError, match=r"above what validation ever reached: at best 99.50% accuracy, "
+                                            r"answering 20.0% .* ask for at most 0.995"):
+        model.answer_threshold(target_accuracy=0.999)
+    with pytest.raises(CatalensError, match="not an accuracy"):
+        model.answer_threshold(target_accuracy=1.5)
+    with pytest.raises(CatalensError, match="not both"):
+        model.answer_threshold(0.5, 0.98)
+    old = tmp_path / "old"
+    shutil.copytree(small_model_dir, old)
+    card = json.loads((old / CARD_FILE).read_text())
+    del card["calibration"]  # a run trained before catalens calibrated
+    (old / CARD_FILE).write_text(json.dumps(card))
+    legacy = Model.load(old)
+    assert legacy.temperature == 1.0 and not legacy.calibrated
+    with pytest.raises(CatalensError, match="no validation curve"):
+        legacy.answer_threshold(target_accuracy=0.98)
+    result = run_cli("sort", str(old), str(tmp_path / "inbox-missing"), str(tmp_path / "o"), "--target-accuracy",
+                     "0.98")
+    assert result.returncode != 0 and "no validation curve" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sort_threshold_uses_calibrated_probabilities(small_model_dir, tmp_path):
+    model = Model.load(small_model_dir)
+    inbox = make_folder(tmp_path / "inbox", per_class=3)
+    summary = sort_folder(model, inbox, tmp_path / "sorted", threshold=0.0, show_progress=False, dry_run=True)
+    probabilities = sorted(float(row["probability"]) for row in summary.plan if row["probability"] != "")
+    legacy_card = dict(model.card.to_dict(), calibration=None)
+    from catalens.rundir.card import ModelCard
+
+    uncalibrated = Model(model.module, ModelCard.from_dict(legacy_card), model.path)
+    raw = sort_folder(uncalibrated, inbox, tmp_path / "sorted-raw", threshold=0.0, show_progress=False,
+                      dry_run=True)
+    raw_probabilities = sorted(float(row["probability"]) for row in raw.plan if row["probability"] != "")
+    assert probabilities != pytest.approx(raw_probabilities, abs=1e-4)  # the temperature changed them
+
+
+def test_bench_harness_scores_a_test_split_once():
+    import common
+
+    calls = []
+    assert common.final("bench-x", "data-a", "recipe 1", lambda: calls.append(1) or 0.9) == 0.9
+    with pytest.raises(RuntimeError, match="already scored the test split of data-a"):
+        common.final("bench-x", "data-a", "recipe 1", lambda: calls.append(2))
+    with pytest.raises(RuntimeError, match="recipe 2 on it too"):
+        common.final("bench-x", "data-a", "recipe 2", lambda: calls.append(3))
+    assert calls == [1]
+    assert common.final("bench-x", "data-b", "recipe 1", lambda: 0.8) == 0.8  # other data: its own final
+    assert common.choose({"a": 0.8, "b": 0.9, "c": 0.9}) == "b"
