@@ -27,16 +27,56 @@ def split_counts(n: int, ratios: tuple[float, ...]) -> list[int]:
     return counts
 
 
+GROUP_DISTANCE = 6  # bits of 64: photos this close (or byte-identical) are shots of one item and split together
+MAX_GROUPED = 100_000  # beyond this many images the near-identical search is skipped, and a note says so
+
+
+def near_identical_groups(catalog: Catalog, rows: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """A group number per row: exact copies and photos within GROUP_DISTANCE bits of perceptual hash (dedupe.py's
+    multi-index search) share one, so a burst of near-identical shots never straddles train and validation.
+    (None, why) when the catalog's products already group its images, or it is too big to search."""
+    table = catalog.table.iloc[rows]
+    if not (table["product_id"].astype(str) == table["item_id"].astype(str)).all():
+        return None, "grouped by product"
+    if len(rows) > MAX_GROUPED:
+        return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
+    import hashlib
+
+    from catalens.data.dedupe import clusters_of, near_pairs
+    from catalens.data.leakage import image_keys
+
+    if catalog.arrays is not None:  # small in-memory images: pixel-identical copies only (tiny pHashes collide)
+        exact = [hashlib.sha256(catalog.arrays[index].tobytes()).hexdigest()
+                 for index in table["ref"].astype(int)]
+        hashes, valid = np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
+    else:
+        exact, hashes, valid = image_keys(catalog.subset(rows))
+    first: dict[str, int] = {}
+    pairs = [(first.setdefault(key, row), row) for row, key in enumerate(exact) if key]
+    pairs = [pair for pair in pairs if pair[0] != pair[1]]
+    hashed = np.flatnonzero(valid)
+    near = near_pairs(hashes[hashed], GROUP_DISTANCE)
+    all_pairs = np.r_[np.array(pairs, np.int64).reshape(-1, 2), hashed[near] if len(near) else near.reshape(-1, 2)]
+    groups = clusters_of(all_pairs.astype(np.int64), len(rows))
+    sizes = np.bincount(groups)
+    grouped = int(sizes[sizes > 1].sum())
+    return groups, (f"grouped by near-identical photos (byte-identical, or perceptual hash within {GROUP_DISTANCE} "
+                    f"bits): {grouped:,} of {len(rows):,} photos in {int((sizes > 1).sum()):,} groups of 2 or more")
+
+
 def assign_splits(
     catalog: Catalog, ratios: tuple[float, ...] = (0.8, 0.1, 0.1), names=("train", "val", "test"), seed: int = 0,
-    rows: np.ndarray | None = None,
+    rows: np.ndarray | None = None, groups: np.ndarray | None = None,
 ) -> tuple[Catalog, list[str]]:
-    """Assign `names` to the rows (default: all) by product, stratified by each product's majority label."""
+    """Assign `names` to the rows (default: all) by product (or by `groups`, one number per row), stratified by
+    each group's majority label."""
     if len(ratios) != len(names) or any(r < 0 for r in ratios) or sum(ratios) <= 0:
         raise CatalensError(f"split ratios {ratios} must be {len(names)} non-negative numbers")
     table = catalog.table
     rows = np.arange(len(table)) if rows is None else rows
     part = table.iloc[rows]
+    if groups is not None:
+        part = part.assign(product_id=np.asarray(groups))  # a copy: the catalog keeps its product ids
     product_label = part.groupby("product_id", sort=False)["label"].agg(lambda s: s.value_counts().index[0])
     rng = np.random.default_rng(seed)
     assignment: dict = {}
@@ -68,12 +108,14 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
     """
     splits = catalog.table["split"]
     if (splits == "").all():
-        result, _ = assign_splits(catalog, ratios, seed=seed)
+        groups, how = near_identical_groups(catalog, np.arange(len(catalog)))
+        result, _ = assign_splits(catalog, ratios, seed=seed, groups=groups)
         result.notes.append(
             "split by product, stratified, seed {}: {}".format(
                 seed, ", ".join(f"{n} {(result.table['split'] == n).sum()}" for n in ("train", "val", "test"))
             )
         )
+        result.notes.append(f"validation and test splits {how}")
         return result
     if (splits == "").any():
         raise CatalensError("some items have a split and others have none; give every item a split or none")
@@ -83,8 +125,10 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
     if fraction <= 0:
         return catalog
     rows = np.flatnonzero((splits == "train").to_numpy())
-    result, _ = assign_splits(catalog, (1 - fraction, fraction), names=("train", "val"), seed=seed, rows=rows)
-    result.notes.append(f"validation split carved from train: {fraction:.0%} of train products, seed {seed}")
+    groups, how = near_identical_groups(catalog, rows)
+    result, _ = assign_splits(catalog, (1 - fraction, fraction), names=("train", "val"), seed=seed, rows=rows,
+                              groups=groups)
+    result.notes.append(f"validation split carved from train: {fraction:.0%} of train products, seed {seed}, {how}")
     return result
 
 

@@ -445,7 +445,7 @@ def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val
             "train_per_class": train_catalog.class_counts(), "notes": catalog.notes,
         },
         validation_data={"data": config.data, "split": "val", "items": len(val_catalog) if val_catalog is not None
-                         else 0, "provenance": data_provenance(config.data)},
+                         else 0, "provenance": data_provenance(config.data), "how": validation_method(catalog)},
         training={"epochs": config.epochs, "augment": config.augment, "optimizer": config.optimizer,
                   "seed": config.seed, "freeze": config.freeze, "unfreeze_every": config.unfreeze_every,
                   **how},
@@ -457,6 +457,13 @@ def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val
         catalens_version=__version__,
         torch_version=torch.__version__,
     )
+
+
+def validation_method(catalog: Catalog) -> str:
+    """How the validation split was made, in words (data/splits.py's notes): declared by the data, or carved by
+    product, by groups of near-identical photos, or photo by photo."""
+    made = [note for note in catalog.notes if note.startswith(("validation split carved", "validation and test"))]
+    return made[-1] if made else "declared by the data (a val/ or validation/ folder, or a split column)"
 
 
 def merge_failures(failures: dict[str, str], world: World) -> dict[str, str]:

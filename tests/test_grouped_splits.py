@@ -1,0 +1,61 @@
+"""Validation that bursts of near-identical shots cannot fool (issue 25): splits carved from data without product
+ids keep byte-identical and near-identical photos (perceptual hash within 6 bits) on one side."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import shared
+from PIL import Image
+
+from catalens.data import DataOptions, load_catalog
+from catalens.data import splits as splitting
+from catalens.data.catalog import ArrayReader, Catalog
+from catalens.data.leakage import training_overlap
+
+
+def test_no_near_identical_real_photo_crosses_train_and_validation(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train").symlink_to(shared("clothing-small/train"))
+    catalog = load_catalog(str(tmp_path / "data"), DataOptions())
+    assert "61 of 3,068 photos in 23 groups of 2 or more" in " ".join(catalog.notes)
+    overlap = training_overlap(catalog.split("val"), catalog.split("train"), max_distance=splitting.GROUP_DISTANCE)
+    assert (overlap.exact, overlap.near) == (0, 0)
+    # photo by photo, the same seed lets 5 validation photos keep a near-identical twin in train
+    monkeypatch.setattr(splitting, "near_identical_groups", lambda catalog, rows: (None, "photo by photo"))
+    ungrouped = load_catalog(str(tmp_path / "data"), DataOptions())
+    overlap = training_overlap(ungrouped.split("val"), ungrouped.split("train"),
+                               max_distance=splitting.GROUP_DISTANCE)
+    assert (overlap.exact, overlap.near) == (0, 5)
+
+
+def test_bursts_of_shots_stay_together(tmp_path):
+    rng = np.random.default_rng(0)
+    for kind in ("warm", "cold"):
+        for item in range(12):  # 12 items per class, 4 shots of each: one smooth scene with a little sensor noise
+            scene = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+            scene[..., 0 if kind == "warm" else 2] = 255
+            base = np.asarray(Image.fromarray(scene).resize((96, 96), Image.BICUBIC), np.int16)
+            for shot in range(4):
+                noisy = (base + rng.normal(0, 2, base.shape)).clip(0, 255).astype(np.uint8)
+                folder = tmp_path / "data" / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(noisy).save(folder / f"item{item:02d}_shot{shot}.png")
+    catalog = load_catalog(str(tmp_path / "data"), DataOptions())
+    table = catalog.table
+    items = table["ref"].astype(str).str.extract(r"(\w+)/item(\d+)_")[[0, 1]].agg("-".join, axis=1)
+    assert (table.groupby(items)["split"].nunique() == 1).all()  # every item's 4 shots in one split
+    assert set(table["split"]) == {"train", "val", "test"}
+    assert "96 of 96 photos in 24 groups" in " ".join(catalog.notes)
+
+
+def test_pixel_identical_arrays_share_a_split():
+    arrays = np.random.default_rng(1).integers(0, 255, (200, 28, 28), dtype=np.uint8)
+    arrays[100:150] = arrays[:50]  # 50 exact copies
+    catalog = Catalog.from_records({"item_id": [str(i) for i in range(200)], "ref": np.arange(200),
+                                    "label": ["a", "b"] * 100, "split": ["train"] * 200},
+                                   classes=["a", "b"], arrays=arrays, reader=ArrayReader(arrays), source="arrays",
+                                   channels=1)
+    carved = splitting.ensure_splits(catalog, val_fraction=0.2)
+    split = carved.table["split"].to_numpy()
+    assert (split[:50] == split[100:150]).all()
+    assert 30 <= (split == "val").sum() <= 50
