@@ -44,7 +44,7 @@ def clothing_data() -> str:
 
 def split_logits(run, data: str, split: str):
     """The run's uncalibrated logits (up to a per-row constant) and labels on one split, via catalens's own
-    prediction path (calibrated probabilities ** T)."""
+    prediction path (temperature-scaled probabilities ** T)."""
     from catalens.inference.predict import predict_catalog
     from catalens.report.evaluate import align_classes, evaluation_catalog
     from catalens.rundir.run import Model
@@ -53,7 +53,7 @@ def split_logits(run, data: str, split: str):
     catalog, _, _ = evaluation_catalog(model, data, None)
     part = catalog.split(split)
     result = predict_catalog(model, part, show_progress=False)
-    logits = np.log(np.maximum(result.probabilities, 1e-300)) * model.temperature
+    logits = np.log(np.maximum(result.scaled, 1e-300)) * model.temperature  # before the top-label map
     return logits, align_classes(part, model)[result.rows]
 
 
@@ -150,8 +150,12 @@ def run_one(name: str, data: str, train_args: list[str], reuse: bool = False) ->
 
 def describe(result: dict) -> str:
     calibration, metrics = result["metrics"]["calibration"], result["metrics"]
+    chosen = "temperature + top-label isotonic map" if calibration["top_label_map"] else "temperature alone"
     text = (f"{result['name']}: test {metrics['items']:,} items, accuracy {metrics['accuracy']:.4f}; temperature "
-            f"{calibration['temperature']:.3f} (fitted on {calibration['validation_items']:,} validation items); "
+            f"{calibration['temperature']:.3f} (fitted on {calibration['validation_items']:,} validation items), "
+            f"{chosen} (out-of-fold ECE on validation: " + ", ".join(
+                f"{name} {score:.4f}" for name, score in result["card"].get("choice_out_of_fold_ece", {}).items())
+            + "); "
             f"test ECE **{calibration['ece_uncalibrated']:.4f} -> {calibration['ece']:.4f}**")
     target = calibration["targets"].get("0.98")
     if target:

@@ -20,6 +20,9 @@ from catalens import CatalensError
 from catalens.apps.sort import MANIFEST, sort_folder
 from catalens.loading.preprocess import softmax_numpy
 from catalens.models.calibration import (
+    apply_top_label_map,
+    choose_top_label_map,
+    confidence_and_correct,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -39,6 +42,25 @@ def test_temperature_recovers_overconfident_logits_and_lowers_nll():
     temperature = fit_temperature(overconfident, labels)
     assert 2.7 < temperature < 3.3
     assert negative_log_likelihood(overconfident, labels, temperature) < negative_log_likelihood(overconfident, labels)
+
+
+def test_top_label_map_is_chosen_out_of_fold_only_when_it_helps():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 2.0, (3000, 4))
+    labels = np.array([rng.choice(4, p=row) for row in softmax_numpy(logits)])
+    # calibrated already, and few rows (an isotonic map overfits them): temperature alone wins out of fold
+    mapping, scores = choose_top_label_map(softmax_numpy(logits[:300]), labels[:300], logits=logits[:300])
+    assert mapping is None and set(scores) == {"temperature", "temperature + top-label isotonic"}
+    # the top class is right far less often than any temperature can say (a label-noise-like shape)
+    noisy = np.where(rng.random(3000) < 0.3, rng.integers(0, 4, 3000), logits.argmax(1))
+    scaled = softmax_numpy(logits * 3)
+    mapping, scores = choose_top_label_map(scaled, noisy)
+    assert mapping is not None
+    assert scores["temperature + top-label isotonic"] < scores["temperature"]
+    mapped = apply_top_label_map(scaled, mapping)
+    assert np.allclose(mapped.sum(1), 1) and (mapped.argmax(1) == scaled.argmax(1)).all()
+    assert expected_calibration_error(*confidence_and_correct(mapped, noisy)) < \
+        expected_calibration_error(*confidence_and_correct(scaled, noisy))
 
 
 def test_ece_and_risk_coverage_by_hand():
@@ -63,6 +85,7 @@ def test_training_fits_a_temperature_that_is_stored_and_applied(small_model_dir)
     assert calibration["status"] == "calibrated" and calibration["items"] > 0
     assert calibration["nll"] <= calibration["nll_uncalibrated"]
     assert calibration["temperature"] != 1.0
+    assert calibration["top_label_map"] is None  # under 50 validation items: temperature alone
     model = Model.load(small_model_dir, backend="torch")
     assert model.temperature == pytest.approx(calibration["temperature"])
     images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)

@@ -59,3 +59,26 @@ def test_pixel_identical_arrays_share_a_split():
     split = carved.table["split"].to_numpy()
     assert (split[:50] == split[100:150]).all()
     assert 30 <= (split == "val").sum() <= 50
+
+
+def test_cross_validation_folds_keep_groups():
+    from catalens.models.linear_head import folds_of
+
+    labels, groups = np.repeat([0, 1], 60), np.arange(120) // 4  # 30 groups of 4 near-identical photos
+    parts = folds_of(labels, 5, 0, groups)
+    assert len(parts) == 5 and all(not set(groups[fit]) & set(groups[held]) for fit, held in parts)
+    assert sorted(np.concatenate([held for _, held in parts])) == list(range(120))
+    ungrouped = folds_of(labels, 5, 0)  # photo by photo: shots of one item on both sides
+    assert any(set(groups[fit]) & set(groups[held]) for fit, held in ungrouped)
+
+
+def test_training_cross_validates_by_group(tmp_path):
+    from catalens.data.splits import cv_groups
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train").symlink_to(shared("clothing-small/train"))
+    catalog = load_catalog(str(tmp_path / "data"), DataOptions())
+    train = catalog.split("train")
+    groups = cv_groups(train)
+    sizes = np.bincount(groups)
+    assert len(groups) == len(train) and sizes.max() > 1 and (sizes > 1).sum() <= 23

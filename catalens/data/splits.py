@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from catalens.data.catalog import Catalog
 from catalens.errors import CatalensError
@@ -116,7 +117,7 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
             )
         )
         result.notes.append(f"validation and test splits {how}")
-        return result
+        return keep_groups(result, np.arange(len(catalog)), groups)
     if (splits == "").any():
         raise CatalensError("some items have a split and others have none; give every item a split or none")
     if catalog.has_split("val") or not catalog.has_split("train"):
@@ -129,7 +130,23 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
     result, _ = assign_splits(catalog, (1 - fraction, fraction), names=("train", "val"), seed=seed, rows=rows,
                               groups=groups)
     result.notes.append(f"validation split carved from train: {fraction:.0%} of train products, seed {seed}, {how}")
-    return result
+    return keep_groups(result, rows, groups)
+
+
+def keep_groups(catalog: Catalog, rows: np.ndarray, groups: np.ndarray | None) -> Catalog:
+    """Keep the near-identical groups in a `group` column (cross-validation folds on train reuse them)."""
+    if groups is not None:
+        column = catalog.table["product_id"].astype(str).to_numpy(dtype=object)
+        column[rows] = [f"near-{group}" for group in groups]
+        catalog.table["group"] = column
+    return catalog
+
+
+def cv_groups(catalog: Catalog) -> np.ndarray:
+    """A group number per row that cross-validation folds must keep together: the near-identical photos found
+    when the splits were made, else the product."""
+    column = catalog.table["group"] if "group" in catalog.table else catalog.table["product_id"]
+    return np.asarray(pd.factorize(column.astype(str))[0], np.int64)
 
 
 def stratified_sample(catalog: Catalog, limit: int, seed: int = 0) -> Catalog:

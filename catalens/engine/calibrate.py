@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from catalens.models.calibration import calibration_summary, fit_temperature, uncalibrated
+from catalens.loading.preprocess import softmax_numpy
+from catalens.models.calibration import (
+    apply_top_label_map,
+    calibration_summary,
+    choose_top_label_map,
+    fit_temperature,
+    uncalibrated,
+)
 from catalens.progress import info
 
 
@@ -26,36 +33,51 @@ def split_logits(net, batches, to_inputs, device) -> tuple[np.ndarray, np.ndarra
 
 
 def calibrate_head(net, batches, to_inputs, device) -> dict:
-    """One temperature for the image head, fitted on the validation rows; the card's calibration entry."""
+    """One temperature for the image head, fitted on the validation rows, and a top-label map when it calibrates
+    better out of fold (models/calibration.py); the card's calibration entry."""
     if batches is None:
         return uncalibrated()
     logits, labels = split_logits(net, batches, to_inputs, device)
     if len(labels) < 2:
         return uncalibrated()
     temperature = fit_temperature(logits, labels)
-    return {"temperature": round(temperature, 6), **calibration_summary(logits, logits / temperature, labels)}
+    return finish(logits, softmax_numpy(logits / temperature), labels, {"temperature": round(temperature, 6)},
+                  refit=logits)
 
 
 def calibrate_text_heads(raw: dict[str, np.ndarray], labels: np.ndarray, has_text: np.ndarray) -> dict:
     """A --text model: one temperature per head (image, text, fused), each fitted on its own validation
-    logits; the summary is that of the answers the model gives (fused where a row has text, else image)."""
+    logits; the summary (and the top-label map) is that of the answers the model gives (fused where a row has
+    text, else image)."""
     if len(labels) < 2:
         return uncalibrated()
     temperatures = {name: round(fit_temperature(raw[name], labels), 6) for name in ("image", "text", "fused")}
     calibrated = np.where(has_text[:, None], raw["fused"] / temperatures["fused"], raw["image"] / temperatures["image"])
-    return {"temperature": temperatures["image"], "temperatures": temperatures,
-            **calibration_summary(raw["used"], calibrated, labels)}
+    return finish(raw["used"], softmax_numpy(calibrated), labels,
+                  {"temperature": temperatures["image"], "temperatures": temperatures})
+
+
+def finish(logits: np.ndarray, scaled: np.ndarray, labels: np.ndarray, temperatures: dict,
+           refit: np.ndarray | None = None) -> dict:
+    """The card's entry: temperatures, the top-label map if cross-validation on validation prefers it, and the
+    summary of the calibrated validation probabilities."""
+    mapping, scores = choose_top_label_map(scaled, labels, logits=refit)
+    method = "temperature scaling fitted on the validation split (NLL)" + (
+        ", then a top-label isotonic map (chosen by out-of-fold ECE on validation)" if mapping else "")
+    return {**temperatures, "top_label_map": mapping, "method": method, "choice_out_of_fold_ece": scores,
+            **calibration_summary(logits, apply_top_label_map(scaled, mapping), labels)}
 
 
 def describe(calibration: dict) -> str:
     """One line for the console."""
     if calibration.get("status") != "calibrated":
-        return f"probabilities: {calibration.get('reason', 'uncalibrated')}"
+        return f"probabilities: uncalibrated ({calibration.get('reason', 'no validation split')})"
     temperatures = calibration.get("temperatures") or {"": calibration["temperature"]}
     shown = ", ".join(f"{name} {value:.3f}".strip() for name, value in temperatures.items())
     line = (f"calibration on {calibration['items']:,} validation items: temperature {shown}; ECE "
             f"{calibration['ece_uncalibrated']:.4f} -> {calibration['ece']:.4f}, NLL "
-            f"{calibration['nll_uncalibrated']:.4f} -> {calibration['nll']:.4f}")
+            f"{calibration['nll_uncalibrated']:.4f} -> {calibration['nll']:.4f}"
+            + (" (with a top-label isotonic map)" if calibration.get("top_label_map") else ""))
     for target, point in calibration.get("targets", {}).items():
         if point:
             line += (f"; {float(target):.0%} accuracy answering {point['coverage']:.0%} "

@@ -21,7 +21,7 @@ from catalens import __version__
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.data.provenance import REAL, provenance
-from catalens.data.splits import stratified_sample
+from catalens.data.splits import cv_groups, stratified_sample
 from catalens.engine.config import TrainConfig, make_config
 from catalens.engine.curves import plot_history
 from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
@@ -318,7 +318,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
             memory_format=torch.channels_last)
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
-        head_fit = fit_classifier(net, train_batches, len(classes), config)
+        head_fit = fit_classifier(net, train_batches, len(classes), config,
+                                  cv_groups(train_catalog)[train_batches.rows.numpy()])
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")
@@ -624,12 +625,14 @@ def cached_batches(module, extractor, train_batches, val_batches, image_inputs, 
     return train, val, failures
 
 
-def fit_classifier(head: nn.Linear, train_batches, num_classes: int, config: TrainConfig):
-    """Fit the linear classifier on the cached training features (linear_head.py) and load it into `head`."""
+def fit_classifier(head: nn.Linear, train_batches, num_classes: int, config: TrainConfig,
+                   groups: np.ndarray | None = None):
+    """Fit the linear classifier on the cached training features (linear_head.py) and load it into `head`;
+    `groups` (one per cached item) stay together in the cross-validation folds."""
     from catalens.models.linear_head import fit_linear_head
 
     fitted = fit_linear_head(train_batches.features, train_batches.labels, num_classes, seed=config.seed,
-                             balanced=config.class_weights)
+                             balanced=config.class_weights, groups=groups)
     with torch.no_grad():
         head.weight.copy_(fitted.weight.to(head.weight.device))
         head.bias.copy_(fitted.bias.to(head.bias.device))

@@ -34,6 +34,8 @@ class Predictions:
     # unreadable images that were predicted from their text alone (ref, reason)
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     text_only: list[tuple[str, str]] = field(default_factory=list)
+    # softmax(logits / temperature), before the top-label map (evaluate's calibration report reads it)
+    scaled: np.ndarray | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -59,7 +61,7 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
                         heads.setdefault(name, []).append(value)
                     probabilities.append(softmax_numpy(logits["used"]))
                 else:
-                    probabilities.append(model.probabilities(batch.images))
+                    probabilities.append(model.scaled_probabilities(batch.images))
                 rows.append(batch.rows.numpy())
             bar.advance(task, len(batch.rows) + len(batch.failures))
     text_only = []
@@ -78,7 +80,9 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     heads = {name: np.concatenate(parts) for name, parts in heads.items()}
     if not probabilities:
         return Predictions(np.zeros((0, len(model.classes)), np.float32), np.zeros(0, np.int64), failures, seconds)
-    return Predictions(np.concatenate(probabilities), np.concatenate(rows), failures, seconds, heads, text_only)
+    scaled = np.concatenate(probabilities)
+    return Predictions(model.finish_probabilities(scaled), np.concatenate(rows), failures, seconds, heads, text_only,
+                       scaled)
 
 
 def catalog_of_inputs(inputs: list[str], split: str | None = None, options: DataOptions | None = None) -> Catalog:

@@ -16,7 +16,7 @@ import numpy as np
 
 ECE_BINS = 15
 CURVE_POINTS = 101  # points of the validation curve kept in the model card
-UNCALIBRATED = "uncalibrated: the run has no validation split to fit a temperature on"
+UNCALIBRATED = "the run has no validation split to fit a temperature on"
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -135,23 +135,82 @@ def coverage_at(confidence: np.ndarray, correct: np.ndarray, threshold: float) -
             "accuracy": float(correct[kept].mean()) if kept.any() else float("nan"), "answered": int(kept.sum())}
 
 
+def fit_top_label_map(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
+    """An isotonic (non-decreasing) map from the top probability to the chance that the top class is right
+    (top-label calibration), as the points of a piecewise-linear function."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(confidence, np.asarray(correct, float))
+    return {"confidence": [round(float(v), 6) for v in fitted.X_thresholds_],
+            "accuracy": [round(float(v), 6) for v in fitted.y_thresholds_]}
+
+
+def apply_top_label_map(probabilities: np.ndarray, mapping: dict | None) -> np.ndarray:
+    """Probabilities whose top entry is replaced by the map's value and the others rescaled to sum to one; the
+    ranking of the classes never changes (the top class stays on top)."""
+    if not mapping:
+        return probabilities
+    probabilities = np.asarray(probabilities, np.float64)
+    rows, top = np.arange(len(probabilities)), probabilities.argmax(1)
+    confidence = probabilities[rows, top]
+    others = np.maximum(1.0 - confidence, 1e-12)
+    second = np.sort(probabilities, axis=1)[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(rows))
+    mapped = np.interp(confidence, mapping["confidence"], mapping["accuracy"])
+    # the top class keeps the top place: at least the rescaled runner-up, and in (0, 1)
+    floor = second / (others + second)
+    mapped = np.clip(np.maximum(mapped, floor + 1e-9), 1e-6, 1 - 1e-9)
+    out = probabilities * ((1.0 - mapped) / others)[:, None]
+    out[rows, top] = mapped
+    return out
+
+
+def choose_top_label_map(scaled_probabilities: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0,
+                         logits: np.ndarray | None = None) -> tuple[dict | None, dict]:
+    """Temperature scaling alone, or followed by a top-label isotonic map: chosen by the expected calibration
+    error of out-of-fold predictions on the validation rows (each fold calibrated by the other folds; with
+    `logits`, the temperature is refitted per fold too). Returns (the map fitted on all rows, or None; the
+    out-of-fold ECE of each)."""
+    from catalens.loading.preprocess import softmax_numpy
+
+    labels = np.asarray(labels)
+    if len(labels) < 10 * folds:
+        return None, {}
+    rng = np.random.default_rng(seed)
+    fold_of = rng.permutation(len(labels)) % folds
+    plain, mapped = np.zeros_like(scaled_probabilities, np.float64), np.zeros_like(scaled_probabilities, np.float64)
+    for fold in range(folds):
+        fit, held = fold_of != fold, fold_of == fold
+        if logits is not None:
+            temperature = fit_temperature(logits[fit], labels[fit])
+            fit_p, held_p = softmax_numpy(logits[fit] / temperature), softmax_numpy(logits[held] / temperature)
+        else:
+            fit_p, held_p = scaled_probabilities[fit], scaled_probabilities[held]
+        plain[held] = held_p
+        mapped[held] = apply_top_label_map(held_p, fit_top_label_map(*confidence_and_correct(fit_p, labels[fit])))
+    scores = {"temperature": expected_calibration_error(*confidence_and_correct(plain, labels)),
+              "temperature + top-label isotonic": expected_calibration_error(*confidence_and_correct(mapped, labels))}
+    scores = {name: round(score, 6) for name, score in scores.items()}
+    if scores["temperature + top-label isotonic"] >= scores["temperature"]:
+        return None, scores
+    return fit_top_label_map(*confidence_and_correct(scaled_probabilities, labels)), scores
+
+
 def calibration_summary(logits: np.ndarray, calibrated: np.ndarray, labels: np.ndarray) -> dict:
-    """NLL and ECE of held-out rows before (`logits`) and after (`calibrated`: divided by their temperature)
-    scaling, and the calibrated risk-coverage curve (compacted) with the thresholds for 98 % and 99 % accuracy."""
+    """NLL and ECE of held-out rows before (`logits`) and after (`calibrated`: probabilities) calibration, and
+    the calibrated risk-coverage curve (compacted) with the thresholds for 98 % and 99 % accuracy."""
     from catalens.loading.preprocess import softmax_numpy
 
     labels = np.asarray(labels, np.int64)
     logits, calibrated = np.asarray(logits, np.float64), np.asarray(calibrated, np.float64)
     before = confidence_and_correct(softmax_numpy(logits), labels)
-    after = confidence_and_correct(softmax_numpy(calibrated), labels)
+    after = confidence_and_correct(calibrated, labels)
     curve = compact_curve(risk_coverage(*after))
-    scores = log_softmax(calibrated)
+    picked = calibrated[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
     return {
         "status": "calibrated",
-        "method": "temperature scaling fitted on the validation split (NLL)",
         "items": int(len(labels)),
         "nll_uncalibrated": round(negative_log_likelihood(logits, labels), 6),
-        "nll": round(float(-scores[np.arange(len(labels)), labels].mean()), 6) if len(labels) else 0.0,
+        "nll": round(float(-np.log(np.maximum(picked, 1e-12)).mean()), 6) if len(labels) else 0.0,
         "ece_uncalibrated": round(expected_calibration_error(*before), 6),
         "ece": round(expected_calibration_error(*after), 6),
         "curve": curve,

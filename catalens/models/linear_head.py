@@ -35,10 +35,13 @@ class LinearFit:
     C: float
     cv_accuracy: dict[float, float] = field(default_factory=dict)
     seconds: float = 0.0
+    grouped: bool = False  # folds kept products / near-identical photos together
 
     def describe(self) -> dict:
         return {"method": "multinomial logistic regression (L-BFGS) on centred features, L2 chosen by "
-                          "cross-validation on the training split",
+                          "cross-validation on the training split" + (
+                              " (folds keep each product and each group of near-identical photos together)"
+                              if self.grouped else ""),
                 "C": self.C, "cv_accuracy": {str(c): round(a, 4) for c, a in self.cv_accuracy.items()},
                 "seconds": round(self.seconds, 1)}
 
@@ -63,25 +66,32 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float,
     return weight.detach(), bias.detach()
 
 
-def folds_of(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds over items; classes with fewer items than folds stay in every training part."""
-    from sklearn.model_selection import StratifiedKFold
+def folds_of(labels: np.ndarray, folds: int, seed: int,
+             groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds over items, keeping each group (a product, a burst of near-identical photos) in one
+    fold when `groups` are given; classes with fewer items than folds stay in every training part."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     counts = np.bincount(labels)
     rare = np.isin(labels, np.flatnonzero(counts < folds))
     common = np.flatnonzero(~rare)
     if len(common) < folds * 2:
         return []
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(np.concatenate([common[a], np.flatnonzero(rare)]), common[b])
-            for a, b in splitter.split(np.zeros(len(common)), labels[common])]
+    if groups is not None and len(np.unique(groups[common])) >= folds:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(common)), labels[common], groups[common])
+    else:
+        parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(common)),
+                                                                                       labels[common])
+    return [(np.concatenate([common[a], np.flatnonzero(rare)]), common[b]) for a, b in parts]
 
 
 def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int = 0,
-                    C: float | None = None, folds: int = 5, grid=C_GRID, balanced: bool = False) -> LinearFit:
+                    C: float | None = None, folds: int = 5, grid=C_GRID, balanced: bool = False,
+                    groups: np.ndarray | None = None) -> LinearFit:
     """Fit the classifier on cached features (views, N, D): every view of an item is a training sample,
-    features centred; C by `folds`-fold cross-validation over items (scored on their first view)
-    unless given. Returns weights for the raw features."""
+    features centred; C by `folds`-fold cross-validation over items (scored on their first view; `groups`, one
+    per item, stay in one fold) unless given. Returns weights for the raw features."""
     started = time.time()
     views = features.double()
     mean = views.reshape(-1, views.shape[-1]).mean(0)
@@ -105,7 +115,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
         items = np.arange(len(y))
         if len(items) > MAX_CV_ITEMS:
             items = np.sort(rng.choice(items, MAX_CV_ITEMS, replace=False))
-        parts = folds_of(y[items].numpy(), folds, seed)
+        parts = folds_of(y[items].numpy(), folds, seed, None if groups is None else np.asarray(groups)[items])
         for c in grid:
             correct = 0
             for train_part, test_part in parts:
@@ -121,4 +131,5 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     weight, bias = fit(torch.arange(len(y)), C)
     present = counts > 0
     bias = torch.where(present, bias - (weight / std) @ mean, torch.full_like(bias, -1e4))  # absent: never predicted
-    return LinearFit((weight / std).float(), bias.float(), C, scores, time.time() - started)
+    return LinearFit((weight / std).float(), bias.float(), C, scores, time.time() - started,
+                     grouped=groups is not None)

@@ -304,8 +304,9 @@ def calibration_metrics(model: Model, catalog: Catalog, result: Predictions, tru
     """ECE before and after temperature scaling on the evaluated rows, the reliability diagram, the risk-coverage
     curve, and what the thresholds chosen on validation (98 %, 99 % accuracy) give here."""
     calibrated = np.asarray(result.probabilities, np.float64)
+    scaled = np.asarray(result.scaled if result.scaled is not None else calibrated, np.float64)
     # softmax(z / T) ** T is proportional to softmax(z): the uncalibrated probabilities without a second pass
-    powered = np.log(np.maximum(calibrated, 1e-300)) * row_temperatures(model, catalog, result)[:, None]
+    powered = np.log(np.maximum(scaled, 1e-300)) * row_temperatures(model, catalog, result)[:, None]
     uncalibrated = np.exp(powered - powered.max(axis=1, keepdims=True))
     uncalibrated /= uncalibrated.sum(axis=1, keepdims=True)
     after, correct = confidence_and_correct(calibrated, truth)
@@ -327,6 +328,7 @@ def calibration_metrics(model: Model, catalog: Catalog, result: Predictions, tru
                                         "the run was trained before catalens calibrated its probabilities"),
         "temperature": model.temperature,
         "temperatures": model.calibration.get("temperatures"),
+        "top_label_map": bool(model.calibration.get("top_label_map")),
         "validation_items": model.calibration.get("items", 0),
         "ece": expected_calibration_error(after, correct),
         "ece_uncalibrated": expected_calibration_error(before, correct),
@@ -342,8 +344,10 @@ def calibration_lines(calibration: dict) -> list[str]:
     if calibration["status"] == "calibrated":
         shown = ", ".join(f"{name} {value:.3f}" for name, value in (calibration["temperatures"] or {}).items()) \
             or f"{calibration['temperature']:.3f}"
-        lines.append(f"Calibrated by temperature scaling (T = {shown}), fitted on the "
-                     f"{calibration['validation_items']:,} items of the validation split.")
+        lines.append(f"Calibrated by temperature scaling (T = {shown})"
+                     + (", then a top-label isotonic map (chosen over temperature alone by out-of-fold calibration "
+                        "error on validation)" if calibration["top_label_map"] else "")
+                     + f", fitted on the {calibration['validation_items']:,} items of the validation split.")
     else:
         lines.append(f"**Uncalibrated** ({calibration['reason']}): a probability of 0.9 need not mean 90 % right.")
     lines += ["", "| expected calibration error (15 equal-mass bins) | value |", "|---|---|",

@@ -28,6 +28,7 @@ from catalens.checksums import file_digest
 from catalens.errors import CatalensError
 from catalens.loading.preprocess import Preprocessing, normalize_numpy, softmax_numpy
 from catalens.models import create_model
+from catalens.models.calibration import UNCALIBRATED, apply_top_label_map
 from catalens.models.onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
 from catalens.rundir.card import CARD_FORMAT, ModelCard  # noqa: F401 (CARD_FORMAT: its old home)
 
@@ -144,7 +145,6 @@ class Model:
                 warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
         model = cls(module, card, run_dir, runner, weights_path)
         model.text = text
-        model.say_if_uncalibrated()
         return model
 
     @classmethod
@@ -163,9 +163,7 @@ class Model:
         if any(isinstance(dim, int) and dim != want for dim, want in zip(shape, expected)):
             raise CatalensError(f"{path} takes inputs of shape {shape} but its metadata says {expected}; the file "
                                 "was changed after export: export it again")
-        model = cls(None, card, path, runner, path)
-        model.say_if_uncalibrated()
-        return model
+        return cls(None, card, path, runner, path)
 
     @property
     def calibration(self) -> dict:
@@ -214,7 +212,8 @@ class Model:
         return point["threshold"]
 
     def say_if_uncalibrated(self) -> None:
-        """Once per run and process: a model whose probabilities are not calibrated says so."""
+        """Once per run and process, when it first gives probabilities: a model whose probabilities are not
+        calibrated says so."""
         key = str(self.path)
         if self.calibrated or key in _TOLD_UNCALIBRATED:
             return
@@ -225,7 +224,7 @@ class Model:
             info(f"{self.path}: trained before catalens calibrated its probabilities; they are uncalibrated "
                  "(retrain to calibrate them; predictions are unchanged)")
         else:
-            info(f"{self.path}: probabilities are uncalibrated ({self.calibration.get('reason', 'no validation')})")
+            info(f"{self.path}: probabilities are uncalibrated ({self.calibration.get('reason', UNCALIBRATED)})")
 
     @property
     def backend(self) -> str:
@@ -294,6 +293,7 @@ class Model:
         from catalens.models.fusion import modal_logits
         from catalens.models.timm_models import classifier_of
 
+        self.say_if_uncalibrated()
         head = classifier_of(self.module)
         features = self.image_features(images) if images is not None else None
         return modal_logits(self.text, head.weight.detach().float().cpu().numpy(),
@@ -302,13 +302,24 @@ class Model:
 
     def probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
         """Calibrated class probabilities of a uint8 batch (softmax of the logits divided by the temperature fitted
-        on validation); a text model also reads each row's text ("" when it has none: the image head answers)."""
+        on validation, then the top-label map when validation chose one); a text model also reads each row's
+        text ("" when it has none: the image head answers)."""
+        return self.finish_probabilities(self.scaled_probabilities(images, texts))
+
+    def scaled_probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
+        """softmax(logits / temperature): the probabilities before the top-label map."""
+        self.say_if_uncalibrated()
         if self.text is not None:
             texts = list(texts) if texts is not None else [""] * len(images)
             return softmax_numpy(self.modal_logits(images, texts)["used"])
         if self.runner is not None:
             return softmax_numpy(self._runner_logits(images) / self.temperature)
         return (self.logits(images) / self.temperature).softmax(dim=1).cpu().numpy()
+
+    def finish_probabilities(self, scaled: np.ndarray) -> np.ndarray:
+        """Temperature-scaled probabilities -> calibrated ones (the card's top-label map; the ranking is kept)."""
+        mapping = self.calibration.get("top_label_map")
+        return apply_top_label_map(scaled, mapping).astype(np.float32) if mapping else scaled
 
     def _runner_logits(self, images: torch.Tensor) -> np.ndarray:
         """onnxruntime logits with numpy pre-processing (no torch threads competing with onnxruntime's)."""
