@@ -82,6 +82,9 @@ OPTIONS: list[Option] = [
                 ()),
     data_option("val_fraction", float, None, "Share of train used for validation when the data has no val split "
                 "[default: 0.111]; 0 = none.", (TRAIN,)),
+    data_option("group_by", str, None, "What splits and cross-validation folds keep together: csv: a column of "
+                "the file (e.g. a product or item column); photo: nothing (photo by photo) [default: the product "
+                "where the source has products, else groups of near-identical photos].", (TRAIN,)),
     data_option("seed", int, 0, "Random seed: splits, --sample and --max-per-class draws, initialisation.",
                 (TRAIN, STATS)),
     # input

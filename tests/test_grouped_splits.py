@@ -4,25 +4,30 @@ ids keep byte-identical and near-identical photos (perceptual hash within 6 bits
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import shared
+from marketplace_data import make_shopee
 from PIL import Image
 
+from catalens import CatalensError
 from catalens.data import DataOptions, load_catalog
 from catalens.data import splits as splitting
 from catalens.data.catalog import ArrayReader, Catalog
 from catalens.data.leakage import training_overlap
 
 
-def test_no_near_identical_real_photo_crosses_train_and_validation(tmp_path, monkeypatch):
+def test_no_near_identical_real_photo_crosses_train_and_validation(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train").symlink_to(shared("clothing-small/train"))
     catalog = load_catalog(str(tmp_path / "data"), DataOptions())
-    assert "61 of 3,068 photos in 23 groups of 2 or more" in " ".join(catalog.notes)
+    notes = " ".join(catalog.notes)
+    assert "61 of 3,068 photos in 23 groups of 2 or more" in notes
+    assert "photo by photo, 5 of 340 held-out photos would have had one in train" in notes
     overlap = training_overlap(catalog.split("val"), catalog.split("train"), max_distance=splitting.GROUP_DISTANCE)
     assert (overlap.exact, overlap.near) == (0, 0)
     # photo by photo, the same seed lets 5 validation photos keep a near-identical twin in train
-    monkeypatch.setattr(splitting, "near_identical_groups", lambda catalog, rows: (None, "photo by photo"))
-    ungrouped = load_catalog(str(tmp_path / "data"), DataOptions())
+    ungrouped = load_catalog(str(tmp_path / "data"), DataOptions(group_by="photo"))
+    assert "photo by photo (--group-by photo)" in " ".join(ungrouped.notes)
     overlap = training_overlap(ungrouped.split("val"), ungrouped.split("train"),
                                max_distance=splitting.GROUP_DISTANCE)
     assert (overlap.exact, overlap.near) == (0, 5)
@@ -82,3 +87,23 @@ def test_training_cross_validates_by_group(tmp_path):
     groups = cv_groups(train)
     sizes = np.bincount(groups)
     assert len(groups) == len(train) and sizes.max() > 1 and (sizes > 1).sum() <= 23
+
+
+def test_csv_groups_by_a_column_or_by_near_identical_photos(tmp_path):
+    planted = make_shopee(tmp_path / "shop", shared("clothing-small/train"), classes=4, per_class=12)
+    spec = f"csv:{tmp_path / 'shop' / 'train.csv'}"
+    catalog = load_catalog(spec, DataOptions())
+    split = dict(zip(catalog.table["item_id"], catalog.table["split"]))
+    for first, second in planted["exact"] + planted["near"]:  # copies stay with their originals
+        assert split[first] == split[second]
+    by_hash = load_catalog(spec, DataOptions(group_by="image_phash"))
+    import pandas as pd
+
+    hashes = pd.read_csv(tmp_path / "shop" / "train.csv", dtype=str).set_index("posting_id")["image_phash"]
+    table = by_hash.table.assign(phash=by_hash.table["item_id"].map(hashes))
+    assert (table.groupby("phash")["split"].nunique() == 1).all()
+    assert "grouped by the image_phash column" in " ".join(by_hash.notes)
+    with pytest.raises(CatalensError, match="--group-by shop_id: train.csv has no such column"):
+        load_catalog(spec, DataOptions(group_by="shop_id"))
+    with pytest.raises(CatalensError, match="a column name works for csv: sources only"):
+        load_catalog(str(shared("clothing-small/train")), DataOptions(group_by="shop_id"))

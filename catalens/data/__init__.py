@@ -7,6 +7,7 @@ from catalens.data.labels import apply_mapping, filter_classes
 from catalens.data.options import DataOptions  # noqa: F401 (its home for callers: catalens.data)
 from catalens.data.sources import open_source
 from catalens.data.splits import ensure_splits
+from catalens.errors import CatalensError
 
 
 def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = False, split: bool = True) -> Catalog:
@@ -20,7 +21,10 @@ def load_catalog(spec: str, options: DataOptions | None = None, verify: bool = F
         catalog = filter_classes(
             catalog, options.min_per_class, options.top_classes, options.max_per_class, seed=options.seed
         )
+    if options.group_by not in (None, "photo") and not catalog.source.startswith("csv:"):
+        raise CatalensError(f"--group-by {options.group_by}: a column name works for csv: sources only; other "
+                            "sources group by their products, or by near-identical photos (--group-by photo: none)")
     if split:
         catalog = ensure_splits(catalog, tuple(options.split_ratios), seed=options.seed,
-                                val_fraction=options.val_fraction)
+                                val_fraction=options.val_fraction, group_by=options.group_by)
     return catalog

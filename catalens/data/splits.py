@@ -32,13 +32,17 @@ GROUP_DISTANCE = 6  # bits of 64: photos this close (or byte-identical) are shot
 MAX_GROUPED = 100_000  # beyond this many images the near-identical search is skipped, and a note says so
 
 
-def near_identical_groups(catalog: Catalog, rows: np.ndarray) -> tuple[np.ndarray | None, str]:
+def near_identical_groups(catalog: Catalog, rows: np.ndarray,
+                          group_by: str | None = None) -> tuple[np.ndarray | None, str]:
     """A group number per row: exact copies and photos within GROUP_DISTANCE bits of perceptual hash (dedupe.py's
     multi-index search) share one, so a burst of near-identical shots never straddles train and validation.
-    (None, why) when the catalog's products already group its images, or it is too big to search."""
+    (None, why) when the catalog's products already group its images, when `group_by` is "photo", or when it is
+    too big to search."""
     table = catalog.table.iloc[rows]
+    if group_by == "photo":
+        return None, "photo by photo (--group-by photo)"
     if not (table["product_id"].astype(str) == table["item_id"].astype(str)).all():
-        return None, "grouped by product"
+        return None, "grouped by product" + (f" (the {group_by} column)" if group_by else "")
     if len(rows) > MAX_GROUPED:
         return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
     import hashlib
@@ -100,8 +104,19 @@ def assign_splits(
     return result, notes
 
 
+def twins_photo_by_photo(catalog: Catalog, rows: np.ndarray, groups: np.ndarray, ratios, names, seed: int) -> str:
+    """How many held-out photos a photo-by-photo split (same seed) would have given a near-identical twin in
+    train: what grouping protects validation from."""
+    plain, _ = assign_splits(catalog, ratios, names=names, seed=seed, rows=rows)
+    split = plain.table["split"].to_numpy()[rows]
+    in_train = set(groups[split == "train"])
+    held = split != "train"
+    twins = int(sum(group in in_train for group in groups[held]))
+    return f"; photo by photo, {twins:,} of {int(held.sum()):,} held-out photos would have had one in train"
+
+
 def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
-                  val_fraction: float | None = None) -> Catalog:
+                  val_fraction: float | None = None, group_by: str | None = None) -> Catalog:
     """Give an unsplit catalog train/val/test splits; carve a validation split from `train` when missing.
 
     `val_fraction` is the share of train products moved to val when the data has no val split
@@ -109,8 +124,11 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
     """
     splits = catalog.table["split"]
     if (splits == "").all():
-        groups, how = near_identical_groups(catalog, np.arange(len(catalog)))
+        groups, how = near_identical_groups(catalog, np.arange(len(catalog)), group_by)
         result, _ = assign_splits(catalog, ratios, seed=seed, groups=groups)
+        if groups is not None:
+            how += twins_photo_by_photo(catalog, np.arange(len(catalog)), groups, ratios, ("train", "val", "test"),
+                                        seed)
         result.notes.append(
             "split by product, stratified, seed {}: {}".format(
                 seed, ", ".join(f"{n} {(result.table['split'] == n).sum()}" for n in ("train", "val", "test"))
@@ -126,9 +144,11 @@ def ensure_splits(catalog: Catalog, ratios=(0.8, 0.1, 0.1), seed: int = 0,
     if fraction <= 0:
         return catalog
     rows = np.flatnonzero((splits == "train").to_numpy())
-    groups, how = near_identical_groups(catalog, rows)
+    groups, how = near_identical_groups(catalog, rows, group_by)
     result, _ = assign_splits(catalog, (1 - fraction, fraction), names=("train", "val"), seed=seed, rows=rows,
                               groups=groups)
+    if groups is not None:
+        how += twins_photo_by_photo(catalog, rows, groups, (1 - fraction, fraction), ("train", "val"), seed)
     result.notes.append(f"validation split carved from train: {fraction:.0%} of train products, seed {seed}, {how}")
     return keep_groups(result, rows, groups)
 

@@ -55,7 +55,8 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
     catalog = load_catalog(data, options, split=False)
     training_data = is_training_data(catalog, trained)
     if training_data:
-        catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction)
+        catalog = ensure_splits(catalog, options.split_ratios, seed=options.seed, val_fraction=options.val_fraction,
+                                group_by=options.group_by)
     return catalog, options.labels, training_data
 
 

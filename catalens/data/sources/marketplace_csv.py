@@ -75,6 +75,10 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
         raise CatalensError(f"{path.name} lacks column(s) {', '.join(missing)}; it has: "
                             f"{', '.join(table.columns)}. Map yours with --columns image=NAME,label_group=NAME "
                             "(or --label-column NAME)")
+    group_column = options.group_by if options.group_by not in (None, "photo") else None
+    if group_column and group_column not in table.columns:
+        raise CatalensError(f"--group-by {group_column}: {path.name} has no such column (it has: "
+                            f"{', '.join(map(str, table.columns))})")
     images = Path(options.images).expanduser() if options.images else path.parent / "train_images"
     if not images.is_dir():
         raise CatalensError(f"image folder {images} does not exist; give --images DIR")
@@ -86,7 +90,8 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "label": table[label_column].to_numpy(), "title": titles.to_numpy(),
                           "description": descriptions.to_numpy(),
                           "phash": table[columns["image_phash"]].to_numpy() if columns["image_phash"] in table.columns
-                          else [""] * len(table)})
+                          else [""] * len(table),
+                          "group": table[group_column].astype(str).to_numpy() if group_column else ids.to_numpy()})
     usable = np.ones(len(frame), bool)
     guard = ImageRoot(images)
     real_paths = []
@@ -119,10 +124,14 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     if frame.empty:
         raise CatalensError(f"no usable rows in {path}; see the problems: "
                             + "; ".join(f"{p['ref']}: {p['reason']}" for p in problems[:3]))
+    records = {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
+               "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
+               "description": frame["description"].to_numpy()}
+    if group_column:  # rows sharing this column's value split (and fold) together, like a product's images
+        records["product_id"] = frame["group"].to_numpy()
+        notes.append(f"images grouped by the {group_column} column for splits and cross-validation")
     catalog = Catalog.from_records(
-        {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
-         "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
-         "description": frame["description"].to_numpy()},
+        records,
         classes=sorted(frame["label"].unique()), reader=FileReader("/"), source=f"csv:{path}",
         problems=problems, notes=notes,
     )
