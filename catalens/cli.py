@@ -455,7 +455,7 @@ def sort_command(
           + (f"; {summary.not_images:,} files without an image extension left alone" if summary.not_images else "")
           + (f"; {summary.images_per_s:,.0f} images/s" if summary.predicted else ""), file=sys.stderr)
     if threshold is not None and summary.predicted:
-        unsure = summary.placed.get("uncertain", 0)
+        unsure = summary.uncertain
         print(f"answered {1 - unsure / summary.predicted:.1%} of the {summary.predicted:,} photos predicted now "
               f"(probability >= {threshold:.4f}); {unsure:,} went to uncertain/", file=sys.stderr)
     for source, reason in summary.unreadable[:10]:

@@ -52,13 +52,17 @@ def quiet() -> bool:
 
 
 def info(message: str) -> None:
+    """One line to the user. Printed literally: messages carry file names, titles and column names from the data,
+    whose brackets must not be read as markup."""
     if not quiet():
-        console.print(message)
+        console.print(message, markup=False, highlight=False)
 
 
 def warn(message: str) -> None:
     if not quiet():
-        console.print(f"[yellow]warning:[/yellow] {message}")
+        from rich.text import Text
+
+        console.print(Text.assemble(("warning: ", "yellow"), message), highlight=False)
 
 
 def stdout_is_terminal() -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from catalens.models.calibration import (
 )
 from catalens.rundir.run import CARD_FILE, Model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH = str(Path(__file__).resolve().parents[1] / "bench")
 
 
 def test_temperature_recovers_overconfident_logits_and_lowers_nll():
@@ -42,6 +41,11 @@ def test_temperature_recovers_overconfident_logits_and_lowers_nll():
     temperature = fit_temperature(overconfident, labels)
     assert 2.7 < temperature < 3.3
     assert negative_log_likelihood(overconfident, labels, temperature) < negative_log_likelihood(overconfident, labels)
+    # a validation row of a class the head never predicts (absent from train: bias -1e4) does not drag T away
+    absent = np.c_[overconfident, np.full(len(labels), -1e4)]
+    absent_labels = labels.copy()
+    absent_labels[0] = 5
+    assert fit_temperature(absent, absent_labels) == pytest.approx(temperature, rel=0.02)
 
 
 def test_top_label_map_is_chosen_out_of_fold_only_when_it_helps():
@@ -136,6 +140,7 @@ def test_predict_target_accuracy_marks_uncertain_rows(small_model_dir, tmp_path)
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(row["uncertain"] == str(int(float(row["probability"]) < 0.9)) for row in rows)
+    assert {row["uncertain"] for row in rows} == {"0", "1"}, [row["probability"] for row in rows]
 
 
 def test_target_accuracy_errors_are_one_line(small_model_dir, tmp_path):
@@ -163,23 +168,47 @@ def test_target_accuracy_errors_are_one_line(small_model_dir, tmp_path):
 
 
 def test_sort_threshold_uses_calibrated_probabilities(small_model_dir, tmp_path):
-    model = Model.load(small_model_dir)
-    inbox = make_folder(tmp_path / "inbox", per_class=3)
-    summary = sort_folder(model, inbox, tmp_path / "sorted", threshold=0.0, show_progress=False, dry_run=True)
-    probabilities = sorted(float(row["probability"]) for row in summary.plan if row["probability"] != "")
-    legacy_card = dict(model.card.to_dict(), calibration=None)
     from catalens.rundir.card import ModelCard
 
-    uncalibrated = Model(model.module, ModelCard.from_dict(legacy_card), model.path)
-    raw = sort_folder(uncalibrated, inbox, tmp_path / "sorted-raw", threshold=0.0, show_progress=False,
-                      dry_run=True)
-    raw_probabilities = sorted(float(row["probability"]) for row in raw.plan if row["probability"] != "")
-    assert probabilities != pytest.approx(raw_probabilities, abs=1e-4)  # the temperature changed them
+    model = Model.load(small_model_dir)
+    raw = Model(model.module, ModelCard.from_dict(dict(model.card.to_dict(), calibration=None)), model.path)
+    inbox = make_folder(tmp_path / "inbox", per_class=6)
+    paths = sorted(p for p in inbox.rglob("*") if p.is_file())
+    images = torch.stack([model.preprocessing.prepare(Image.open(path).convert("RGB")) for path in paths])
+    calibrated, uncalibrated = model.probabilities(images).max(1), raw.probabilities(images).max(1)
+    # a threshold that splits the calibrated and the uncalibrated probabilities differently
+    candidates = np.sort(np.r_[calibrated, uncalibrated])
+    middles = (candidates[1:] + candidates[:-1]) / 2
+    threshold = next(t for t in middles if (calibrated < t).sum() != (uncalibrated < t).sum())
+    summary = sort_folder(model, inbox, tmp_path / "sorted", threshold=float(threshold), show_progress=False)
+    assert summary.uncertain == int((calibrated < threshold).sum()) != int((uncalibrated < threshold).sum())
 
 
-def test_bench_harness_scores_a_test_split_once():
+def test_thresholds_hold_on_the_plateaus_of_a_top_label_map():
+    mapping = {"confidence": [0.4, 0.6, 0.8, 0.95], "accuracy": [0.5, 0.9, 0.9, 0.99]}
+    probabilities = softmax_numpy(np.random.default_rng(3).normal(0, 2, (200, 5)))
+    mapped = apply_top_label_map(probabilities, mapping)
+    assert mapped.dtype == np.float64
+    plateau = (probabilities.max(1) >= 0.6) & (probabilities.max(1) <= 0.8)
+    assert plateau.any() and np.allclose(mapped.max(1)[plateau], 0.9)
+    from catalens.models.calibration import answered
+
+    assert answered(mapped.max(1)[plateau], 0.9).all()
+    assert answered(float(np.float32(0.9)), 0.9)  # a value once held in float32 still reaches its own threshold
+
+
+def test_runs_made_before_grouping_keep_their_splits():
+    from catalens.report.evaluate import trained_options
+
+    assert trained_options({"options": {"seed": 0, "val_fraction": None}}).group_by == "photo"
+    assert trained_options({"options": {"seed": 0, "group_by": None}}).group_by is None
+
+
+def test_bench_harness_scores_a_test_split_once(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)
     import common
 
+    monkeypatch.setattr(common, "_FINAL_SCORED", {})
     calls = []
     assert common.final("bench-x", "data-a", "recipe 1", lambda: calls.append(1) or 0.9) == 0.9
     with pytest.raises(RuntimeError, match="already scored the test split of data-a"):

@@ -103,6 +103,9 @@ def test_csv_groups_by_a_column_or_by_near_identical_photos(tmp_path):
     table = by_hash.table.assign(phash=by_hash.table["item_id"].map(hashes))
     assert (table.groupby("phash")["split"].nunique() == 1).all()
     assert "grouped by the image_phash column" in " ".join(by_hash.notes)
+    assert by_hash.table["product_id"].equals(by_hash.table["item_id"])  # a group is not a product
+    with pytest.raises(CatalensError, match="is the label column"):
+        load_catalog(spec, DataOptions(group_by="label_group"))
     with pytest.raises(CatalensError, match="--group-by shop_id: train.csv has no such column"):
         load_catalog(spec, DataOptions(group_by="shop_id"))
     with pytest.raises(CatalensError, match="a column name works for csv: sources only"):

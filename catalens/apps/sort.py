@@ -27,6 +27,7 @@ from catalens.data.sources.folder import folder_name, walk_files
 from catalens.errors import CatalensError
 from catalens.inference.predict import catalog_of_files
 from catalens.loading.batches import make_batches
+from catalens.models.calibration import answered
 from catalens.placement import Ledger, destination_for, place, settle
 from catalens.progress import make_progress, warn
 from catalens.rundir.run import Model, top_k
@@ -46,6 +47,7 @@ class SortSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)  # files that could not be placed: retried next run
     not_images: int = 0  # files without an image extension, left alone
     predicted: int = 0
+    uncertain: int = 0  # predicted now and under --threshold / --target-accuracy
     seconds: float = 0.0
     plan: list[dict] = field(default_factory=list)  # --dry-run: what would be done
 
@@ -125,7 +127,9 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
                 for row_number, probabilities in zip(batch.rows.tolist(), model.probabilities(batch.images)):
                     best = top_k(probabilities, model.classes, k)
                     label, probability = best[0]
-                    folder = UNCERTAIN if threshold is not None and probability < threshold else folder_name(label)
+                    unsure = threshold is not None and not answered(probability, threshold)
+                    summary.uncertain += unsure
+                    folder = UNCERTAIN if unsure else folder_name(label)
                     source = paths[row_number]
                     rows.append({"source": str(source), "label": label, "probability": round(probability, 6),
                                  "top_k": ";".join(f"{name}:{p:.4f}" for name, p in best), "error": "",

@@ -39,10 +39,12 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
     (None, why) when the catalog's products already group its images, when `group_by` is "photo", or when it is
     too big to search."""
     table = catalog.table.iloc[rows]
+    if "group" in table:  # a source's own grouping column (csv --group-by COLUMN)
+        return pd.factorize(table["group"].astype(str))[0], f"grouped by the {group_by or 'group'} column"
+    if not (table["product_id"].astype(str) == table["item_id"].astype(str)).all():
+        return None, "grouped by product"
     if group_by == "photo":
         return None, "photo by photo (--group-by photo)"
-    if not (table["product_id"].astype(str) == table["item_id"].astype(str)).all():
-        return None, "grouped by product" + (f" (the {group_by} column)" if group_by else "")
     if len(rows) > MAX_GROUPED:
         return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
     import hashlib
@@ -162,11 +164,16 @@ def keep_groups(catalog: Catalog, rows: np.ndarray, groups: np.ndarray | None) -
     return catalog
 
 
-def cv_groups(catalog: Catalog) -> np.ndarray:
-    """A group number per row that cross-validation folds must keep together: the near-identical photos found
-    when the splits were made, else the product."""
-    column = catalog.table["group"] if "group" in catalog.table else catalog.table["product_id"]
-    return np.asarray(pd.factorize(column.astype(str))[0], np.int64)
+def cv_groups(catalog: Catalog, group_by: str | None = None) -> np.ndarray:
+    """A group number per row that cross-validation folds must keep together: the groups found when the splits
+    were made, else the product, else (a declared split of data without products) groups of near-identical
+    photos found now."""
+    if "group" in catalog.table:
+        return np.asarray(pd.factorize(catalog.table["group"].astype(str))[0], np.int64)
+    groups, _ = near_identical_groups(catalog, np.arange(len(catalog)), group_by)
+    if groups is None:
+        return np.asarray(pd.factorize(catalog.table["product_id"].astype(str))[0], np.int64)
+    return np.asarray(groups, np.int64)
 
 
 def stratified_sample(catalog: Catalog, limit: int, seed: int = 0) -> Catalog:

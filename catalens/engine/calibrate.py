@@ -51,20 +51,27 @@ def calibrate_text_heads(raw: dict[str, np.ndarray], labels: np.ndarray, has_tex
     text, else image)."""
     if len(labels) < 2:
         return uncalibrated()
-    temperatures = {name: round(fit_temperature(raw[name], labels), 6) for name in ("image", "text", "fused")}
+    with_text = has_text if has_text.sum() >= 2 else np.ones(len(labels), bool)  # the rows text heads answer
+    temperatures = {"image": round(fit_temperature(raw["image"], labels), 6),
+                    **{name: round(fit_temperature(raw[name][with_text], labels[with_text]), 6)
+                       for name in ("text", "fused")}}
     calibrated = np.where(has_text[:, None], raw["fused"] / temperatures["fused"], raw["image"] / temperatures["image"])
+    # no top-label map: it would be fitted on the fused answers and also apply where the image head answers alone
     return finish(raw["used"], softmax_numpy(calibrated), labels,
-                  {"temperature": temperatures["image"], "temperatures": temperatures})
+                  {"temperature": temperatures["image"], "temperatures": temperatures}, allow_map=False)
 
 
 def finish(logits: np.ndarray, scaled: np.ndarray, labels: np.ndarray, temperatures: dict,
-           refit: np.ndarray | None = None) -> dict:
+           refit: np.ndarray | None = None, allow_map: bool = True) -> dict:
     """The card's entry: temperatures, the top-label map if cross-validation on validation prefers it, and the
-    summary of the calibrated validation probabilities."""
-    mapping, scores = choose_top_label_map(scaled, labels, logits=refit)
+    summary of the calibrated validation probabilities (with the out-of-fold ECE of the chosen method: the
+    in-sample one flatters a map fitted on the same rows)."""
+    mapping, scores = choose_top_label_map(scaled, labels, logits=refit) if allow_map else (None, {})
     method = "temperature scaling fitted on the validation split (NLL)" + (
         ", then a top-label isotonic map (chosen by out-of-fold ECE on validation)" if mapping else "")
+    chosen = "temperature + top-label isotonic" if mapping else "temperature"
     return {**temperatures, "top_label_map": mapping, "method": method, "choice_out_of_fold_ece": scores,
+            "ece_out_of_fold": scores.get(chosen),
             **calibration_summary(logits, apply_top_label_map(scaled, mapping), labels)}
 
 
@@ -75,7 +82,9 @@ def describe(calibration: dict) -> str:
     temperatures = calibration.get("temperatures") or {"": calibration["temperature"]}
     shown = ", ".join(f"{name} {value:.3f}".strip() for name, value in temperatures.items())
     line = (f"calibration on {calibration['items']:,} validation items: temperature {shown}; ECE "
-            f"{calibration['ece_uncalibrated']:.4f} -> {calibration['ece']:.4f}, NLL "
+            f"{calibration['ece_uncalibrated']:.4f} -> {calibration['ece']:.4f}"
+            + (f" ({calibration['ece_out_of_fold']:.4f} out of fold)" if calibration.get("ece_out_of_fold") else "")
+            + ", NLL "
             f"{calibration['nll_uncalibrated']:.4f} -> {calibration['nll']:.4f}"
             + (" (with a top-label isotonic map)" if calibration.get("top_label_map") else ""))
     for target, point in calibration.get("targets", {}).items():

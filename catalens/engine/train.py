@@ -34,6 +34,7 @@ from catalens.loading.augment import get_preset
 from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from catalens.models import canonical_model_name, create_model, default_input_size
+from catalens.models.calibration import uncalibrated
 from catalens.models.features import FeatureBatches
 from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
 from catalens.models.prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
@@ -224,6 +225,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         saved = Path(overrides.get("out") or "") / "config.yaml"
         if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
             config = make_config(saved, **overrides)
+            if "group_by" not in saved.read_text() and overrides.get("group_by") is None:
+                config.group_by = "photo"  # a run begun before splits grouped near-identical photos: same splits
         else:
             config = make_config(**overrides)
     config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
@@ -319,7 +322,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         head_fit = fit_classifier(net, train_batches, len(classes), config,
-                                  cv_groups(train_catalog)[train_batches.rows.numpy()])
+                                  cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()])
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")
@@ -399,7 +402,7 @@ def calibrate_run(out: Path, module, net, val_batches, eval_inputs, device, card
 
     from catalens.engine.calibrate import calibrate_head, report_calibration
 
-    if card.calibration is None:
+    if card.text is None:  # a --text run's heads were calibrated when they were fitted
         if not linear and (out / WEIGHTS_FILE).is_file():  # the best epoch's weights, not the last epoch's
             module.load_state_dict(load_file(str(out / WEIGHTS_FILE), device=str(device)))
         card.calibration = calibrate_head(net, val_batches, eval_inputs, device)
@@ -454,6 +457,7 @@ def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val
         hierarchy={name: catalog.hierarchy[name] for name in catalog.classes if name in catalog.hierarchy}
         if catalog.hierarchy else None,
         level=catalog.level,
+        calibration=uncalibrated("training has not finished"),
         created=utc_now(),
         catalens_version=__version__,
         torch_version=torch.__version__,
@@ -521,7 +525,6 @@ def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, v
     """--text: the text-only and fused heads (models/fusion.py) beside the image head just fitted, each scored
     on the validation split; the card's validation metrics become the fused model's."""
     from catalens.engine.calibrate import calibrate_text_heads
-    from catalens.models.calibration import uncalibrated
     from catalens.models.fusion import fit_text_model, modal_logits
 
     columns, train_texts, val_texts = texts

@@ -19,6 +19,7 @@ from catalens.inference.products import average_by_product, catalog_has_products
 from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
 from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import softmax_numpy
+from catalens.models.calibration import answered
 from catalens.models.fusion import catalog_texts, read_text_columns
 from catalens.progress import make_progress, warn
 from catalens.rundir.run import Model
@@ -156,8 +157,11 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         summary = {"predicted": len(result.rows), "failed": len(result.failures),
                    "images_per_s": result.images_per_s, "per_product": per_product, "seconds": result.seconds}
     if threshold is not None:
+        if per_product:
+            warn("the threshold was chosen on single photos; products average their photos' probabilities, so "
+                 "the accuracy it reaches per product may differ")
         for record in records:
-            record["uncertain"] = record["probability"] < threshold
+            record["uncertain"] = not bool(answered(record["probability"], threshold))
         unsure = sum(record["uncertain"] for record in records)
         summary.update(threshold=threshold, uncertain=unsure, coverage=1 - unsure / max(1, len(records)))
     records += failure_records(failures)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 ECE_BINS = 15
+TOLERANCE = 1e-6  # a probability this close under a threshold counts as reaching it (stored values have 6 decimals)
+ABSENT = 1e3  # a true-class logit this far under the row's best: a class the head never predicts (none in train)
 CURVE_POINTS = 101  # points of the validation curve kept in the model card
 UNCALIBRATED = "the run has no validation split to fit a temperature on"
 
@@ -39,6 +41,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
+    if len(labels):  # rows of classes the head cannot predict would drive T to its bound for nothing
+        known = logits[np.arange(len(labels)), labels] > logits.max(axis=1) - ABSENT
+        logits, labels = logits[known], labels[known]
     if len(labels) < 2:
         return 1.0
     result = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
@@ -130,9 +135,14 @@ def best_reachable(curve: dict[str, list[float]]) -> dict | None:
 def coverage_at(confidence: np.ndarray, correct: np.ndarray, threshold: float) -> dict:
     """What a threshold gives on other rows: the share answered and the accuracy of those answers."""
     confidence, correct = np.asarray(confidence), np.asarray(correct)
-    kept = confidence >= threshold
+    kept = answered(confidence, threshold)
     return {"threshold": float(threshold), "coverage": float(kept.mean()) if len(kept) else 0.0,
-            "accuracy": float(correct[kept].mean()) if kept.any() else float("nan"), "answered": int(kept.sum())}
+            "accuracy": float(correct[kept].mean()) if kept.any() else None, "answered": int(kept.sum())}
+
+
+def answered(probability, threshold: float):
+    """Whether a top probability reaches a threshold (within TOLERANCE: thresholds are stored rounded)."""
+    return np.asarray(probability) >= threshold - TOLERANCE
 
 
 def fit_top_label_map(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:

@@ -40,7 +40,7 @@ class LinearFit:
     def describe(self) -> dict:
         return {"method": "multinomial logistic regression (L-BFGS) on centred features, L2 chosen by "
                           "cross-validation on the training split" + (
-                              " (folds keep each product and each group of near-identical photos together)"
+                              " (folds keep each product, or each group of near-identical photos, together)"
                               if self.grouped else ""),
                 "C": self.C, "cv_accuracy": {str(c): round(a, 4) for c, a in self.cv_accuracy.items()},
                 "seconds": round(self.seconds, 1)}
@@ -70,15 +70,18 @@ def folds_of(labels: np.ndarray, folds: int, seed: int,
              groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds over items, keeping each group (a product, a burst of near-identical photos) in one
     fold when `groups` are given; classes with fewer items than folds stay in every training part."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
     counts = np.bincount(labels)
     rare = np.isin(labels, np.flatnonzero(counts < folds))
     common = np.flatnonzero(~rare)
     if len(common) < folds * 2:
         return []
-    if groups is not None and len(np.unique(groups[common])) >= folds:
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    distinct = len(np.unique(groups[common])) if groups is not None else len(common)
+    if groups is not None and folds <= distinct < len(common):  # some group holds several items
+        # StratifiedGroupKFold holds a groups x classes table: without stratification beyond ~50 M cells
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed) \
+            if distinct * (labels.max() + 1) <= 50_000_000 else GroupKFold(n_splits=folds)
         parts = splitter.split(np.zeros(len(common)), labels[common], groups[common])
     else:
         parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(common)),
@@ -131,5 +134,5 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     weight, bias = fit(torch.arange(len(y)), C)
     present = counts > 0
     bias = torch.where(present, bias - (weight / std) @ mean, torch.full_like(bias, -1e4))  # absent: never predicted
-    return LinearFit((weight / std).float(), bias.float(), C, scores, time.time() - started,
-                     grouped=groups is not None)
+    grouped = groups is not None and bool(scores) and len(np.unique(np.asarray(groups)[items])) < len(items)
+    return LinearFit((weight / std).float(), bias.float(), C, scores, time.time() - started, grouped=grouped)

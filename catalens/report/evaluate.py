@@ -62,8 +62,10 @@ def evaluation_catalog(model: Model, data: str, labels: str | None,
 
 def trained_options(trained: dict) -> DataOptions:
     """The DataOptions a run was trained with (its card's `data.options`; keys this version lacks dropped)."""
-    options = DataOptions(**{key: value for key, value in trained.get("options", {}).items()
-                             if key in DataOptions.__dataclass_fields__})
+    saved = trained.get("options", {})
+    options = DataOptions(**{key: value for key, value in saved.items() if key in DataOptions.__dataclass_fields__})
+    if saved and "group_by" not in saved:  # trained before splits grouped near-identical photos: its own splits
+        options.group_by = "photo"
     options.split_ratios = tuple(options.split_ratios)
     return options
 
@@ -246,6 +248,8 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         backend=model.backend,
         torch_threads=torch.get_num_threads(),
         provenance=bootstrap_provenance(data),
+        validation_how=(model.card.validation_data or {}).get("how", "not recorded (a run trained before catalens "
+                                                                      "recorded it)"),
     )
     if result.heads:  # a --text model: each input on its own and fused, on the same rows (those with an image)
         with_image = len(result.heads["image"])
@@ -397,6 +401,8 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"Data `{metrics['data']}`, split **{metrics['split']}**, {metrics['items']:,} images"
         + (f", label mapping `{metrics['labels']}`" if metrics["labels"] else "") + ".", "",
         *([f"**Measured on {metrics['provenance']}.**", ""] if metrics.get("provenance") else []),
+        *([f"The model's validation split (its choices and calibration): {metrics['validation_how']}.", ""]
+          if metrics.get("validation_how") else []),
         "| metric | value |", "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} |",
     ]

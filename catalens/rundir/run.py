@@ -143,6 +143,10 @@ class Model:
                 from catalens.progress import warn
 
                 warn(f"ONNX export failed ({reason}); using PyTorch")  # auto mode: only speed is lost
+        if weights != WEIGHTS_FILE and card.calibration and card.calibration.get("status") == "calibrated":
+            from catalens.models.calibration import uncalibrated
+
+            card.calibration = uncalibrated(f"the calibration was fitted for {WEIGHTS_FILE}, not {weights}")
         model = cls(module, card, run_dir, runner, weights_path)
         model.text = text
         return model
@@ -319,7 +323,7 @@ class Model:
     def finish_probabilities(self, scaled: np.ndarray) -> np.ndarray:
         """Temperature-scaled probabilities -> calibrated ones (the card's top-label map; the ranking is kept)."""
         mapping = self.calibration.get("top_label_map")
-        return apply_top_label_map(scaled, mapping).astype(np.float32) if mapping else scaled
+        return apply_top_label_map(scaled, mapping) if mapping else scaled
 
     def _runner_logits(self, images: torch.Tensor) -> np.ndarray:
         """onnxruntime logits with numpy pre-processing (no torch threads competing with onnxruntime's)."""

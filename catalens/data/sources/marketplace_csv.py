@@ -79,6 +79,9 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     if group_column and group_column not in table.columns:
         raise CatalensError(f"--group-by {group_column}: {path.name} has no such column (it has: "
                             f"{', '.join(map(str, table.columns))})")
+    if group_column and group_column == label_column:
+        raise CatalensError(f"--group-by {group_column} is the label column: every class would be one group and "
+                            "land in one split; group by a product or item column")
     images = Path(options.images).expanduser() if options.images else path.parent / "train_images"
     if not images.is_dir():
         raise CatalensError(f"image folder {images} does not exist; give --images DIR")
@@ -91,7 +94,9 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "description": descriptions.to_numpy(),
                           "phash": table[columns["image_phash"]].to_numpy() if columns["image_phash"] in table.columns
                           else [""] * len(table),
-                          "group": table[group_column].astype(str).to_numpy() if group_column else ids.to_numpy()})
+                          "group": table[group_column].where(table[group_column].notna() & (
+                              table[group_column].astype(str) != ""), ids).astype(str).to_numpy()
+                          if group_column else ids.to_numpy()})
     usable = np.ones(len(frame), bool)
     guard = ImageRoot(images)
     real_paths = []
@@ -127,8 +132,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     records = {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
                "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
                "description": frame["description"].to_numpy()}
-    if group_column:  # rows sharing this column's value split (and fold) together, like a product's images
-        records["product_id"] = frame["group"].to_numpy()
+    if group_column:  # rows sharing this column's value split (and fold) together (an empty value: its own row)
         notes.append(f"images grouped by the {group_column} column for splits and cross-validation")
     catalog = Catalog.from_records(
         records,
@@ -136,6 +140,8 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
         problems=problems, notes=notes,
     )
     catalog.report = dict(report, columns=list(table.columns))
+    if group_column:
+        catalog.table["group"] = frame["group"].to_numpy()  # splits.py groups by it
     if verify:
         from catalens.data.sources.folder import drop_unreadable
 
