@@ -89,6 +89,6 @@ def final_row(text: str, chosen_on: str = "validation") -> str:
     return f"**final** (chosen on {chosen_on}; test split scored once): {text}"
 
 
-def validation_row(text: str) -> str:
-    """A BENCHMARKS.md row of a bench with no separate test split: its number is a validation number."""
-    return f"validation number (no separate test split; choices made on it would inflate it): {text}"
+def validation_row(text: str, why: str = "no separate test split; choices made on it would inflate it") -> str:
+    """A BENCHMARKS.md row whose number is a validation number (a screen, or a bench with no test split)."""
+    return f"validation number ({why}): {text}"

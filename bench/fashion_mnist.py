@@ -69,7 +69,8 @@ def search(screen_epochs: int, final_epochs: int, record_them: bool) -> None:
                    lambda: run(model, final_epochs, None, out_root, extra))
     rows = [validation_row(f"{name}, {screen_epochs} epochs on train minus {r['val_items']:,} validation images: "
                            f"validation accuracy **{r['val_accuracy']:.4f}**, {r['train_s']:.0f} s"
-                           + (" (chosen)" if name == chosen else "")) for name, r in screens.items()]
+                           + (" (chosen)" if name == chosen else ""), "a screen: the test split is scored once, "
+                           "for the chosen recipe only") for name, r in screens.items()]
     rows.append(final_row(f"{chosen}, {final_epochs} epochs on all 60,000: test accuracy **{result['accuracy']:.4f}**"
                           f", macro F1 {result['macro_f1']:.4f}, wall {result['wall_s']:.0f} s (train "
                           f"{result['train_s']:.0f} s + eval {result['eval_s']:.0f} s)",

@@ -64,6 +64,8 @@ def near_identical_share(folder) -> tuple[int, int]:
     first: dict = {}
     same = [(first.setdefault(key, i), i) for i, key in enumerate(exact) if key]
     same = np.array([pair for pair in same if pair[0] != pair[1]], np.int64).reshape(-1, 2)
+    if not paths:
+        raise SystemExit(f"no .jpg photos under {folder}")
     sizes = np.bincount(clusters_of(np.r_[pairs, same], len(paths)))
     return int(sizes[sizes > 1].sum()), len(paths)
 

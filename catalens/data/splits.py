@@ -67,8 +67,10 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
     groups = clusters_of(all_pairs.astype(np.int64), len(rows))
     sizes = np.bincount(groups)
     grouped = int(sizes[sizes > 1].sum())
+    largest = f", the largest {int(sizes.max()):,}" if sizes.max() > 2 else ""
     return groups, (f"grouped by near-identical photos (byte-identical, or perceptual hash within {GROUP_DISTANCE} "
-                    f"bits): {grouped:,} of {len(rows):,} photos in {int((sizes > 1).sum()):,} groups of 2 or more")
+                    f"bits): {grouped:,} of {len(rows):,} photos in {int((sizes > 1).sum()):,} groups of 2 or more"
+                    f"{largest}")
 
 
 def assign_splits(

@@ -209,8 +209,11 @@ class Model:
                                 f"best {best['accuracy']:.2%} accuracy, answering {best['coverage']:.1%} of the "
                                 f"validation items (--threshold {best['threshold']:.3f}); ask for at most "
                                 f"{np.floor(best['accuracy'] * 1000) / 1000:g}")
-        from catalens.progress import info
+        from catalens.progress import info, warn
 
+        if self.text is not None:
+            warn("this run reads text: its validation curve is that of answers given with text; a photo answered "
+                 "without text (its image head alone) may reach another accuracy at this threshold")
         info(f"--target-accuracy {target_accuracy:g}: threshold {point['threshold']:.4f}, which answered "
              f"{point['coverage']:.1%} of the validation items at {point['accuracy']:.2%} accuracy")
         return point["threshold"]
