@@ -110,3 +110,16 @@ def test_csv_groups_by_a_column_or_by_near_identical_photos(tmp_path):
         load_catalog(spec, DataOptions(group_by="shop_id"))
     with pytest.raises(CatalensError, match="a column name works for csv: sources only"):
         load_catalog(str(shared("clothing-small/train")), DataOptions(group_by="shop_id"))
+
+
+def test_look_alikes_do_not_chain_into_a_giant_group():
+    from catalens.data.dedupe import capped_clusters, clusters_of
+
+    chain = np.array([(i, i + 1) for i in range(59)])  # 60 photos, each 6 bits from the next
+    distances = np.full(59, 6)
+    distances[[10, 30]] = 1  # two close pairs: joined first
+    assert np.bincount(clusters_of(chain, 60)).max() == 60
+    groups = capped_clusters(chain, distances, 60, cap=20)
+    sizes = np.bincount(groups)
+    assert sizes.max() <= 20 and sizes.sum() == 60 and len(sizes) == 3
+    assert groups[10] == groups[11] and groups[30] == groups[31]

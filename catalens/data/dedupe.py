@@ -94,6 +94,27 @@ def clusters_of(pairs: np.ndarray, n: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def capped_clusters(pairs: np.ndarray, distances: np.ndarray, n: int, cap: int) -> np.ndarray:
+    """Cluster number of each of n items: connected components of the pairs, joined closest pair first, except
+    that no join makes a cluster bigger than `cap` (a chain of look-alikes stops there). Without a cap, on 9,583
+    catalog photos shot on white, pairs within 6 bits of pHash chained 2,271 photos into one component."""
+    parent, size = np.arange(n), np.ones(n, np.int64)
+
+    def root(item: int) -> int:
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for index in np.argsort(distances, kind="stable"):
+        a, b = root(int(pairs[index, 0])), root(int(pairs[index, 1]))
+        if a != b and size[a] + size[b] <= cap:
+            if size[a] < size[b]:
+                a, b = b, a
+            parent[b], size[a] = a, size[a] + size[b]
+    return np.unique([root(item) for item in range(n)], return_inverse=True)[1]
+
+
 def file_digests(paths: list[Path]) -> list[str | None]:
     """sha256 of each file's bytes (None for a file that cannot be read), in threads."""
 

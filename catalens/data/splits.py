@@ -28,6 +28,12 @@ def split_counts(n: int, ratios: tuple[float, ...]) -> list[int]:
     return counts
 
 
+def group_cap(rows: int) -> int:
+    """The most photos one group of look-alikes may hold: 1 % of the rows (at least 20), so that a chain of
+    similar studio shots cannot pull a quarter of a catalog into one split."""
+    return max(20, rows // 100)
+
+
 GROUP_DISTANCE = 6  # bits of 64: photos this close (or byte-identical) are shots of one item and split together
 MAX_GROUPED = 100_000  # beyond this many images the near-identical search is skipped, and a note says so
 
@@ -35,7 +41,8 @@ MAX_GROUPED = 100_000  # beyond this many images the near-identical search is sk
 def near_identical_groups(catalog: Catalog, rows: np.ndarray,
                           group_by: str | None = None) -> tuple[np.ndarray | None, str]:
     """A group number per row: exact copies and photos within GROUP_DISTANCE bits of perceptual hash (dedupe.py's
-    multi-index search) share one, so a burst of near-identical shots never straddles train and validation.
+    multi-index search) share one, so a burst of near-identical shots never straddles train and validation
+    (closest pairs first, no group above group_cap: look-alike studio shots must not chain into a giant group).
     (None, why) when the catalog's products already group its images, when `group_by` is "photo", or when it is
     too big to search."""
     table = catalog.table.iloc[rows]
@@ -49,7 +56,7 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
         return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
     import hashlib
 
-    from catalens.data.dedupe import clusters_of, near_pairs
+    from catalens.data.dedupe import capped_clusters, near_pairs, popcount
     from catalens.data.leakage import image_keys
 
     if catalog.arrays is not None:  # small in-memory images: pixel-identical copies only (tiny pHashes collide)
@@ -59,12 +66,13 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
     else:
         exact, hashes, valid = image_keys(catalog.subset(rows))
     first: dict[str, int] = {}
-    pairs = [(first.setdefault(key, row), row) for row, key in enumerate(exact) if key]
-    pairs = [pair for pair in pairs if pair[0] != pair[1]]
+    same = [(first.setdefault(key, row), row) for row, key in enumerate(exact) if key]
+    same = np.array([pair for pair in same if pair[0] != pair[1]], np.int64).reshape(-1, 2)
     hashed = np.flatnonzero(valid)
     near = near_pairs(hashes[hashed], GROUP_DISTANCE)
-    all_pairs = np.r_[np.array(pairs, np.int64).reshape(-1, 2), hashed[near] if len(near) else near.reshape(-1, 2)]
-    groups = clusters_of(all_pairs.astype(np.int64), len(rows))
+    near = hashed[near] if len(near) else np.zeros((0, 2), np.int64)
+    distances = np.r_[np.zeros(len(same)), popcount(hashes[near[:, 0]] ^ hashes[near[:, 1]]) if len(near) else []]
+    groups = capped_clusters(np.r_[same, near].astype(np.int64), distances, len(rows), group_cap(len(rows)))
     sizes = np.bincount(groups)
     grouped = int(sizes[sizes > 1].sum())
     largest = f", the largest {int(sizes.max()):,}" if sizes.max() > 2 else ""
