@@ -16,6 +16,9 @@ Targets: ECE after scaling <= 0.03 and below ECE before on each test split; on c
 `--target-accuracy 0.98` keeps >= 60 % of the test photos with >= 97 % of those right.
 
     python bench/calibration.py --record
+
+Needs scikit-learn >= 1.8 (CalibratedClassifierCV(method="temperature"), FrozenEstimator); catalens itself
+does not.
 """
 
 from __future__ import annotations
