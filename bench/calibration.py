@@ -29,20 +29,10 @@ import shutil
 import time
 
 import numpy as np
-from common import FASHION, REPO, SHARED, catalens, final, final_row, publish
+from common import FASHION, REPO, catalens, clothing_small_with_test, final, final_row, lite0_features, publish
 
 OUT = REPO / "bench" / "out"
 CLOTHING_MODEL = ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "backbone"]
-
-
-def clothing_data() -> str:
-    """clothing-small with its validation/ folder as the test split: catalens then carves validation from train."""
-    folder = OUT / "calibration-clothing-data"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    (folder / "train").symlink_to(SHARED / "clothing-small" / "train")
-    (folder / "test").symlink_to(SHARED / "clothing-small" / "validation")
-    return str(folder)
 
 
 def split_logits(run, data: str, split: str):
@@ -97,30 +87,15 @@ def sklearn_calibrators(val_logits, val_labels, test_logits, test_labels) -> dic
 def practitioner_pipeline(data: str) -> dict:
     """CalibratedClassifierCV(LogisticRegression(C=0.5), cv=5) on Lite0 features of the train photos, ECE and
     accuracy on the test photos."""
-    import torch
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
 
     from catalens.data import DataOptions, load_catalog
-    from catalens.engine.train import TrainConfig, make_preprocessing
-    from catalens.loading.batches import make_batches
-    from catalens.models import create_model
     from catalens.models.calibration import confidence_and_correct, expected_calibration_error
-    from catalens.models.features import extract_features, feature_function
-    from catalens.models.pretrained import load_pretrained
 
     started = time.perf_counter()
     catalog = load_catalog(data, DataOptions(val_fraction=0))
-    preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True), catalog)
-    module = create_model("tf_efficientnet_lite0", 1000)
-    load_pretrained(module, "tf_efficientnet_lite0")
-    function = feature_function(module, preprocessing, torch.device("cpu"))
-    x, y = {}, {}
-    for split in ("train", "test"):
-        batches = make_batches(catalog.split(split), preprocessing, 32)
-        features, labels, _ = extract_features(module, batches, preprocessing.normalize, torch.device("cpu"),
-                                               flip=False, description=split, features=function)
-        x[split], y[split] = features[0].numpy(), labels.numpy()
+    x, y, _ = lite0_features({split: catalog.split(split) for split in ("train", "test")})
     model = CalibratedClassifierCV(LogisticRegression(C=0.5, max_iter=3000), cv=5).fit(x["train"], y["train"])
     probabilities = model.predict_proba(x["test"])
     confidence, correct = confidence_and_correct(probabilities, y["test"])
@@ -184,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     if args.only in (None, "clothing-small"):
-        data = clothing_data()
+        data = clothing_small_with_test("calibration-clothing-data")
         result = run_one("clothing-small", data, CLOTHING_MODEL, args.reuse)
         result["practitioner"] = practitioner_pipeline(data)
         results.append(result)

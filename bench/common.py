@@ -38,6 +38,46 @@ def catalens(*args: str) -> float:
     return time.perf_counter() - started
 
 
+def clothing_small_with_test(name: str) -> str:
+    """clothing-small laid out as train/ + test/ (its validation/ folder as the test split) in bench/out/NAME, so
+    that catalens carves its validation split from train/ and the 341 validation photos stay held out."""
+    import shutil
+
+    folder = REPO / "bench" / "out" / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "train").symlink_to(SHARED / "clothing-small" / "train")
+    (folder / "test").symlink_to(SHARED / "clothing-small" / "validation")
+    return str(folder)
+
+
+def lite0_features(parts: dict) -> dict:
+    """The practitioner's probe features: EfficientNet-Lite0 pooled features (resize 256, centre crop 224, mean =
+    std = 0.5) of each catalog in `parts` (name -> Catalog), photo only (no mirror view), extracted by catalens's
+    own cache code; (features, labels, images/s), each a dict by name."""
+    import torch
+
+    from catalens.engine.train import TrainConfig, make_preprocessing
+    from catalens.loading.batches import make_batches
+    from catalens.models import create_model
+    from catalens.models.features import extract_features, feature_function
+    from catalens.models.pretrained import load_pretrained
+
+    preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True),
+                                       next(iter(parts.values())))
+    module = create_model("tf_efficientnet_lite0", 1000)
+    load_pretrained(module, "tf_efficientnet_lite0")
+    function = feature_function(module, preprocessing, torch.device("cpu"))
+    x, y, speed = {}, {}, {}
+    for name, part in parts.items():
+        started = time.perf_counter()
+        features, labels, _ = extract_features(module, make_batches(part, preprocessing, 32), preprocessing.normalize,
+                                               torch.device("cpu"), flip=False, description=name, features=function)
+        x[name], y[name] = features[0].numpy(), labels.numpy()
+        speed[name] = len(labels) / (time.perf_counter() - started)
+    return x, y, speed
+
+
 def publish(rows: list[str], record_them: bool) -> None:
     """Print the result rows, and append them to BENCHMARKS.md when asked (--record)."""
     for row in rows:

@@ -17,19 +17,10 @@ import json
 import shutil
 
 import numpy as np
-from common import REPO, SHARED, catalens, final, publish
+from common import REPO, SHARED, catalens, clothing_small_with_test, final, publish
 
 OUT = REPO / "bench" / "out"
 MODEL = ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "backbone"]
-
-
-def clothing_data() -> str:
-    folder = OUT / "grouped-clothing-data"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    (folder / "train").symlink_to(SHARED / "clothing-small" / "train")
-    (folder / "test").symlink_to(SHARED / "clothing-small" / "validation")
-    return str(folder)
 
 
 def run_mode(data: str, mode: str) -> dict:
@@ -50,23 +41,17 @@ def run_mode(data: str, mode: str) -> dict:
 def near_identical_share(folder) -> tuple[int, int]:
     """(photos with another photo within 6 bits of pHash or byte-identical, photos) in an image folder tree."""
     from catalens.data.catalog import Catalog
-    from catalens.data.dedupe import clusters_of, near_pairs
+    from catalens.data.dedupe import clusters_of, identity_pairs
     from catalens.data.leakage import image_keys
     from catalens.data.sources.folder import FileReader
     from catalens.data.splits import GROUP_DISTANCE
 
     paths = sorted(str(p) for p in folder.rglob("*.jpg"))
-    catalog = Catalog.from_records({"ref": paths}, classes=[], reader=FileReader("/"), source=str(folder))
-    exact, hashes, valid = image_keys(catalog)
-    rows = np.flatnonzero(valid)
-    pairs = near_pairs(hashes[rows], GROUP_DISTANCE)
-    pairs = rows[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
-    first: dict = {}
-    same = [(first.setdefault(key, i), i) for i, key in enumerate(exact) if key]
-    same = np.array([pair for pair in same if pair[0] != pair[1]], np.int64).reshape(-1, 2)
     if not paths:
         raise SystemExit(f"no .jpg photos under {folder}")
-    sizes = np.bincount(clusters_of(np.r_[pairs, same], len(paths)))
+    catalog = Catalog.from_records({"ref": paths}, classes=[], reader=FileReader("/"), source=str(folder))
+    pairs, _ = identity_pairs(*image_keys(catalog), GROUP_DISTANCE)
+    sizes = np.bincount(clusters_of(pairs, len(paths)))
     return int(sizes[sizes > 1].sum()), len(paths)
 
 
@@ -74,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true", help="append the rows to BENCHMARKS.md")
     args = parser.parse_args()
-    data = clothing_data()
+    data = clothing_small_with_test("grouped-clothing-data")
     rows = []
     for mode in ("grouped", "photo"):
         r = run_mode(data, mode)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import SHARED, catalens, publish
+from common import SHARED, catalens, lite0_features, publish
 
 PRODUCTS = SHARED / "fashion-products"
 
@@ -45,17 +45,11 @@ def write_catalog(folder: Path, level: str) -> Path:
 
 def probes(spec: str, images: str) -> tuple[list[str], float]:
     """The practitioner's two probes on catalens's own split; (rows, image embedding images/s)."""
-    import torch
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     from catalens.data import DataOptions, load_catalog
-    from catalens.engine.train import TrainConfig, make_preprocessing
-    from catalens.loading.batches import make_batches
-    from catalens.models import create_model
-    from catalens.models.features import extract_features, feature_function
-    from catalens.models.pretrained import load_pretrained
 
     catalog = load_catalog(spec, DataOptions(images=images))
     train, test = catalog.split("train"), catalog.split("test")
@@ -71,17 +65,8 @@ def probes(spec: str, images: str) -> tuple[list[str], float]:
                                                              train.labels)
     rows.append(score("probe text (TF-IDF words 1-2 + LogisticRegression C=10)", test.labels,
                       text_model.predict(vectorizer.transform(test.table["title"]))))
-    preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True), catalog)
-    module = create_model("tf_efficientnet_lite0", 1000)
-    load_pretrained(module, "tf_efficientnet_lite0")
-    function = feature_function(module, preprocessing, torch.device("cpu"))
-    x, y, speed = {}, {}, 0.0
-    for name, part in (("train", train), ("test", test)):
-        started = time.perf_counter()
-        features, labels, _ = extract_features(module, make_batches(part, preprocessing, 32), preprocessing.normalize,
-                                               torch.device("cpu"), flip=False, description=name, features=function)
-        speed = len(labels) / (time.perf_counter() - started)
-        x[name], y[name] = features[0].numpy(), labels.numpy()
+    x, y, speeds = lite0_features({"train": train, "test": test})
+    speed = speeds["test"]
     image_model = LogisticRegression(C=0.5, max_iter=3000).fit(x["train"], y["train"])
     rows.append(score("probe image (Lite0 features + LogisticRegression C=0.5)", y["test"],
                       image_model.predict(x["test"])))

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import time
 
-from common import REPO, SHARED, catalens, record, validation_row
+from common import REPO, SHARED, catalens, lite0_features, record, validation_row
 
 DATA = str(SHARED / "clothing-small")
 HEAD = ["--pretrained", "--freeze", "backbone"]
@@ -48,28 +48,13 @@ WEAK = ("skirt", "dress", "hat")
 
 def probe() -> dict:
     """The practitioner's probe on Lite0 features, extracted once (photo only, no mirror)."""
-    import torch
     from sklearn.linear_model import LogisticRegression
 
     from catalens.data import DataOptions, load_catalog
-    from catalens.engine.train import TrainConfig, make_preprocessing
-    from catalens.loading.batches import make_batches
-    from catalens.models import create_model
-    from catalens.models.features import extract_features, feature_function
-    from catalens.models.pretrained import load_pretrained
 
     started = time.perf_counter()
     catalog = load_catalog(DATA, DataOptions())
-    preprocessing = make_preprocessing(TrainConfig(model="timm:tf_efficientnet_lite0", pretrained=True), catalog)
-    module = create_model("tf_efficientnet_lite0", 1000)
-    load_pretrained(module, "tf_efficientnet_lite0")
-    function = feature_function(module, preprocessing, torch.device("cpu"))
-    x, y = {}, {}
-    for split in ("train", "val"):
-        batches = make_batches(catalog.split(split), preprocessing, 32)
-        features, labels, _ = extract_features(module, batches, preprocessing.normalize, torch.device("cpu"),
-                                               flip=False, description=split, features=function)
-        x[split], y[split] = features[0].numpy(), labels.numpy()
+    x, y, _ = lite0_features({split: catalog.split(split) for split in ("train", "val")})
     model = LogisticRegression(C=0.5, max_iter=3000).fit(x["train"], y["train"])
     accuracy = float((model.predict(x["val"]) == y["val"]).mean())
     return {"recipe": "probe", "args": "LogisticRegression(C=0.5, max_iter=3000) on Lite0 features",

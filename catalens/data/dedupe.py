@@ -94,6 +94,20 @@ def clusters_of(pairs: np.ndarray, n: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def identity_pairs(exact: list, hashes: np.ndarray, valid: np.ndarray,
+                   max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows that show the same image: equal exact keys (distance 0), or valid perceptual hashes within
+    `max_distance` bits; (pairs (n, 2), their distances)."""
+    first: dict = {}
+    same = [(first.setdefault(key, row), row) for row, key in enumerate(exact) if key]
+    same = np.array([pair for pair in same if pair[0] != pair[1]], np.int64).reshape(-1, 2)
+    hashed = np.flatnonzero(valid)
+    near = near_pairs(hashes[hashed], max_distance)
+    near = hashed[near] if len(near) else np.zeros((0, 2), np.int64)
+    distances = popcount(hashes[near[:, 0]] ^ hashes[near[:, 1]]) if len(near) else np.zeros(0, np.int64)
+    return np.r_[same, near].astype(np.int64), np.r_[np.zeros(len(same), np.int64), distances]
+
+
 def capped_clusters(pairs: np.ndarray, distances: np.ndarray, n: int, cap: int) -> np.ndarray:
     """Cluster number of each of n items: connected components of the pairs, joined closest pair first, except
     that no join makes a cluster bigger than `cap` (a chain of look-alikes stops there). Without a cap, on 9,583

@@ -56,7 +56,7 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
         return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
     import hashlib
 
-    from catalens.data.dedupe import capped_clusters, near_pairs, popcount
+    from catalens.data.dedupe import capped_clusters, identity_pairs
     from catalens.data.leakage import image_keys
 
     if catalog.arrays is not None:  # small in-memory images: pixel-identical copies only (tiny pHashes collide)
@@ -65,14 +65,8 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
         hashes, valid = np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
     else:
         exact, hashes, valid = image_keys(catalog.subset(rows))
-    first: dict[str, int] = {}
-    same = [(first.setdefault(key, row), row) for row, key in enumerate(exact) if key]
-    same = np.array([pair for pair in same if pair[0] != pair[1]], np.int64).reshape(-1, 2)
-    hashed = np.flatnonzero(valid)
-    near = near_pairs(hashes[hashed], GROUP_DISTANCE)
-    near = hashed[near] if len(near) else np.zeros((0, 2), np.int64)
-    distances = np.r_[np.zeros(len(same)), popcount(hashes[near[:, 0]] ^ hashes[near[:, 1]]) if len(near) else []]
-    groups = capped_clusters(np.r_[same, near].astype(np.int64), distances, len(rows), group_cap(len(rows)))
+    pairs, distances = identity_pairs(exact, hashes, valid, GROUP_DISTANCE)
+    groups = capped_clusters(pairs, distances, len(rows), group_cap(len(rows)))
     sizes = np.bincount(groups)
     grouped = int(sizes[sizes > 1].sum())
     largest = f", the largest {int(sizes.max()):,}" if sizes.max() > 2 else ""
