@@ -179,7 +179,7 @@ def test_sort_threshold_uses_calibrated_probabilities(small_model_dir, tmp_path)
     # a threshold that splits the calibrated and the uncalibrated probabilities differently
     candidates = np.sort(np.r_[calibrated, uncalibrated])
     middles = (candidates[1:] + candidates[:-1]) / 2
-    threshold = next(t for t in middles if (calibrated < t).sum() != (uncalibrated < t).sum())
+    threshold = next(t for t in middles if 0 < (calibrated < t).sum() != (uncalibrated < t).sum())
     summary = sort_folder(model, inbox, tmp_path / "sorted", threshold=float(threshold), show_progress=False)
     assert summary.uncertain == int((calibrated < threshold).sum()) != int((uncalibrated < threshold).sum())
 

@@ -104,6 +104,13 @@ def test_csv_groups_by_a_column_or_by_near_identical_photos(tmp_path):
     assert (table.groupby("phash")["split"].nunique() == 1).all()
     assert "grouped by the image_phash column" in " ".join(by_hash.notes)
     assert by_hash.table["product_id"].equals(by_hash.table["item_id"])  # a group is not a product
+    # a column that groups different photos (one item shot three ways): only the column can keep them together
+    frame = pd.read_csv(tmp_path / "shop" / "train.csv", dtype=str)
+    frame["item"] = [f"item{i // 3}" for i in range(len(frame))]
+    frame.to_csv(tmp_path / "shop" / "train.csv", index=False)
+    by_item = load_catalog(spec, DataOptions(group_by="item"))
+    table = by_item.table.assign(item=by_item.table["item_id"].map(frame.set_index("posting_id")["item"]))
+    assert (table.groupby("item")["split"].nunique() == 1).all() and (table["split"] == "val").any()
     with pytest.raises(CatalensError, match="is the label column"):
         load_catalog(spec, DataOptions(group_by="label_group"))
     with pytest.raises(CatalensError, match="--group-by shop_id: train.csv has no such column"):

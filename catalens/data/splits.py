@@ -16,15 +16,9 @@ def split_counts(n: int, ratios: tuple[float, ...]) -> list[int]:
     order = [i for i in range(len(ratios)) if ratios[i] > 0]
     for i in order[:n]:
         counts[i] = 1
-    remaining = n - sum(counts)
-    if remaining > 0:
-        total = sum(ratios)
-        extra = [max(0.0, ratios[i] / total * n - counts[i]) for i in range(len(ratios))]
-        floors = [int(e) for e in extra]
-        counts = [c + f for c, f in zip(counts, floors)]
-        left = n - sum(counts)
-        for i in sorted(range(len(ratios)), key=lambda i: -(extra[i] - floors[i]))[:left]:
-            counts[i] += 1
+    total = sum(ratios)
+    for _ in range(n - sum(counts)):  # each further product to the split furthest below its share
+        counts[max(order, key=lambda i: ratios[i] / total * n - counts[i])] += 1
     return counts
 
 
