@@ -19,6 +19,7 @@ import csv
 import errno
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,17 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
                       summary: SortSummary, show_progress: bool) -> None:
     catalog = catalog_of_files(paths, str(paths[0].parent))
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
-    with make_progress(disable=not show_progress) as bar:
+
+    def place_batch(rows: list[dict]) -> None:  # the journal first, then the files, then the manifest
+        ledger.plan(rows)
+        carry_out(rows, ledger, mode, summary, dry_run)
+        ledger.sync()
+
+    # one thread places a batch's files while the next batch is predicted (copies wait on the disk, not the CPU);
+    # the ledger is only touched from that thread, and leaving the block waits for the batch in flight
+    placing = None
+    with make_progress(disable=not show_progress) as bar, \
+            ThreadPoolExecutor(1, thread_name_prefix="catalens-place") as placer:
         task = bar.add_task("sorting", total=len(paths))
         for batch in batches:
             rows = []
@@ -143,10 +154,12 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
                 ledger.reserved.add(destination)
                 rows.append({"source": ref, "destination": destination, "label": "", "probability": "",
                              "top_k": "", "error": reason})
-            ledger.plan(rows)
-            carry_out(rows, ledger, mode, summary, dry_run)
-            ledger.sync()
+            if placing is not None:
+                placing.result()  # the batch before: placed (or its error raised here)
+            placing = placer.submit(place_batch, rows)
             bar.advance(task, len(rows))
+        if placing is not None:
+            placing.result()
 
 
 def carry_out(rows: list[dict], ledger: Ledger, mode: str, summary: SortSummary, dry_run: bool) -> None:

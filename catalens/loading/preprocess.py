@@ -85,7 +85,10 @@ def normalize_numpy(batch: np.ndarray, preprocessing: Preprocessing) -> np.ndarr
     channels = batch.shape[1]
     scale = (1.0 / (255.0 * np.asarray(preprocessing.std, np.float32))).reshape(1, channels, 1, 1)
     shift = (np.asarray(preprocessing.mean, np.float32) / np.asarray(preprocessing.std, np.float32))
-    return batch.astype(np.float32) * scale - shift.reshape(1, channels, 1, 1)
+    out = batch.astype(np.float32)
+    out *= scale
+    out -= shift.reshape(1, channels, 1, 1)
+    return out
 
 
 def softmax_numpy(logits: np.ndarray) -> np.ndarray:

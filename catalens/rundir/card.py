@@ -42,6 +42,9 @@ class ModelCard:
     # before/after, the validation risk-coverage curve; {"status": "uncalibrated", ...} without a validation
     # split; None on cards written before catalens calibrated
     calibration: dict | None = None
+    # `catalens export --int8` (report/int8.py): status "used" or "float kept", why, the tolerance checked, float32
+    # and int8 validation accuracy, their agreement; None when never checked
+    int8: dict | None = None
     created: str = ""
     catalens_version: str = ""
     torch_version: str = ""

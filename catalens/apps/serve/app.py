@@ -167,7 +167,7 @@ def route_path(app: FastAPI, request: Request) -> str:
 
 def create_app(model_path: str | Path, options: ServeOptions | None = None, backend: str = "auto") -> FastAPI:
     options = options or ServeOptions()
-    model = Model.load(model_path, backend=backend)
+    model = Model.load(model_path, backend=backend, latency=True)
     read_text_columns(model, options.text)
     name = Path(model_path).name
     history = History(options.db)
