@@ -217,3 +217,70 @@ def test_cached_prefix_fine_tune_trains_the_last_stage_only_and_reloads_with_the
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     assert abs(loss - card["validation"]["loss"]) < 1e-2
     assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(card["validation"]["accuracy"])
+
+
+@pytest.mark.integration
+def test_auto_recipe_weighs_speed_and_distils_the_ensemble(tmp_path):
+    """Real photos, small sample: the ensemble is trained (it is the teacher) but slower than the default
+    --min-speed, so a single-pass model is chosen; every candidate is listed with its measured speed."""
+    for name in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"):
+        packaged(name)
+    run = tmp_path / "auto"
+    result = run_cli("train", "--data", str(shared("clothing-small")), "--limit", "150", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((run / "model_card.json").read_text())
+    recipe = card["recipe"]
+    tried = {row["model"]: row for row in recipe["tried"]}
+    ensemble = "ensemble:tf_efficientnet_lite0+tf_efficientnet_lite1+tf_efficientnet_lite2/mirror"
+    assert recipe["min_speed"] == 56.0
+    assert "under --min-speed 56" in tried[ensemble]["note"] and tried[ensemble]["sort_photos_per_s"] < 56
+    assert "ensemble:tf_efficientnet_lite1/mirror" not in tried  # estimated under --min-speed: not trained
+    assert "not trying ensemble:tf_efficientnet_lite1/mirror" in result.stderr
+    distilled = [name for name in tried if "distilled from" in name]
+    students = [name for name in ("tf_efficientnet_lite0", "tf_efficientnet_lite1")
+                if tried[name]["cv_accuracy"] < tried[ensemble]["cv_accuracy"]]  # a head the teacher beats
+    assert students and distilled == [f"{name} distilled from {ensemble}" for name in students]
+    assert all(tried[name]["sort_photos_per_s"] == tried[name.split(" ")[0]]["sort_photos_per_s"] for name in distilled)
+    fast = [row for row in recipe["tried"] if row["sort_photos_per_s"] >= 56]
+    assert recipe["chosen"] in {row["model"] for row in fast}
+    assert tried[recipe["chosen"]]["cv_accuracy"] == max(row["cv_accuracy"] for row in fast)
+    assert tried[recipe["chosen"]]["note"].endswith("chosen")
+    assert card["architecture"].startswith("timm:tf_efficientnet_lite")  # one pass per photo
+    assert not (run / ".auto").exists() and f"out: {run}" in (run / "config.yaml").read_text()
+
+
+def test_min_speed_choice_and_bad_values(tmp_path):
+    from catalens.engine.recipes import Candidate, choose
+    from catalens.engine.train import TrainResult
+
+    def candidate(name, cv, speed):
+        return Candidate(name, "", cv, tmp_path, TrainResult(tmp_path, 1, {}, 0.0), 1.0, {"sort_photos_per_s": speed})
+
+    slow, fast, faster = candidate("slow", 0.95, 14), candidate("fast", 0.90, 90), candidate("faster", 0.88, 130)
+    assert choose([slow, fast, faster], 56).name == "fast" and "under --min-speed 56" in slow.note
+    assert choose([slow, fast, faster], 0).name == "slow"
+    assert choose([slow, fast, faster], 500).name == "faster"  # none is fast enough: the fastest
+    data = str(tmp_path)
+    result = run_cli("train", "--data", data, "--min-speed", "-3", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--min-speed -3" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "--data", data, "--min-speed", "fast", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--min-speed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fine_tune_rung_only_with_cuda_and_its_code_path_on_cpu(tmp_path):
+    """The GPU rung (full fine-tuning, cosine schedule, classifier from the linear probe) is listed only with
+    CUDA; a tiny run on CPU goes through the same train_rung() path."""
+    from dataclasses import replace
+
+    from catalens.engine.recipes import FINE_TUNE, LADDER, ladder, train_rung
+
+    assert ladder(cuda=False) == LADDER and ladder(cuda=True) == [*LADDER, FINE_TUNE]
+    assert [rung for rung in ladder() if rung.cuda_only] == ([FINE_TUNE] if torch.cuda.is_available() else [])
+    packaged("tf_efficientnet_lite0")
+    tiny = replace(FINE_TUNE, overrides={**FINE_TUNE.overrides, "epochs": 1, "batch_size": 16})
+    run = tmp_path / "fine-tuned"
+    train_rung(tiny, {"data": str(shared("clothing-small")), "limit": 48, "device": "cpu", "out": str(run)}, run)
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["head"].startswith("fine-tuned from a linear probe")
+    config = (run / "config.yaml").read_text()
+    assert "freeze: none" in config and "schedule: cosine" in config and "optimizer: adamw" in config

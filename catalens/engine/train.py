@@ -64,6 +64,8 @@ class TrainResult:
     best_epoch: int
     metrics: dict  # best validation metrics (empty without a validation split)
     seconds: float
+    # a linear head's cached (train, validation) FeatureBatches, kept in memory for the auto recipe's distillation
+    features: tuple | None = None
 
 
 def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
@@ -319,6 +321,15 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                  f"(C={head_fit.C:g}); fine-tuning")
         train_inputs = eval_inputs = lambda activations: activations.float().contiguous(
             memory_format=torch.channels_last)
+    probe_init = (not cached and prefix_at is None and config.pretrained and config.head == "linear"
+                  and config.model.startswith("timm:") and start_epoch == 0)
+    if probe_init:  # full fine-tuning from a fitted head (LP-FT): the new classifier does not scramble the backbone
+        probe_batches, _, _ = cache_features(module, train_batches, None, image_inputs, preprocessing, device,
+                                             config)
+        head_fit = fit_classifier(classifier_of(module), probe_batches, len(classes), config)
+        del probe_batches
+        info(f"classifier initialised by a logistic regression on the pretrained features (C={head_fit.C:g}); "
+             "fine-tuning the whole network")
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         head_fit = fit_classifier(net, train_batches, len(classes), config,
@@ -336,7 +347,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
             train_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     head_note = head_fit.describe() if linear else f"fine-tuned from a linear probe (C={head_fit.C:g})" \
-        if prefix_at is not None and config.head == "linear" else "sgd"
+        if (prefix_at is not None and config.head == "linear") or probe_init else "sgd"
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
                      {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note,
                       "world_size": world.size, "global_batch": config.batch_size,
@@ -392,7 +403,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
         raise KeyboardInterrupt
     info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
-    return TrainResult(out, best_epoch, best_metrics, seconds)
+    return TrainResult(out, best_epoch, best_metrics, seconds, (train_batches, val_batches) if linear else None)
 
 
 def calibrate_run(out: Path, module, net, val_batches, eval_inputs, device, card: ModelCard, linear: bool) -> None:

@@ -261,6 +261,8 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         metrics["text_columns"] = model.text_columns
         metrics["predicted_from_text_alone"] = [ref for ref, _ in result.text_only]
     metrics["calibration"] = calibration_metrics(model, catalog, result, truth, out)
+    metrics["recipe"] = model.card.recipe
+    metrics["int8"] = model.card.int8
     metrics.update(measure_speed(model, sample))
     if leakage_check:
         metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
@@ -434,12 +436,39 @@ def render_report(metrics: dict, has_examples: bool) -> str:
     if metrics.get("calibration"):
         lines += calibration_lines(metrics["calibration"])
     lines += leakage_lines(metrics.get("leakage"))
+    lines += recipe_lines(metrics.get("recipe"), metrics.get("int8"))
     if has_examples:
         lines += ["", "## Misclassified examples (most confident mistakes first)", "", "![mistakes](misclassified.png)"]
     if metrics["unreadable"]:
         lines += ["", f"## Unreadable images ({len(metrics['unreadable'])})", ""]
         lines += [f"- `{item['ref']}`: {item['reason']}" for item in metrics["unreadable"][:100]]
     return "\n".join(lines) + "\n"
+
+
+def recipe_lines(recipe: dict | None, int8: dict | None) -> list[str]:
+    """report.md: the candidates the auto recipe tried (accuracy, speed, training time), and the int8 check."""
+    lines = []
+    if recipe and recipe.get("tried"):
+        lines += ["", "## How the auto recipe chose this model", "",
+                  f"Chosen: **{recipe['chosen']}**, the most accurate by cross-validation on the training split among "
+                  f"the candidates at least --min-speed {recipe.get('min_speed', 0):g} photos/s. Speed: "
+                  f"{recipe.get('speed_measured', 'photos/s on the training machine')}.", "",
+                  "| candidate | cross-validated accuracy | validation accuracy | photos/s (batches) | ms per photo "
+                  "(single) | training s | note |", "|---|---|---|---|---|---|---|"]
+        for row in recipe["tried"]:
+            def shown(value, form):
+                return format(value, form) if isinstance(value, (int, float)) else "-"
+
+            lines.append(f"| {row['model']} | {shown(row.get('cv_accuracy'), '.4f')} | "
+                         f"{shown(row.get('val_accuracy'), '.4f')} | {shown(row.get('sort_photos_per_s'), '.0f')} | "
+                         f"{shown(row.get('serve_ms_p50'), '.1f')} | {shown(row.get('train_s'), '.0f')} | "
+                         f"{row.get('note', '')} |")
+    if int8:
+        lines += ["", "## int8", "", f"**{int8.get('status')}**: {int8.get('why', '')}."]
+        if "agreement" in int8:
+            lines.append(f"Predictions agree with float32 on {int8['agreement']:.1%} of "
+                         f"{int8['validation_photos']:,} validation photos; tolerance {int8['tolerance']:g}.")
+    return lines
 
 
 def by_input_lines(metrics: dict) -> list[str]:
