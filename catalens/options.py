@@ -90,8 +90,9 @@ OPTIONS: list[Option] = [
     # input
     Option("input_size", int, None, "Square input side in pixels [default: the model's, or the data's native "
            "size]."),
-    Option("resize", str, "crop", "crop (shorter side to size, centre crop) or squash (the whole photo to a square, "
-           "aspect ignored)."),
+    Option("resize", str, None, "crop (shorter side to size, centre crop), squash (the whole photo to a square, "
+           "aspect ignored) or pad (the whole photo, aspect kept, padded with its border colour) [default: crop; on a "
+           "`catalens zoomed bootstrap` dataset, the geometry it was made for: pad]."),
     # transfer learning
     Option("pretrained", bool, False, "Start a timm backbone from ImageNet weights: --weights FILE, the lite0/1/2 "
            "extras for tf_efficientnet_lite0/1/2, else timm's hub or cache [default: scratch].",

@@ -80,3 +80,53 @@ def test_squash_resize_keeps_the_whole_photo():
                            resize="squash").prepare(image)
     assert crop.shape == squash.shape == (3, 50, 50)
     assert crop[:, 0].float().mean() < 10 and squash[:, 0].float().mean() > 245
+
+
+def test_pad_resize_keeps_the_whole_narrow_photo_and_round_trips(tmp_path, small_model_dir):
+    """--resize pad: a 0.4-wide portrait with a red mark at its top and a blue one at its bottom; the centre crop
+    loses both, pad keeps both (unstretched), on the photo's own border colour."""
+    from catalens.loading.preprocess import Preprocessing
+
+    portrait = np.full((250, 100, 3), 240, np.uint8)
+    portrait[:15, 30:70] = (220, 20, 20)
+    portrait[-15:, 30:70] = (20, 20, 220)
+    image = Image.fromarray(portrait)
+    settings = dict(input_size=(100, 100), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    crop = Preprocessing(**settings).prepare(image).numpy()
+    pad = Preprocessing(**settings, resize="pad").prepare(image).numpy()
+
+    def marks(array):
+        red = (array[0] > 150) & (array[2] < 80)
+        blue = (array[2] > 150) & (array[0] < 80)
+        return red, blue
+
+    red, blue = marks(crop)
+    assert not red.any() and not blue.any()
+    red, blue = marks(pad)
+    assert red[:8].sum() > 50 and blue[-8:].sum() > 50  # both ends, at the top and bottom rows
+    assert (pad[:, :, :25] >= 235).all() and (pad[:, :, -25:] >= 235).all()  # padded with the border colour
+    assert red.sum() == pytest.approx(blue.sum(), rel=0.1) and red.any(axis=0).sum() == pytest.approx(16, abs=2)
+    card = Preprocessing.from_dict(Preprocessing(**settings, resize="pad").to_dict())
+    assert card.resize == "pad" and card.resize_plan(100, 250)[0] == (40, 100)  # the serve draft covers the fit
+
+    # a run trained with --resize pad: the card, the exported file and the server all use it
+    from fastapi.testclient import TestClient
+
+    import catalens
+    from catalens.apps.serve import ServeOptions, create_app
+    from catalens.rundir.run import Model, export_model
+
+    data = small_model_dir.parent / "shop"
+    run = catalens.train(data=str(data), model="cnn3", out=str(tmp_path / "pad"), epochs=1, input_size=32,
+                         batch_size=16, augment="none", workers=0, resize="pad").run_dir
+    assert Model.load(run).preprocessing.resize == "pad"
+    export_model(run, tmp_path / "pad.onnx")
+    exported = Model.load(tmp_path / "pad.onnx")
+    assert exported.preprocessing.resize == "pad"
+    photo = io.BytesIO()
+    image.save(photo, format="JPEG", quality=95)
+    expected = exported.predict([Image.open(io.BytesIO(photo.getvalue()))], k=2)[0]
+    with TestClient(create_app(tmp_path / "pad.onnx", ServeOptions(db=f"sqlite:///{tmp_path / 'h.db'}"))) as client:
+        answer = client.post("/v1/predict?k=2", files={"file": ("tall.jpg", photo.getvalue(), "image/jpeg")}).json()
+    assert [p["label"] for p in answer["predictions"]] == [label for label, _ in expected]
+    assert answer["predictions"][0]["probability"] == pytest.approx(expected[0][1], abs=1e-3)

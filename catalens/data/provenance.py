@@ -3,6 +3,7 @@ wrote (it holds bootstrap.json) is generated data, and every score on it is labe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 BOOTSTRAP_FILE = "bootstrap.json"
@@ -15,3 +16,15 @@ def provenance(data: str) -> str | None:
         return ("bootstrapped data: the zoomed images are generated crops of normal photos (`catalens zoomed "
                 "bootstrap`), not real close-ups; a score here says little about real catalog photos")
     return None
+
+
+def bootstrap_geometry(data: str | None) -> str | None:
+    """The resize a `zoomed bootstrap` dataset was made for ("pad": the filter must see the whole photo), or
+    None (not a bootstrapped dataset, or one made before catalens recorded it)."""
+    path = Path(data) / BOOTSTRAP_FILE if data and Path(data).is_dir() else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("resize")
+    except (OSError, ValueError):
+        return None

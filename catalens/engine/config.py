@@ -70,7 +70,7 @@ def validate(config: TrainConfig) -> None:
         (len(config.split_ratios) == 3, "split_ratios must be three numbers (train, val, test)"),
         (str(config.freeze) in ("none", "backbone") or str(config.freeze).isdigit(),
          "--freeze must be none, backbone or a number of backbone stages to train"),
-        (config.resize in ("crop", "squash"), "--resize must be crop or squash"),
+        (config.resize in (None, "crop", "squash", "pad"), "--resize must be crop, squash or pad"),
         (config.head in ("linear", "sgd"), "--head must be linear or sgd"),
         (config.level in (1, 2, 3), "--level must be 1, 2 or 3"),
         (config.sample is None or config.sample > 0, "--sample must be a positive number of products"),

@@ -3,7 +3,7 @@ model as predict, sort and serve load it (onnxruntime on CPU, the int8 network w
 one process, so the numbers compare candidates on equal terms; `catalens sort` decodes in worker processes beside
 the model and is faster than the batch number here (BENCHMARKS.md).
 
-- serve: one photo per call (batch 1), the median over the photos;
+- serve: one photo per call (batch 1), the median over the photos, the model loaded as serve loads it;
 - sort: `SORT_BATCH` photos per call, decoding included.
 """
 
@@ -48,6 +48,9 @@ def measure_speed(run: str | Path, catalog: Catalog, photos: int = SORT_BATCH) -
     for start in range(0, len(images), SORT_BATCH):
         model.probabilities(torch.stack(images[start:start + SORT_BATCH]))
     sort_rate = len(images) / (time.perf_counter() - started)
+    model = Model.load(run, latency=True)  # as serve loads it: onnxruntime's threads busy-wait between operators
+    if warm:
+        model.probabilities(warm[0][None])
     single = []
     for ref in refs[:SERVE_PHOTOS]:
         began = time.perf_counter()

@@ -92,7 +92,11 @@ def make_preprocessing(config: TrainConfig, catalog: Catalog) -> Preprocessing:
 
 
 def resize_mode(config: TrainConfig) -> str:
-    return "squash" if config.resize == "squash" else Preprocessing.resize
+    """--resize, or when not given the geometry a `zoomed bootstrap` dataset was made for, else the centre crop."""
+    from catalens.data.provenance import bootstrap_geometry
+
+    resize = config.resize or bootstrap_geometry(config.data) or "crop"
+    return {"crop": Preprocessing.resize}.get(resize, resize)
 
 
 def pretrained_backbone(config: TrainConfig) -> str:

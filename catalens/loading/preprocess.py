@@ -20,7 +20,9 @@ class Preprocessing:
     channels: int  # 1 = grayscale, 3 = RGB
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "shorter-side-then-center-crop"  # or "squash": the whole image to the input size, aspect ignored
+    # "shorter-side-then-center-crop"; "squash": the whole image to the input size, aspect ignored; "pad": the whole
+    # image scaled to fit, aspect kept, centred on a canvas of its own border colour
+    resize: str = "shorter-side-then-center-crop"
     interpolation: str = "bilinear"  # bilinear | bicubic
     crop_pct: float = 1.0  # the centre crop's share of the resized shorter side (timm's crop_pct; 0.875: 256 -> 224)
 
@@ -50,6 +52,10 @@ class Preprocessing:
         out_h, out_w = self.input_size
         if self.resize == "squash":
             return (out_w, out_h), (0.0, 0.0, float(width), float(height))
+        if self.resize == "pad":
+            scale = min(out_w / width, out_h / height)
+            return ((max(1, min(out_w, round(width * scale))), max(1, min(out_h, round(height * scale)))),
+                    (0.0, 0.0, float(width), float(height)))
         scale = max(out_w / width, out_h / height) / self.crop_pct
         resized = (max(out_w, round(width * scale)), max(out_h, round(height * scale)))
         left, top = (resized[0] - out_w) // 2, (resized[1] - out_h) // 2
@@ -62,7 +68,9 @@ class Preprocessing:
         image = image.convert("L" if self.channels == 1 else "RGB")
         height, width = self.input_size
         method = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
-        if image.size != (width, height):
+        if self.resize == "pad" and image.size != (width, height):
+            image = pad_to(image, (width, height), method)
+        elif image.size != (width, height):
             _, box = self.resize_plan(*image.size)
             image = image.resize((width, height), method, box=box, reducing_gap=3.0)
         array = np.asarray(image, dtype=np.uint8)
@@ -77,6 +85,26 @@ class Preprocessing:
         mean = torch.tensor(self.mean, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
         return (batch - mean) / std
+
+
+def border_colour(image: Image.Image) -> tuple[int, ...]:
+    """The median colour of the image's outermost pixels: a studio photo's white, a table's wood."""
+    array = np.asarray(image)
+    array = array[:, :, None] if array.ndim == 2 else array
+    edges = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    return tuple(int(v) for v in np.median(edges, axis=0))
+
+
+def pad_to(image: Image.Image, size: tuple[int, int], method) -> Image.Image:
+    """The whole image scaled to fit `size` (width, height), aspect kept, centred on its border colour."""
+    width, height = size
+    scale = min(width / image.width, height / image.height)
+    inner = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    fill = border_colour(image)
+    resized = image.resize(inner, method, reducing_gap=3.0)
+    canvas = Image.new(image.mode, (width, height), fill[0] if image.mode == "L" else fill)
+    canvas.paste(resized, ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
 
 
 def normalize_numpy(batch: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
