@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,22 @@ def missing(message: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def no_signal_handler_left_changed():
+    """Fails any test that leaves the process's SIGINT or SIGTERM handler other than it found it: a handler that
+    leaks (a server's, a Ctrl-C guard's) would change what every later test sees."""
+    before = {number: signal.getsignal(number) for number in WATCHED_SIGNALS}
+    yield
+    changed = [signal.Signals(number).name for number in WATCHED_SIGNALS if signal.getsignal(number) != before[number]]
+    if changed:
+        for number in WATCHED_SIGNALS:
+            signal.signal(number, before[number])  # restored, so that the next tests are not affected
+        pytest.fail(f"the test left the handler of {', '.join(changed)} changed")
 
 
 def shared(path: str) -> Path:

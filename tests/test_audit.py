@@ -142,6 +142,9 @@ def test_apply_in_move_mode_survives_kill_9(tmp_path):
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert process.returncode == -signal.SIGKILL  # killed, not finished
+    landed = (review / "manifest.csv").read_text().count("\n") - 1
+    assert 20 <= landed < len(suspects), landed  # the kill landed mid-run: some moved, some still to move
     again = run_cli("audit", str(data), "--out", str(out), "--apply", str(review), "--mode", "move")
     assert again.returncode == 0, again.stderr[-2000:]
     left = {p.relative_to(data) for p in data.rglob("*") if p.is_file()}
@@ -181,3 +184,40 @@ def test_write_catalog_drops_only_the_marked_items(slice_audit, tmp_path):
         kept = list(csv.DictReader(handle))
     assert not {row["image"] for row in kept} & flipped and len(kept) > 200
     assert "using the findings" in result.stderr  # the audit was not run again
+
+
+def test_a_moved_photo_of_a_small_class_is_listed_and_a_duplicate_tie_follows_the_model(tmp_path):
+    """As a new user tried it: real validation photos of 5 classes, one hat photo moved into pants/ and one dress
+    photo copied into shoes/. Confident learning prunes nothing on so small a catalog; the moved hat is listed
+    anyway (a confident out-of-fold disagreement), and the 1:1 duplicate cluster {dress, shoes} suggests dress
+    (the members' out-of-fold probabilities), never the copy's wrong label."""
+    source = shared("clothing-small/validation")
+    data = tmp_path / "data"
+    for name in ("dress", "hat", "pants", "shoes", "t-shirt"):
+        (data / name).mkdir(parents=True)
+        for path in sorted((source / name).glob("*.jpg"))[:30]:
+            shutil.copy(path, data / name / path.name)
+    hat = sorted((data / "hat").iterdir())[0]
+    hat.rename(data / "pants" / hat.name)
+    dress = sorted((data / "dress").iterdir())[0]
+    shutil.copy(dress, data / "shoes" / dress.name)
+    audit(str(data), tmp_path / "out")
+    rows = issues(tmp_path / "out")
+    labels = {row["item"]: row for row in rows if row["kind"] == "label"}
+    assert f"pants/{hat.name}" in labels and labels[f"pants/{hat.name}"]["suggested_label"] == "hat"
+    duplicates = {row["item"]: row for row in rows if row["kind"] == "duplicate"}
+    assert duplicates[f"dress/{dress.name}"]["suggested_label"] == ""  # already the cluster's label
+    assert duplicates[f"shoes/{dress.name}"]["suggested_label"] == "dress"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## label (0)" not in report
+
+
+def test_a_duplicate_tie_is_broken_by_the_model_or_not_at_all():
+    from catalens.apps.audit.findings import cluster_label
+
+    classes = ["dress", "shoes", "hat"]
+    belief = {0: np.array([0.9, 0.05, 0.05]), 1: np.array([0.7, 0.2, 0.1])}
+    assert cluster_label([0, 1], ["dress", "shoes"], belief, classes) == "dress"
+    assert cluster_label([0, 1], ["shoes", "dress"], belief, classes) == "dress"  # order does not decide
+    assert cluster_label([0, 1], ["dress", "shoes"], {}, classes) == ""  # no evidence: no suggestion
+    assert cluster_label([0, 1, 2], ["shoes", "dress", "shoes"], belief, classes) == "shoes"  # a real majority

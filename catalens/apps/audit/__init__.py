@@ -30,7 +30,7 @@ from catalens.apps.audit.findings import (
     duplicate_pairs,
     outlier_findings,
 )
-from catalens.apps.audit.label_issues import confused_pairs, label_suspects, out_of_fold
+from catalens.apps.audit.label_issues import confident_disagreements, confused_pairs, label_suspects, out_of_fold
 from catalens.apps.audit.report import suspects_grid, write_issues, write_reports
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
@@ -105,12 +105,15 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
     else:
         flagged, label_scores = label_suspects(probabilities, label_ids)
         suggested = probabilities.argmax(1)
-        for i in flagged:
+        extra = [i for i in confident_disagreements(probabilities, label_ids) if i not in set(flagged.tolist())]
+        # confident learning's flags first (score 1 + 1 - p(given)), then the confident disagreements it left
+        for i, how, base in [*((i, "confident learning", 1.0) for i in flagged),
+                             *((i, "a confident out-of-fold disagreement", 0.0) for i in extra)]:
             row, given, best = int(scored[i]), label_ids[i], suggested[i]
-            findings.append(Finding(row, "label", float(label_scores[i]), labels[row], catalog.classes[best],
+            findings.append(Finding(row, "label", base + float(label_scores[i]), labels[row], catalog.classes[best],
                                     evidence=f"p({catalog.classes[given]}) = {probabilities[i, given]:.3f}, "
                                              f"p({catalog.classes[best]}) = {probabilities[i, best]:.3f} "
-                                             "(out of fold)"))
+                                             f"(out of fold; {how})"))
         health["oof_accuracy"] = float((suggested == label_ids).mean())
         health["confused"] = confused_pairs(probabilities, label_ids, catalog.classes)
 
@@ -122,7 +125,8 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
         similarities[rows], neighbours[rows] = sims, found
     small = np.minimum(facts.width, facts.height) < SMALL_SIDE
     pairs = duplicate_pairs(facts.digest, facts.phash, facts.hashed, similarities, neighbours, small=small)
-    findings += duplicate_findings(pairs, n, labels, splits, items)
+    belief = {int(row): probabilities[i] for i, row in enumerate(scored)} if probabilities is not None else {}
+    findings += duplicate_findings(pairs, n, labels, splits, items, belief, catalog.classes)
     z = np.zeros(n)
     if len(rows) > 11:
         z[rows] = outlier_scores(similarities[rows])

@@ -62,9 +62,12 @@ def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similar
     return pairs
 
 
-def duplicate_findings(pairs: dict, n: int, labels: list[str], splits: list[str], items: list[str]) -> list[Finding]:
+def duplicate_findings(pairs: dict, n: int, labels: list[str], splits: list[str], items: list[str],
+                       belief: dict[int, np.ndarray] | None = None, classes: list[str] | None = None) -> list[Finding]:
     """Every member of a duplicate cluster, and, for clusters that cross train and val/test, its members outside
-    train again as `leak`. Clusters with several labels suggest the majority label."""
+    train again as `leak`. Clusters with several labels suggest the majority label; a tie is broken by the summed
+    out-of-fold probabilities of the cluster's members (`belief`: row -> probabilities over `classes`), and
+    without them no label is suggested."""
     if not pairs:
         return []
     edges = np.array(list(pairs), dtype=np.int64)
@@ -86,7 +89,7 @@ def duplicate_findings(pairs: dict, n: int, labels: list[str], splits: list[str]
     for number, rows in enumerate(sorted(members.values(), key=lambda rows: (-len(rows), rows[0]))):
         cluster = f"d{number}"
         names = [labels[row] for row in rows if labels[row]]
-        majority = max(set(names), key=names.count) if names else ""
+        majority = cluster_label(rows, names, belief or {}, classes or [])
         mixed = len(set(names)) > 1
         in_train = any(splits[row] == "train" for row in rows)
         for row in rows:
@@ -99,6 +102,26 @@ def duplicate_findings(pairs: dict, n: int, labels: list[str], splits: list[str]
                 findings.append(Finding(row, "leak", score, labels[row], "", cluster,
                                         f"{splits[row]} image duplicated in train ({evidence_of.get(row, '')})"))
     return findings
+
+
+def cluster_label(rows: list[int], names: list[str], belief: dict[int, np.ndarray], classes: list[str]) -> str:
+    """The label a duplicate cluster should carry: the majority of its labels; among tied labels, the one the
+    members' out-of-fold probabilities favour; "" when they cannot break the tie."""
+    if not names:
+        return ""
+    counts = {name: names.count(name) for name in dict.fromkeys(names)}
+    top = max(counts.values())
+    tied = [name for name, count in counts.items() if count == top]
+    if len(tied) == 1:
+        return tied[0]
+    known = [belief[row] for row in rows if row in belief]
+    if not known or not all(name in classes for name in tied):
+        return ""
+    total = np.sum(known, axis=0)
+    scores = {name: float(total[classes.index(name)]) for name in tied}
+    best = max(scores.values())
+    winners = [name for name, score in scores.items() if score >= best - 1e-9]
+    return winners[0] if len(winners) == 1 else ""
 
 
 def outlier_findings(z: np.ndarray, readable: np.ndarray, pixel_std: np.ndarray, width: np.ndarray,

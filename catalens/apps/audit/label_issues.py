@@ -56,6 +56,20 @@ def label_suspects(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return np.asarray(flagged, dtype=np.int64), score
 
 
+# An out-of-fold prediction this sure of another class, with the given label this unlikely, is listed even when
+# confident learning prunes nothing (a small catalog: one moved photo does not shift its noise-rate estimates)
+CONFIDENT_OTHER, UNLIKELY_GIVEN = 0.8, 0.1
+
+
+def confident_disagreements(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rows whose out-of-fold top class is not the given label, at p >= CONFIDENT_OTHER with p(given) <=
+    UNLIKELY_GIVEN; most likely wrong first."""
+    given = probabilities[np.arange(len(labels)), labels]
+    predicted = probabilities.argmax(1)
+    rows = np.flatnonzero((predicted != labels) & (probabilities.max(1) >= CONFIDENT_OTHER) & (given <= UNLIKELY_GIVEN))
+    return rows[np.argsort(given[rows], kind="stable")]
+
+
 def confused_pairs(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], top: int = 5) -> list[dict]:
     """The class pairs the out-of-fold heads confuse most: given label -> predicted label, with counts."""
     predicted = probabilities.argmax(1)

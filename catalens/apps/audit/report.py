@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from catalens.apps.audit.findings import KINDS, Finding
+from catalens.apps.audit.label_issues import CONFIDENT_OTHER, UNLIKELY_GIVEN
 from catalens.data.catalog import Catalog
 
 COLUMNS = ["item", "kind", "score", "given_label", "suggested_label", "cluster", "evidence"]
@@ -49,6 +50,11 @@ def ordered(findings: list[Finding], kind: str) -> list[Finding]:
     return sorted(chosen, key=lambda f: -f.score)
 
 
+NONE_FOUND = {"label": (f"none listed: confident learning flagged none, and no out-of-fold prediction chose another "
+                        f"class at p >= {CONFIDENT_OTHER} with p(given) <= {UNLIKELY_GIVEN} (the confusions above are "
+                        "less sure than that)")}
+
+
 def write_reports(out: Path, catalog: Catalog, findings: list[Finding], items: list[str], summary: dict) -> None:
     counts = {kind: sum(f.kind == kind for f in findings) for kind in KINDS}
     md = [f"# Audit of {summary['source']}", "",
@@ -70,8 +76,9 @@ def write_reports(out: Path, catalog: Catalog, findings: list[Finding], items: l
         md += ["", f"## {kind} ({len(rows):,})", ""]
         page.append(f"<h2 id='{kind}'>{kind} ({len(rows):,})</h2>")
         if not rows:
-            md.append("none found")
-            page.append("<p>none found</p>")
+            text = NONE_FOUND.get(kind, "none found")
+            md.append(text)
+            page.append(f"<p>{html.escape(text)}</p>")
             continue
         md += ["| item | score | given | suggested | cluster | evidence |", "|---|---|---|---|---|---|"]
         cells = []
@@ -106,7 +113,8 @@ def class_health_md(summary: dict) -> list[str]:
     if health.get("oof_accuracy") is not None:
         lines.append(f"Out-of-fold accuracy of the linear heads: {health['oof_accuracy']:.3f}.")
     for pair in health.get("confused", []):
-        lines.append(f"Most confused: {pair['given']} -> {pair['predicted']}: {pair['count']:,} "
+        lines.append(f"Most confused (out-of-fold predictions, at any confidence): {pair['given']} -> "
+                     f"{pair['predicted']}: {pair['count']:,} "
                      f"({pair['share_of_given']:.1%} of {pair['given']}).")
     return lines + [""]
 
