@@ -8,12 +8,16 @@ run (issue 18). 2 CPU cores.
 - duplicates: re-encode, resize or crop 5 % of the photos back into a copy of clothing-small, audit it all, and
   report near-duplicate recall and precision over the planted (original, copy) pairs, and the wall time of the
   whole audit (target <= 5 min); imagededup's PHash in the same run when it is installed.
+- small: 150-photo subsets of clothing-small's training photos (seeded) with 1, 3 and 10 labels flipped, seeds 0-2:
+  recall and precision of the flips among the audit's listed label findings (confident learning's flags and the
+  out-of-fold disagreements below them; target: recall >= 0.9), beside cleanlab's default (find_label_issues) on the
+  same out-of-fold probabilities.
 - scale: 100,000 synthetic feature vectors (1280-d, 2 % planted near copies) through the duplicate and outlier
   steps: seconds and peak memory (targets <= 60 s, <= 2 GB), in a child process.
 - fashion-mnist: audit the 10,000 test images and keep the report (look at its label_suspects.png).
 
     python bench/audit.py --record                    # everything
-    python bench/audit.py --only noise --record
+    python bench/audit.py --only noise --only small --record
 """
 
 from __future__ import annotations
@@ -96,6 +100,43 @@ def noise(root: Path, seed: int, fraction: float = 0.05) -> list[str]:
         f"probabilities: top-{k} precision = recall **{bp_top:.3f}**, its {len(base_flagged)} flagged: precision "
         f"{bp_flag:.3f}, recall {br_flag:.3f} ({baseline_s:.0f} s); random ranking: top-{k} precision {rp:.3f}",
     ]
+
+
+def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: tuple = (1, 3, 10)) -> list[str]:
+    from cleanlab.filter import find_label_issues
+
+    train = load_catalog(str(SHARED / "clothing-small"), split=False).split("train")
+    rows, totals = [], {}
+    for flips in flip_counts:
+        for seed in seeds:
+            rng = np.random.default_rng(1000 * flips + seed)
+            catalog = train.subset(np.sort(rng.choice(len(train), photos, replace=False)))
+            table = catalog.table.reset_index(drop=True)
+            flipped = rng.choice(len(table), flips, replace=False)
+            for row in flipped:
+                table.at[row, "label"] = rng.choice([c for c in catalog.classes if c != table.at[row, "label"]])
+            catalog.table = table
+            result = run_audit(catalog, root / f"small-{flips}-{seed}")
+            truth = {int(row) for row in flipped}
+            listed = {f.row for f in result.findings if f.kind == "label"}
+            labels = np.array([catalog.classes.index(label) for label in table["label"].to_numpy()[result.scored_rows]])
+            present = np.unique(labels)  # cleanlab's default, given the same out-of-fold probabilities
+            remap = np.full(len(catalog.classes), -1)
+            remap[present] = np.arange(len(present))
+            kept = result.probabilities[:, present] / result.probabilities[:, present].sum(1, keepdims=True)
+            base = {int(result.scored_rows[i]) for i in find_label_issues(remap[labels], kept)}
+            for name, found in (("catalens", listed), ("cleanlab", base)):
+                hits, listed_n, planted = totals.get((flips, name), (0, 0, 0))
+                totals[(flips, name)] = (hits + len(found & truth), listed_n + len(found), planted + len(truth))
+            print(flips, seed, len(listed & truth), len(listed), len(base & truth), len(base), flush=True)
+    for flips in flip_counts:
+        (hits, listed_n, planted), (b_hits, b_listed, _) = totals[(flips, "catalens")], totals[(flips, "cleanlab")]
+        rows.append(f"small catalogs: {photos} clothing-small training photos with {flips} label(s) flipped, "
+                    f"{len(seeds)} seeds ({planted} flips in all): catalens audit's listed label findings: recall "
+                    f"**{hits / planted:.3f}**, precision {hits / max(1, listed_n):.3f} ({listed_n} listed); same "
+                    f"run, cleanlab's default find_label_issues on the same out-of-fold probabilities: recall "
+                    f"{b_hits / planted:.3f}, precision {b_hits / max(1, b_listed):.3f} ({b_listed} listed)")
+    return rows
 
 
 def variant(image: Image.Image, kind: int, rng: random.Random) -> Image.Image:
@@ -219,7 +260,7 @@ def fashion(root: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["noise", "duplicates", "scale", "fashion"], action="append")
+    parser.add_argument("--only", choices=["noise", "small", "duplicates", "scale", "fashion"], action="append")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale-items", type=int, default=100_000)
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
@@ -229,10 +270,11 @@ def main() -> None:
         scale_child(args.scale_child, args.seed)
         return
     root = Path(tempfile.mkdtemp(prefix="catalens-audit-bench-"))
-    wanted = args.only or ["noise", "duplicates", "scale", "fashion"]
+    wanted = args.only or ["noise", "small", "duplicates", "scale", "fashion"]
     rows = []
     for name in wanted:
         found = {"noise": lambda: noise(root, args.seed), "duplicates": lambda: duplicates(root, args.seed),
+                 "small": lambda: small(root),
                  "scale": lambda: scale(args.scale_items, args.seed), "fashion": lambda: fashion(root)}[name]()
         for row in found:
             print(row, flush=True)

@@ -58,7 +58,9 @@ def test_broken_images_are_listed_and_the_cli_says_what_it_wrote(tmp_path):
     result = run_cli("shard", str(data), "--out", str(tmp_path / "s"), "--size", "1MB")
     assert result.returncode == 0, result.stderr
     assert "9 images in 1 shard(s)" in result.stderr and "unreadable (problems.csv)" in result.stderr
-    assert (tmp_path / "s" / "problems.csv").read_text().count("\n") >= 2
+    listed = (tmp_path / "s" / "problems.csv").read_text().splitlines()
+    assert listed[0] == "ref,reason" and sorted(line.split(",")[0].split("/")[-1] for line in listed[1:]) == [
+        "empty.jpg", "notes.jpg", "truncated.jpg"], listed
     again = run_cli("shard", str(data), "--out", str(tmp_path / "s"))
     assert again.returncode == 2 and "not empty" in again.stderr
     missing = run_cli("catalog", "stats", f"shards:{tmp_path / 'nowhere'}")

@@ -70,7 +70,9 @@ def write_shards(data: str, out: str | Path, size: str | int = "1GB",
     catalog = load_catalog(data, options, split=False)
     table = catalog.table.reset_index(drop=True)
     width = max(6, len(str(len(table))))
-    shards, rows, problems, written = [], [], [], 0
+    # files the listing already refused (zero-byte, outside a class folder) are left out too: list them with the rest
+    problems = [(str(problem["ref"]), str(problem["reason"])) for problem in catalog.problems]
+    shards, rows, written = [], [], 0
     archive = None
 
     def next_shard():

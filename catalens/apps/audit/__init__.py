@@ -30,7 +30,7 @@ from catalens.apps.audit.findings import (
     duplicate_pairs,
     outlier_findings,
 )
-from catalens.apps.audit.label_issues import confident_disagreements, confused_pairs, label_suspects, out_of_fold
+from catalens.apps.audit.label_issues import confused_pairs, disagreements, label_suspects, out_of_fold
 from catalens.apps.audit.report import suspects_grid, write_issues, write_reports
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
@@ -105,10 +105,11 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
     else:
         flagged, label_scores = label_suspects(probabilities, label_ids)
         suggested = probabilities.argmax(1)
-        extra = [i for i in confident_disagreements(probabilities, label_ids) if i not in set(flagged.tolist())]
-        # confident learning's flags first (score 1 + 1 - p(given)), then the confident disagreements it left
+        listed = set(flagged.tolist())
+        extra = [i for i in disagreements(probabilities, label_ids) if i not in listed]
+        # confident learning's flags first (score 1 + 1 - p(given)), then the out-of-fold disagreements it left
         for i, how, base in [*((i, "confident learning", 1.0) for i in flagged),
-                             *((i, "a confident out-of-fold disagreement", 0.0) for i in extra)]:
+                             *((i, "the heads disagree with the label", 0.0) for i in extra)]:
             row, given, best = int(scored[i]), label_ids[i], suggested[i]
             findings.append(Finding(row, "label", base + float(label_scores[i]), labels[row], catalog.classes[best],
                                     evidence=f"p({catalog.classes[given]}) = {probabilities[i, given]:.3f}, "
@@ -132,6 +133,11 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
         z[rows] = outlier_scores(similarities[rows])
     findings += outlier_findings(z, embedded.readable, embedded.pixel_std, facts.width, facts.height, labels)
 
+    # files the listing refused (zero-byte, outside a class folder, no label) are not rows: list them as broken too,
+    # after the rows (their thumbnails are grey squares)
+    for offset, problem in enumerate(catalog.problems):
+        findings.append(Finding(n + offset, "broken", 1.0, evidence=f"{problem['reason']} (left out of the catalog)"))
+    items = items + [str(problem["ref"]) for problem in catalog.problems]
     summary = {"source": catalog.source, "items": n, "features": source, "folds": folds,
                "counts": {kind: sum(f.kind == kind for f in findings) for kind in KINDS},
                "class_health": health, "notes": notes, "seconds": round(time.time() - started, 1)}

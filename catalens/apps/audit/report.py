@@ -12,7 +12,6 @@ from pathlib import Path
 from PIL import Image
 
 from catalens.apps.audit.findings import KINDS, Finding
-from catalens.apps.audit.label_issues import CONFIDENT_OTHER, UNLIKELY_GIVEN
 from catalens.data.catalog import Catalog
 
 COLUMNS = ["item", "kind", "score", "given_label", "suggested_label", "cluster", "evidence"]
@@ -50,9 +49,7 @@ def ordered(findings: list[Finding], kind: str) -> list[Finding]:
     return sorted(chosen, key=lambda f: -f.score)
 
 
-NONE_FOUND = {"label": (f"none listed: confident learning flagged none, and no out-of-fold prediction chose another "
-                        f"class at p >= {CONFIDENT_OTHER} with p(given) <= {UNLIKELY_GIVEN} (the confusions above are "
-                        "less sure than that)")}
+NONE_FOUND = {"label": "none listed: every out-of-fold prediction agrees with its given label"}
 
 
 def write_reports(out: Path, catalog: Catalog, findings: list[Finding], items: list[str], summary: dict) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from catalens.apps.serve.app import ServeOptions, create_app
@@ -21,7 +22,17 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, opt
     check_auth(host, (options or ServeOptions()).api_key, insecure_no_auth)
 
     app = create_app(model_path, options, backend=backend)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
+    # uvicorn shuts down cleanly on SIGTERM (the history queue written) and then raises the signal again; a stop
+    # asked for is a success (exit 0, as for Ctrl-C), which service managers expect
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopped(_signum, _frame) -> None:
+    raise SystemExit(0)
 
 
 def is_loopback(host: str) -> bool:
