@@ -268,10 +268,13 @@ def test_crops_land_on_the_product(tmp_path):
     Image.fromarray(canvas).save(photos / "red.png")
     out = tmp_path / "dataset"
     bootstrap(tmp_path / "photos", out, crops_per_photo=8, area=(0.02, 0.05), val_fraction=0, show_progress=False)
-    for crop in (out / "train" / "zoomed").iterdir():
+    shares = []
+    for crop in sorted((out / "train" / "zoomed").iterdir()):
         pixels = np.asarray(Image.open(crop), np.float32)
-        background = (np.abs(pixels - 235).max(axis=2) < 25).mean()
-        assert background < 0.1, crop.name
+        shares.append((np.abs(pixels - 235).max(axis=2) < 25).mean())
+    # the sampler keeps a box when 90 % of it lies on the product mask, drawn at 96 px: at full size a box at the
+    # product's edge may show a little more background than 10 % (one mask cell is about 4 px here)
+    assert max(shares) < 0.15 and np.mean(shares) < 0.05, shares
     assert json.loads((out / "bootstrap.json").read_text())["resize"] == "pad"
 
 
