@@ -124,7 +124,7 @@ def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: t
             remap = np.full(len(catalog.classes), -1)
             remap[present] = np.arange(len(present))
             kept = result.probabilities[:, present] / result.probabilities[:, present].sum(1, keepdims=True)
-            base = {int(result.scored_rows[i]) for i in find_label_issues(remap[labels], kept)}
+            base = {int(result.scored_rows[i]) for i in np.flatnonzero(find_label_issues(remap[labels], kept))}
             for name, found in (("catalens", listed), ("cleanlab", base)):
                 hits, listed_n, planted = totals.get((flips, name), (0, 0, 0))
                 totals[(flips, name)] = (hits + len(found & truth), listed_n + len(found), planted + len(truth))
