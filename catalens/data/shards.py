@@ -122,5 +122,6 @@ def write_shards(data: str, out: str | Path, size: str | int = "1GB",
     if problems:
         with (out / "problems.csv").open("w", newline="") as handle:
             csv.writer(handle).writerows([("ref", "reason"), *problems])
-        warn(f"{len(problems)} image(s) could not be read and were left out; listed in {out / 'problems.csv'}")
+        warn(f"{len(problems)} file(s) could not be read or used and were left out; listed with the reason in "
+             f"{out / 'problems.csv'}")
     return ShardSummary(out, len(shards), len(rows), written, len(problems))

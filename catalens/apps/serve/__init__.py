@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 
 from catalens.apps.serve.app import ServeOptions, create_app
@@ -24,11 +25,13 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, opt
     app = create_app(model_path, options, backend=backend)
     # uvicorn shuts down cleanly on SIGTERM (the history queue written) and then raises the signal again; a stop
     # asked for is a success (exit 0, as for Ctrl-C), which service managers expect
-    previous = signal.signal(signal.SIGTERM, stopped)
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, stopped) if main else None
     try:
         uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stopped(_signum, _frame) -> None:
