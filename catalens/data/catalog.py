@@ -26,6 +26,9 @@ class ImageReader(Protocol):
     def read(self, ref) -> Image.Image: ...
 
 
+ZERO_BYTE = "zero-byte file"  # the reason a listing gives for an empty file it leaves out
+
+
 @dataclass
 class Catalog:
     table: pd.DataFrame
@@ -64,6 +67,11 @@ class Catalog:
         """A catalog with the rows selected by a boolean mask or an index array; classes unchanged."""
         table = self.table[mask] if isinstance(mask, pd.Series) else self.table.iloc[mask]
         return replace(self, table=table.reset_index(drop=True))
+
+    def left_out_files(self) -> list[dict]:
+        """The problems that are files the listing left out of the table (zero-byte files), {"ref", "reason"}: the
+        other problems are rows kept with a note, or not files at all."""
+        return [problem for problem in self.problems if problem.get("reason") == ZERO_BYTE]
 
     def split(self, name: str) -> Catalog:
         return self.subset(self.table["split"] == name)

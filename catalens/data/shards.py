@@ -70,8 +70,8 @@ def write_shards(data: str, out: str | Path, size: str | int = "1GB",
     catalog = load_catalog(data, options, split=False)
     table = catalog.table.reset_index(drop=True)
     width = max(6, len(str(len(table))))
-    # files the listing already refused (zero-byte, outside a class folder) are left out too: list them with the rest
-    problems = [(str(problem["ref"]), str(problem["reason"])) for problem in catalog.problems]
+    # files the listing already left out (zero-byte) are not in the shards either: list them with the rest
+    problems = [(str(problem["ref"]), str(problem["reason"])) for problem in catalog.left_out_files()]
     shards, rows, written = [], [], 0
     archive = None
 
@@ -122,6 +122,5 @@ def write_shards(data: str, out: str | Path, size: str | int = "1GB",
     if problems:
         with (out / "problems.csv").open("w", newline="") as handle:
             csv.writer(handle).writerows([("ref", "reason"), *problems])
-        warn(f"{len(problems)} file(s) could not be read or used and were left out; listed with the reason in "
-             f"{out / 'problems.csv'}")
+        warn(f"{len(problems)} image(s) could not be read and were left out; listed in {out / 'problems.csv'}")
     return ShardSummary(out, len(shards), len(rows), written, len(problems))

@@ -72,7 +72,9 @@ def distill(teacher_run: Path, teacher_features, student_run: Path, student_feat
     teacher_C, student_C = head_C(teacher_run), head_C(student_run)
 
     scores = {alpha: 0 for alpha in ALPHAS}
-    parts = folds_of(labels.numpy(), FOLDS, seed)
+    # the same grouping as the heads it competes with (products, near-identical photos kept in one fold)
+    groups = getattr(student_train, "groups", None)
+    parts = folds_of(labels.numpy(), FOLDS, seed, None if groups is None else np.asarray(groups)[s_index])
     for train_part, test_part in parts:
         train_part, test_part = torch.as_tensor(train_part), torch.as_tensor(test_part)
         weight, bias = soft_fit(tx[:, train_part], hard[train_part], teacher_C, CV_ITERATIONS)

@@ -325,8 +325,9 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                  f"(C={head_fit.C:g}); fine-tuning")
         train_inputs = eval_inputs = lambda activations: activations.float().contiguous(
             memory_format=torch.channels_last)
+    # only for a full fine-tune (--freeze none): partial fine-tunes keep their behaviour and cost
     probe_init = (not cached and prefix_at is None and config.pretrained and config.head == "linear"
-                  and config.model.startswith("timm:") and start_epoch == 0)
+                  and config.freeze == "none" and config.model.startswith("timm:") and start_epoch == 0)
     if probe_init:  # full fine-tuning from a fitted head (LP-FT): the new classifier does not scramble the backbone
         probe_batches, _, _ = cache_features(module, train_batches, None, image_inputs, preprocessing, device,
                                              config)
@@ -336,8 +337,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
              "fine-tuning the whole network")
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
-        head_fit = fit_classifier(net, train_batches, len(classes), config,
-                                  cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()])
+        train_batches.groups = cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()]
+        head_fit = fit_classifier(net, train_batches, len(classes), config, train_batches.groups)
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")

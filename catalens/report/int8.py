@@ -6,6 +6,7 @@ float model is kept and the card says why."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,16 +48,18 @@ def check_int8(run_dir: str | Path, data: str | None = None, tolerance: float = 
     record = {"tolerance": tolerance, "calibration_photos": len(calibration), "method": (
         "onnxruntime static quantization, QDQ: int8 weights per channel, uint8 activations, MinMax ranges")}
     target = run_dir / INT8_FILE
+    target.unlink(missing_ok=True)  # an earlier int8 file is not trusted past a new check
     with tempfile.TemporaryDirectory(prefix="catalens-int8-") as folder:
-        float_path = Path(folder) / "model.onnx"
+        float_path, candidate = Path(folder) / "model.onnx", Path(folder) / INT8_FILE
         export_weights(model.module, model.card, model.weights_path, float_path)
         try:
-            quantize_int8(float_path, target, calibration)
+            quantize_int8(float_path, candidate, calibration)
         except CatalensError as error:
             record |= {"status": "float kept", "why": str(error)}
             return keep(run_dir, model, record, target)
         val = stratified_sample(catalog.split("val"), MAX_CHECK_PHOTOS, seed=0)
-        labels, float_logits, int8_logits = compare(model, val, OnnxRunner(float_path), OnnxRunner(target))
+        labels, float_logits, int8_logits = compare(model, val, OnnxRunner(float_path), OnnxRunner(candidate))
+        shutil.copyfile(candidate, target)  # checked: only now next to the run's other files
     float_pred, int8_pred = float_logits.argmax(1), int8_logits.argmax(1)
     float_accuracy, int8_accuracy = float((float_pred == labels).mean()), float((int8_pred == labels).mean())
     record |= {"float32_accuracy": round(float_accuracy, 4), "int8_accuracy": round(int8_accuracy, 4),

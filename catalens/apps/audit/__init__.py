@@ -133,11 +133,12 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
         z[rows] = outlier_scores(similarities[rows])
     findings += outlier_findings(z, embedded.readable, embedded.pixel_std, facts.width, facts.height, labels)
 
-    # files the listing refused (zero-byte, outside a class folder, no label) are not rows: list them as broken too,
-    # after the rows (their thumbnails are grey squares)
-    for offset, problem in enumerate(catalog.problems):
+    # files the listing left out (zero-byte) are not rows: list them as broken too, after the rows (their thumbnails
+    # are grey squares)
+    left_out = catalog.left_out_files()
+    for offset, problem in enumerate(left_out):
         findings.append(Finding(n + offset, "broken", 1.0, evidence=f"{problem['reason']} (left out of the catalog)"))
-    items = items + [str(problem["ref"]) for problem in catalog.problems]
+    items = items + [str(problem["ref"]) for problem in left_out]
     summary = {"source": catalog.source, "items": n, "features": source, "folds": folds,
                "counts": {kind: sum(f.kind == kind for f in findings) for kind in KINDS},
                "class_health": health, "notes": notes, "seconds": round(time.time() - started, 1)}

@@ -63,6 +63,8 @@ def apply_findings(catalog: Catalog, issues: list[dict], target: str | Path, mod
             if current is None or PRIORITY.index(issue["kind"]) < PRIORITY.index(current["kind"]):
                 chosen[issue["item"]] = issue
     ref_of = {str(ref): ref for ref in catalog.table["ref"]}
+    if root is not None:  # the files the listing left out (zero-byte) are listed as broken: review them too
+        ref_of.update({str(problem["ref"]): str(problem["ref"]) for problem in catalog.left_out_files()})
     ledger = Ledger(target, MANIFEST_COLUMNS, JOURNAL)
     summary = ApplySummary(manifest=ledger.manifest_path)
     try:

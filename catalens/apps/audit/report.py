@@ -74,6 +74,8 @@ def write_reports(out: Path, catalog: Catalog, findings: list[Finding], items: l
         page.append(f"<h2 id='{kind}'>{kind} ({len(rows):,})</h2>")
         if not rows:
             text = NONE_FOUND.get(kind, "none found")
+            if kind == "label" and summary["class_health"].get("oof_accuracy") is None:
+                text = "not searched (see the note above)"
             md.append(text)
             page.append(f"<p>{html.escape(text)}</p>")
             continue

@@ -30,8 +30,8 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, opt
     try:
         uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        if main:  # None: the handler was not set from Python
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def stopped(_signum, _frame) -> None:

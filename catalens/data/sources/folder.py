@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from catalens.data.catalog import Catalog
+from catalens.data.catalog import ZERO_BYTE, Catalog
 from catalens.data.images import check_image, is_image_file, load_image
 from catalens.errors import CatalensError
 from catalens.progress import progress
@@ -111,7 +111,7 @@ def open_folder(path: str | Path, verify: bool = False) -> Catalog:
                 skipped.append(relative.as_posix())
                 continue
             if path.stat().st_size == 0:
-                problems.append({"ref": relative.as_posix(), "reason": "zero-byte file"})
+                problems.append({"ref": relative.as_posix(), "reason": ZERO_BYTE})
                 continue
             label = parts[0]
             if label not in classes:
