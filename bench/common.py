@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -132,3 +133,24 @@ def final_row(text: str, chosen_on: str = "validation") -> str:
 def validation_row(text: str, why: str = "no separate test split; choices made on it would inflate it") -> str:
     """A BENCHMARKS.md row whose number is a validation number (a screen, or a bench with no test split)."""
     return f"validation number ({why}): {text}"
+
+
+def timings(function, seconds: float = 5.0) -> list[float]:
+    """Seconds of each call of `function` over about `seconds` (at least 5 calls), after one warm-up call."""
+    function()
+    times, started = [], time.perf_counter()
+    while time.perf_counter() - started < seconds or len(times) < 5:
+        begun = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - begun)
+    return times
+
+
+def copy_photos(source: Path, folder: Path, count: int) -> Path:
+    """The first `count` JPEGs under `source` (sorted), copied into `folder` in their class subfolders, once."""
+    if not folder.exists():
+        for path in sorted(source.rglob("*.jpg"))[:count]:
+            target = folder / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return folder

@@ -10,25 +10,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from common import record
+from common import record, timings
 
 from catalens.models import create_model
 from catalens.models.onnx_backend import export_onnx
 from catalens.models.timm_models import timm_preprocessing
-
-
-def timed(function, seconds: float = 5.0) -> list[float]:
-    function()
-    times, started = [], time.perf_counter()
-    while time.perf_counter() - started < seconds or len(times) < 5:
-        begin = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - begin)
-    return times
 
 
 def measure(name: str, batch: int) -> dict:
@@ -44,8 +33,8 @@ def measure(name: str, batch: int) -> dict:
         images = torch.randn(n, 3, *size)
         last = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            torch_times = timed(lambda last=last: eager(last))
-        onnx_times = timed(lambda images=images: runner.run(images.numpy()))
+            torch_times = timings(lambda last=last: eager(last))
+        onnx_times = timings(lambda images=images: runner.run(images.numpy()))
         results[n] = {"torch_ms": 1000 * statistics.median(torch_times) / n,
                       "onnx_ms": 1000 * statistics.median(onnx_times) / n}
     results["batch"] = batch

@@ -18,12 +18,11 @@ import argparse
 import json
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, SHARED, catalens, record
+from common import REPO, SHARED, catalens, copy_photos, record, timings
 from serve import run as serve_run
 
 from catalens.apps.sort import sort_folder
@@ -47,13 +46,7 @@ def trained(name: str, args: list[str], data: str = str(DATA)) -> Path:
 
 def timed(function, seconds: float = 4.0) -> float:
     """Median seconds of one call."""
-    function()
-    times, started = [], time.perf_counter()
-    while time.perf_counter() - started < seconds or len(times) < 5:
-        begun = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - begun)
-    return statistics.median(times)
+    return statistics.median(timings(function, seconds))
 
 
 def network_speed(path: Path, photos: np.ndarray) -> dict:
@@ -80,12 +73,7 @@ def main() -> None:
     runs = {"lite0": trained("lite0", ["--model", "tf_efficientnet_lite0", *HEAD]),
             "lite1": trained("lite1", ["--model", "tf_efficientnet_lite1", *HEAD]),
             "auto": args.auto if (args.auto / "model.safetensors").is_file() else trained("auto", [])}
-    photos = OUT / "speed-photos"
-    if not photos.exists():
-        for path in sorted((DATA / "train").rglob("*.jpg"))[: args.sort_photos]:
-            target = photos / path.parent.name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
+    photos = copy_photos(DATA / "train", OUT / "speed-photos", args.sort_photos)
     served = [path.read_bytes() for path in sorted((DATA / "validation").rglob("*.jpg"))]
     val = load_catalog(str(DATA), DataOptions()).split("val")
     rows = []

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SHARED, catalens, record
+from common import SHARED, catalens, copy_photos, record
 
 from catalens.apps.sort import sort_folder
 from catalens.rundir.run import Model
@@ -121,12 +121,7 @@ def main() -> None:
                  "--val-fraction", "1", "--seed", "1")
         catalens("zoomed", "bootstrap", "--from", str(CLOTHING / "validation"), "--out", str(catalog_like),
                  "--val-fraction", "1", "--seed", "1", "--crops-per-photo", "0.17")
-    photos = work / "photos"
-    if not photos.exists():
-        for path in sorted((CLOTHING / "train").rglob("*.jpg"))[: args.sort_images]:
-            target = photos / path.parent.name / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
+    photos = copy_photos(CLOTHING / "train", work / "photos", args.sort_images)
     rows = []
     for name in args.recipes:
         run = work / "runs" / name
