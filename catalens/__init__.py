@@ -18,9 +18,14 @@ does not pay for importing PyTorch.
 
 import sys
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed_version
 from types import ModuleType
 
-__version__ = "0.1.0"
+try:
+    __version__ = _installed_version("catalens")  # one source of truth: pyproject.toml's version, as installed
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {"Catalog": "data.catalog", "DataOptions": "data", "load_catalog": "data", "CatalensError": "errors",
          "evaluate": "report.evaluate", "predict": "inference.predict", "Model": "rundir.run", "train": "engine.train"}

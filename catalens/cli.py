@@ -21,6 +21,24 @@ app = typer.Typer(
     "database URL (sqlite:///products.db, postgresql+psycopg://user@host/db).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
 )
+
+
+def print_version(value: bool) -> None:
+    if value:
+        from catalens import __version__
+
+        print(f"catalens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                 help="Print catalens's version and exit."),
+) -> None:
+    """Classify e-commerce product images."""
+
+
 catalog_app = typer.Typer(help="Inspect data sources.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 bson_app = typer.Typer(help="BSON product dumps (CDiscount's format): generate test files, build the index.",

@@ -17,7 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, highlight=False)
+# markup off: what is printed carries file names, titles, class and column names from the data, whose brackets
+# ("x[bold]y.jpg", "catalens[text]") must come out literally; styles are given as rich Text, never as markup
+console = Console(stderr=True, highlight=False, markup=False)
 
 
 def bars_enabled() -> bool:
@@ -26,13 +28,13 @@ def bars_enabled() -> bool:
 
 def make_progress(*extra_columns, disable: bool = False) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
         *extra_columns,
         TimeElapsedColumn(),
-        TextColumn("ETA"),
+        TextColumn("ETA", markup=False),
         TimeRemainingColumn(),
         console=console,
         disable=disable or not bars_enabled(),
@@ -55,14 +57,14 @@ def info(message: str) -> None:
     """One line to the user. Printed literally: messages carry file names, titles and column names from the data,
     whose brackets must not be read as markup."""
     if not quiet():
-        console.print(message, markup=False, highlight=False)
+        console.print(message, markup=False, highlight=False, soft_wrap=True)  # one line: never wrapped
 
 
 def warn(message: str) -> None:
     if not quiet():
         from rich.text import Text
 
-        console.print(Text.assemble(("warning: ", "yellow"), message), highlight=False)
+        console.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
 
 
 def stdout_is_terminal() -> bool:

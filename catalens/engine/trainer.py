@@ -86,7 +86,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_start(self, epoch)
         seen, correct, loss_sum = 0, 0, 0.0
-        extra = TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[speed]:,.0f} img/s")
+        extra = TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[speed]:,.0f} img/s",
+                           markup=False)
         with make_progress(extra) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=len(self.train_batches), loss=0.0, acc=0.0,
                                 speed=0.0)

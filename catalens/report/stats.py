@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from catalens.data import DataOptions, load_catalog
 from catalens.progress import console
@@ -25,8 +26,8 @@ def export_catalog(data: str, out: str | Path, options: DataOptions | None = Non
 
 
 def print_stats(stats: dict) -> None:
-    console.print(f"[bold]{stats['source']}[/bold]: {stats['items']:,} items, {stats['products']:,} products, "
-                  f"{stats['classes']} classes, imbalance ratio {stats['imbalance_ratio']}")
+    console.print(Text.assemble((str(stats["source"]), "bold"), f": {stats['items']:,} items, {stats['products']:,} "
+                                f"products, {stats['classes']} classes, imbalance ratio {stats['imbalance_ratio']}"))
     if stats["per_split"]:
         console.print("splits: " + ", ".join(f"{name} {count:,}" for name, count in stats["per_split"].items()))
     table = Table(show_edge=False)
@@ -40,9 +41,9 @@ def print_stats(stats: dict) -> None:
     for note in stats["notes"]:
         console.print(f"note: {note}")
     if stats["problems"]:
-        console.print(f"[yellow]{len(stats['problems'])} problem(s):[/yellow]")
+        console.print(Text(f"{len(stats['problems'])} problem(s):", style="yellow"))
         for problem in stats["problems"][:20]:
-            console.print(f"  {problem['ref']}: {problem['reason']}")
+            console.print(f"  {problem['ref']}: {problem['reason']}", soft_wrap=True)
         if len(stats["problems"]) > 20:
             console.print(f"  ... and {len(stats['problems']) - 20} more (use --json for all)")
     else:
