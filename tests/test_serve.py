@@ -310,6 +310,33 @@ def test_batching_gives_every_concurrent_request_its_own_answer(small_model_dir,
         stop_server(process)
 
 
+# what a person would see as broken, from the laid-out boxes: anything over the header, anything wider than the
+# window, a control that sticks out of its history card
+LAYOUT_PROBLEMS = """() => {
+  const box = (element) => element.getBoundingClientRect();
+  const name = (element) => element.id || `${element.tagName.toLowerCase()}.${element.className}`;
+  const seen = (rect) => rect.width > 0 && rect.height > 0;
+  const problems = [], width = document.documentElement.clientWidth;
+  const header = box(document.querySelector("header"));
+  for (const element of document.querySelectorAll("main *")) {
+    const rect = box(element);
+    if (!seen(rect)) continue;
+    if (rect.top < header.bottom - 0.5) problems.push(`${name(element)} overlaps the header`);
+    if (rect.left < -0.5 || rect.right > width + 0.5) problems.push(`${name(element)} is wider than the window`);
+  }
+  for (const card of document.querySelectorAll("#gallery .card")) {
+    const outer = box(card);
+    for (const element of card.querySelectorAll("*")) {
+      const rect = box(element);
+      if (seen(rect) && (rect.left < outer.left - 0.5 || rect.right > outer.right + 0.5 || rect.top < outer.top - 0.5
+                         || rect.bottom > outer.bottom + 0.5)) problems.push(`${name(element)} sticks out of its card`);
+    }
+  }
+  if (document.documentElement.scrollWidth > width) problems.push("the page scrolls sideways");
+  return problems;
+}"""
+
+
 def test_page_in_headless_chromium(small_model_dir, tmp_path):
     """Open the page, upload a real photo, see the top-k bars and the photo in the history, correct the
     prediction, reload: the correction is still there."""
@@ -336,9 +363,13 @@ def test_page_in_headless_chromium(small_model_dir, tmp_path):
             card = page.locator("#gallery .card").first
             expect(card).to_contain_text("upload.jpg")
             expect(card.locator(".label")).to_contain_text(predicted)
+            for width, height in ((1200, 900), (390, 844)):  # a laptop and a phone
+                page.set_viewport_size({"width": width, "height": height})
+                assert page.evaluate(LAYOUT_PROBLEMS) == [], width
             right = next(name for name in CLASSES if name != predicted)
             card.locator("select").select_option(right)
             expect(page.locator("#gallery .card").first.locator(".fixed")).to_contain_text(right)
+            assert page.evaluate(LAYOUT_PROBLEMS) == []
             page.reload()
             expect(page.locator("#gallery .card").first.locator(".fixed")).to_contain_text(right)
             expect(page.locator("#gallery .card")).to_have_count(1)
