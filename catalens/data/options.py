@@ -4,8 +4,17 @@ data/__init__.py import it without importing each other."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, ClassVar
+
 from catalens.options import data_options, make_options_class
 
-DataOptions = make_options_class(
-    "DataOptions", data_options(), "What to do with a source's items before training or evaluation (options.py).",
-    {"__module__": __name__})
+if TYPE_CHECKING:  # built at run time from the option schema; to a type checker, a class of dynamic fields
+    class DataOptions:
+        __dataclass_fields__: ClassVar[dict[str, Any]]
+        def __init__(self, **options: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
+else:
+    DataOptions = make_options_class(
+        "DataOptions", data_options(), "What to do with a source's items before training or evaluation "
+        "(options.py).", {"__module__": __name__})

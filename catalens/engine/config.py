@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,9 +23,17 @@ def _save(self, path: Path) -> None:
     path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-TrainConfig = make_options_class(
-    "TrainConfig", OPTIONS, "Every option of a training run (fields, defaults and help: options.py).",
-    {"to_dict": _to_dict, "save": _save, "__module__": __name__})
+if TYPE_CHECKING:  # built at run time from the option schema; to a type checker, a class of dynamic fields
+    class TrainConfig:
+        def __init__(self, **options: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
+        def to_dict(self) -> dict: ...
+        def save(self, path: Path) -> None: ...
+else:
+    TrainConfig = make_options_class(
+        "TrainConfig", OPTIONS, "Every option of a training run (fields, defaults and help: options.py).",
+        {"to_dict": _to_dict, "save": _save, "__module__": __name__})
 
 
 def read_config_file(path: str | Path) -> dict:

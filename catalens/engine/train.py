@@ -8,6 +8,7 @@ import math
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,8 @@ from catalens.rundir.run import (
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                    "images_per_s", "seconds"]
+
+Inputs = Callable[[torch.Tensor], torch.Tensor]  # a batch as loaded -> the network's input
 
 
 @dataclass
@@ -129,7 +132,8 @@ def make_optimizer(config: TrainConfig, module: nn.Module):
     lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
     groups = parameter_groups(config, module, lr)
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum,
+                                                           nesterov=config.momentum > 0)
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr)
     return optimizer, [group["lr"] for group in groups]
@@ -302,8 +306,9 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     for note in catalog.notes:
         info(f"  data: {note}")
 
-    net, train_inputs, eval_inputs = module, lambda images: image_inputs(augment(images.float().div_(255))), \
-        image_inputs
+    net: nn.Module = module
+    train_inputs: Inputs = lambda images: image_inputs(augment(images.float().div_(255)))  # noqa: E731
+    eval_inputs: Inputs = image_inputs
     started = time.time()
     cached = use_feature_cache(config, plan)
     if cached:  # the classifier trains alone, on backbone features computed once
@@ -338,7 +343,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         train_batches.groups = cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()]
-        head_fit = fit_classifier(net, train_batches, len(classes), config, train_batches.groups)
+        head_fit = fit_classifier(classifier_of(module), train_batches, len(classes), config, train_batches.groups)
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")
@@ -368,7 +373,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                                         head_fit.seconds)
         best_epoch = 1
     if linear and texts is not None:
-        best_metrics = fit_text_heads(config, texts, net, train_batches, val_batches, len(classes), card, out)
+        best_metrics = fit_text_heads(config, texts, classifier_of(module), train_batches, val_batches, len(classes),
+                                      card, out)
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)
@@ -423,7 +429,7 @@ def calibrate_run(out: Path, module, net, val_batches, eval_inputs, device, card
             module.load_state_dict(load_file(str(out / WEIGHTS_FILE), device=str(device)))
         card.calibration = calibrate_head(net, val_batches, eval_inputs, device)
     write_json(out / CARD_FILE, card.to_dict())
-    report_calibration(card.calibration)
+    report_calibration(card.calibration or {})
 
 
 class RunDirectory(Callback):
@@ -493,7 +499,7 @@ def merge_failures(failures: dict[str, str], world: World) -> dict[str, str]:
         return failures
     import torch.distributed as dist
 
-    gathered = [None] * world.size
+    gathered: list[dict[str, str]] = [{} for _ in range(world.size)]
     dist.all_gather_object(gathered, failures)
     return {ref: reason for part in gathered for ref, reason in part.items()}
 

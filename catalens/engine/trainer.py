@@ -53,7 +53,7 @@ class Callback:
 @dataclass
 class Trainer:
     net: nn.Module  # what is evaluated (the classifier alone on cached features)
-    train_net: nn.Module  # what the step runs (net, or torch.compile(net))
+    train_net: Callable[..., torch.Tensor]  # what the step runs (net, or torch.compile(net))
     optimizer: torch.optim.Optimizer
     scheduler: object
     criterion: nn.Module

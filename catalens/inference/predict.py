@@ -50,7 +50,8 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     started = time.perf_counter()
     texts = catalog_texts(catalog.table, model.text_columns) if model.text is not None else None
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
-    probabilities, rows, failures, heads = [], [], [], {}
+    probabilities, rows, failures = [], [], []
+    heads: dict[str, list] = {}
     with make_progress(disable=not show_progress) as bar:
         task = bar.add_task(description, total=len(catalog))
         for batch in batches:
@@ -78,11 +79,11 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
             answered = set(text_only)
             failures = [item for item in failures if item not in answered]
     seconds = time.perf_counter() - started
-    heads = {name: np.concatenate(parts) for name, parts in heads.items()}
+    by_head = {name: np.concatenate(parts) for name, parts in heads.items()}
     if not probabilities:
         return Predictions(np.zeros((0, len(model.classes)), np.float32), np.zeros(0, np.int64), failures, seconds)
     scaled = np.concatenate(probabilities)
-    return Predictions(model.finish_probabilities(scaled), np.concatenate(rows), failures, seconds, heads, text_only,
+    return Predictions(model.finish_probabilities(scaled), np.concatenate(rows), failures, seconds, by_head, text_only,
                        scaled)
 
 
@@ -168,6 +169,8 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     if output_format == "parquet":
+        if not out:
+            raise CatalensError("--format parquet writes a file: give --out FILE.parquet")
         write_parquet(Path(out), records, model, with_ids, per_product)
     else:
         handle = open(out, "w", newline="") if out else sys.stdout

@@ -64,10 +64,11 @@ def timm_input_size(name: str) -> tuple[int, int]:
     return timm_preprocessing(name)["input_size"]
 
 
-def classifier_of(module: nn.Module) -> nn.Module:
+def classifier_of(module: nn.Module) -> nn.Linear:
     """The final classification layer (what a new class count replaces)."""
-    if hasattr(module, "get_classifier"):
-        return module.get_classifier()
+    layer = module.get_classifier() if hasattr(module, "get_classifier") else None
+    if isinstance(layer, nn.Linear):
+        return layer
     raise CatalensError(f"{type(module).__name__} has no classifier to train on its own; use --freeze none")
 
 

@@ -81,7 +81,7 @@ def is_training_data(catalog: Catalog, trained: dict) -> bool:
     if trained.get("identity") is not None:
         return catalog.identity == trained["identity"] or catalog.content_fingerprint() == trained.get("content")
     source = trained.get("source")
-    return bool(source) and (catalog.source == source or catalog.identity == source_identity(source))
+    return bool(source) and (catalog.source == source or catalog.identity == source_identity(str(source)))
 
 
 def check_leakage(model: Model, whole: Catalog | None, evaluated: Catalog, split_name: str) -> dict:
@@ -166,7 +166,7 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
          "share_of_true": float(matrix[i, j] / max(1, matrix[i].sum()))}
         for i in range(n) for j in range(n) if i != j and matrix[i, j] > 0
     ]
-    confused.sort(key=lambda item: -item["count"])
+    confused.sort(key=lambda item: -int(item["count"]))  # type: ignore[call-overload]
     return {
         "accuracy": float((predicted == truth).mean()),
         "top_k_accuracy": top_k,
@@ -237,7 +237,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
         items=int(len(result.rows)),
         unreadable=[{"ref": ref, "reason": reason} for ref, reason in result.failures],
         num_params=model.num_params,
-        model_size_mb=round(model.weights_path.stat().st_size / 1e6, 3),
+        model_size_mb=round(model.weights_path.stat().st_size / 1e6, 3) if model.weights_path else 0.0,
         evaluation_images_per_s=round(result.images_per_s, 1),
         evaluation_seconds=round(result.seconds, 3),
         data=data,
@@ -375,6 +375,8 @@ def calibration_lines(calibration: dict) -> list[str]:
 
 def record_in_card(model: Model, metrics: dict) -> None:
     """Keep the headline numbers of each evaluation in the run's model card (when it is writable)."""
+    if model.path is None:
+        return
     path = Path(model.path) / CARD_FILE
     if not os.access(path, os.W_OK):
         return

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def read_card(run_dir: Path) -> ModelCard:
 class Model:
     """A trained classifier: `Model.load(run_dir).predict(images, k=5)`."""
 
-    def __init__(self, module: nn.Module | None, card: dict, path: Path | None = None, runner=None,
+    def __init__(self, module: nn.Module | None, card: ModelCard, path: Path | None = None, runner=None,
                  weights_path: Path | None = None):
         self.module = module.eval() if module is not None else None  # None for an exported .onnx file
         self.runner = runner  # an OnnxRunner when the onnx backend is used
@@ -93,9 +94,9 @@ class Model:
         self.classes: list[str] = card.classes
         self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
-        self._fast = None
-        self.text = None  # a TextModel (models/fusion.py) when the run was trained with --text
-        self._features = None
+        self._fast: Any = None
+        self.text: Any = None  # a TextModel (models/fusion.py) when the run was trained with --text
+        self._features: Any = None
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str = WEIGHTS_FILE, device: str = "auto",
@@ -119,7 +120,7 @@ class Model:
             raise CatalensError(f"{weights_path} not found; the run may not have finished an epoch yet")
         preprocessing = Preprocessing.from_dict(card.preprocessing)
         module = create_model(card.architecture, card.num_classes, preprocessing.channels,
-                              tuple(preprocessing.input_size))
+                              (preprocessing.input_size[0], preprocessing.input_size[1]))
         try:
             module.load_state_dict(load_file(str(weights_path)))
         except (RuntimeError, OSError, ValueError) as error:
@@ -211,7 +212,7 @@ class Model:
                                 "--threshold P, or retrain with a validation split")
         point = threshold_for(curve, target_accuracy)
         if point is None:
-            best = best_reachable(curve)
+            best = best_reachable(curve) or {"accuracy": 0.0, "coverage": 0.0, "threshold": 1.0}
             raise CatalensError(f"--target-accuracy {target_accuracy:g} is above what validation ever reached: at "
                                 f"best {best['accuracy']:.2%} accuracy, answering {best['coverage']:.1%} of the "
                                 f"validation items (--threshold {best['threshold']:.3f}); ask for at most "
@@ -251,6 +252,13 @@ class Model:
     def num_params(self) -> int:
         return count_parameters(self.module) if self.module is not None else int(self.card.num_params)
 
+    @property
+    def network(self) -> nn.Module:
+        """The PyTorch network; a model loaded from an exported .onnx file has none."""
+        if self.module is None:
+            raise CatalensError(f"{self.path} is an exported ONNX file: this needs the run directory it came from")
+        return self.module
+
     def fast_module(self):
         """The network prepared for CPU inference: traced and frozen (BatchNorm folded into the convolutions)."""
         if self._fast is None:
@@ -285,7 +293,7 @@ class Model:
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
-        module = self.fast_module() if fast else self.module
+        module = self.fast_module() if fast else self.network
         with torch.inference_mode():
             return module(batch).float()
 
@@ -299,7 +307,7 @@ class Model:
         if self._features is None:
             from catalens.models.features import feature_function
 
-            self._features = feature_function(self.module, self.preprocessing, self.device)
+            self._features = feature_function(self.network, self.preprocessing, self.device)
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         with torch.inference_mode():
             return self._features(batch).float().cpu().numpy()
@@ -311,11 +319,11 @@ class Model:
         from catalens.models.timm_models import classifier_of
 
         self.say_if_uncalibrated()
-        head = classifier_of(self.module)
+        head = classifier_of(self.network)
         features = self.image_features(images) if images is not None else None
-        return modal_logits(self.text, head.weight.detach().float().cpu().numpy(),
-                            head.bias.detach().float().cpu().numpy(), features, texts,
-                            self.calibration.get("temperatures"))
+        weight, bias = cast(torch.Tensor, head.weight), cast(torch.Tensor, head.bias)
+        return modal_logits(self.text, weight.detach().float().cpu().numpy(), bias.detach().float().cpu().numpy(),
+                            features, texts, self.calibration.get("temperatures"))
 
     def probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
         """Calibrated class probabilities of a uint8 batch (softmax of the logits divided by the temperature fitted
@@ -381,7 +389,7 @@ def int8_runner(card: ModelCard, run_dir: Path, weights_path: Path, spin: bool =
     return runner
 
 
-def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path, spin: bool = False):
+def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path: Path, spin: bool = False):
     """An onnxruntime session for these weights: the run's model.onnx when `catalens export` wrote it from
     them, else an export kept in the user cache (cache.py) under the weights' sha256. Loading never writes into
     the run directory: it may be read-only, or loaded by several processes at once."""
@@ -408,10 +416,13 @@ def onnx_runner(module: nn.Module, card: dict, run_dir: Path, weights_path: Path
     return OnnxRunner(cached, spin=True) if spin else runner
 
 
-def export_weights(module: nn.Module, card: dict, weights_path: Path, path: Path, digest: str | None = None):
+def export_weights(module: nn.Module | None, card: ModelCard, weights_path: Path | None, path: Path,
+                   digest: str | None = None):
     """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
-    card = dict(card.to_dict(), weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
-    return export_onnx(copy.deepcopy(module).float(), card, path)
+    if module is None or weights_path is None:
+        raise CatalensError("an exported .onnx file cannot be exported again: give the run directory")
+    record = dict(card.to_dict(), weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
+    return export_onnx(copy.deepcopy(module).float(), record, path)
 
 
 def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FILE) -> dict:
