@@ -180,8 +180,11 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
     }
 
 
-def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, repeats: int = 30) -> dict:
-    """Latency at batch 1 (median ms) and throughput at a large batch (images/s), model only."""
+def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, repeats: int = 30,
+                  seconds: float = 1.0) -> dict:
+    """Latency at batch 1 (median ms) and throughput at a large batch (images/s), model only. The large batch is
+    the largest of 512, 256, 128 that one call runs in about `seconds`, else the sample's own (64): a photo
+    backbone on a CPU reaches its throughput at 64 already, and 512 would cost it 20-30 s of measuring."""
     one = sample[:1]
     model.logits(one)
     timings = []
@@ -189,6 +192,11 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
         started = time.perf_counter()
         model.logits(one)
         timings.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    model.logits(sample)
+    per_image = (time.perf_counter() - started) / len(sample)
+    batch_size = next((size for size in (batch_size, 256, 128) if size <= batch_size and size * per_image <= seconds),
+                      len(sample))
     big = sample.repeat((batch_size + len(sample) - 1) // len(sample), 1, 1, 1)[:batch_size]
     model.logits(big)
     rounds, started = 0, time.perf_counter()
