@@ -38,7 +38,15 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
     module = module.eval().cpu().to(memory_format=torch.contiguous_format)
     example = torch.randn(2, preprocessing["channels"], height, width)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes may export at once
-    model = onnx_graph(module, example)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(devnull):
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, external_data=False, input_names=["images"],
+                output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False,
+            )
+    model = program.model_proto
     metadata = {"catalens_card": json.dumps(card), "classes": json.dumps(card["classes"]),
                 "preprocessing": json.dumps(preprocessing)}
     for key, value in metadata.items():
@@ -52,31 +60,6 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
     with torch.no_grad():
         expected = module(example).numpy()
     return runner, float(np.abs(runner.run(example.numpy()) - expected).max())
-
-
-def onnx_graph(module: nn.Module, example: torch.Tensor):
-    """The network as an ONNX ModelProto with a dynamic batch axis. PyTorch's tracing exporter takes about a second
-    (0.05 s for cnn3, 0.9 s for EfficientNet-Lite0 on 2 cores); the torch.export-based one 5-11 s for the same
-    networks, which every first prediction of a new run on CPU would pay. Tracing is tried first; where this PyTorch
-    no longer has it or it fails on the network, torch.export does it. export_onnx checks either against PyTorch."""
-    import io
-
-    import onnx
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        warnings.simplefilter("ignore")
-        try:
-            buffer = io.BytesIO()
-            torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["images"],
-                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-            return onnx.load_from_string(buffer.getvalue())
-        except Exception:  # noqa: BLE001 - the tracing exporter is deprecated upstream: the newer one is the fallback
-            program = torch.onnx.export(
-                module, (example,), dynamo=True, external_data=False, input_names=["images"],
-                output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False,
-            )
-            return program.model_proto
 
 
 class OnnxRunner:
