@@ -29,6 +29,37 @@ def missing(message: str) -> None:
 WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def suite_lock_path(config) -> Path:
+    """One lock file per test session, shared by the pytest-xdist workers (they share the parent of basetemp)."""
+    import tempfile
+
+    worker = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    return Path(tempfile.gettempdir()) / f"catalens-tests-{worker}.lock"
+
+
+@pytest.fixture(autouse=True)
+def machine_share(request):
+    """The README's test command runs two pytest-xdist workers. A test marked `alone` measures this machine
+    (the auto recipe times its candidates and sizes its ladder by the budget; two data-parallel processes need
+    both cores), so it runs while no other test does: a writer-preferring readers-writer lock on one file,
+    through flock. Every other test holds the lock shared."""
+    import fcntl
+
+    path = suite_lock_path(request.config)
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(path.with_suffix(".turnstile"), "a+") as turnstile, open(path, "a+") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)  # a waiting `alone` test holds it: no new test starts meanwhile
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True)
 def no_signal_handler_left_changed():
     """Fails any test that leaves the process's SIGINT or SIGTERM handler other than it found it: a handler that

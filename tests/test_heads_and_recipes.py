@@ -131,6 +131,7 @@ def test_missing_weights_package_names_the_extra(monkeypatch):
 
 
 @pytest.mark.integration
+@pytest.mark.alone  # the ladder stops where the budget ends, by this machine's measured speed
 def test_auto_recipe_picks_fastcnn_for_fashion_mnist_and_pretrained_features_for_photos(tmp_path):
     fashion = f"fashion-mnist:{shared('fashion-mnist')}"
     result = run_cli("train", "--data", fashion, "--limit", "600", "--time-budget", "2", "--out",
@@ -219,6 +220,7 @@ def test_cached_prefix_fine_tune_trains_the_last_stage_only_and_reloads_with_the
 
 
 @pytest.mark.integration
+@pytest.mark.alone  # candidates are timed on this machine against --min-speed
 def test_auto_recipe_weighs_speed_and_distils_the_ensemble(tmp_path):
     """Real photos, small sample: the ensemble is trained (it is the teacher) but slower than the default
     --min-speed, so a single-pass model is chosen; every candidate is listed with its measured speed."""

@@ -298,6 +298,7 @@ def test_bootstrap_makes_the_aspect_ratios_catalogs_use_without_cutting_the_prod
 
 
 @pytest.mark.integration
+@pytest.mark.alone  # the auto recipe times its candidates on this machine
 def test_readme_route_files_narrow_full_length_studio_photos_as_normal(tmp_path):
     """Issue 27: the README's route (zoomed bootstrap, then the auto recipe, then sort) on real photos; held-out
     fashion-products studio photos cut to a 0.4-wide portrait (sides cropped, the model centred) are normal. A
