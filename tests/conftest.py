@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -29,26 +30,24 @@ def missing(message: str) -> None:
 WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def suite_lock_path(config) -> Path:
-    """One lock file per test session, shared by the pytest-xdist workers (they share the parent of basetemp)."""
+def suite_lock_path() -> Path:
+    """One lock file per test run, shared by its pytest-xdist workers (they share PYTEST_XDIST_TESTRUNUID)."""
     import tempfile
 
-    worker = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-    return Path(tempfile.gettempdir()) / f"catalens-tests-{worker}.lock"
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    return Path(tempfile.gettempdir()) / f"catalens-tests-{run}.lock"
 
 
-@pytest.fixture(autouse=True)
-def machine_share(request):
-    """The README's test command runs two pytest-xdist workers. A test marked `alone` measures this machine
-    (the auto recipe times its candidates and sizes its ladder by the budget; two data-parallel processes need
-    both cores), so it runs while no other test does: a writer-preferring readers-writer lock on one file,
-    through flock. Every other test holds the lock shared."""
+@contextlib.contextmanager
+def machine_share(alone: bool):
+    """A writer-preferring readers-writer lock on one file (flock): every test holds it shared, a test marked
+    `alone` exclusively, so it runs while no other test does; a waiting `alone` test holds the turnstile, so that
+    no new test starts meanwhile."""
     import fcntl
 
-    path = suite_lock_path(request.config)
-    alone = request.node.get_closest_marker("alone") is not None
+    path = suite_lock_path()
     with open(path.with_suffix(".turnstile"), "a+") as turnstile, open(path, "a+") as lock:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)  # a waiting `alone` test holds it: no new test starts meanwhile
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         if not alone:
             fcntl.flock(turnstile, fcntl.LOCK_UN)
@@ -58,6 +57,23 @@ def machine_share(request):
             fcntl.flock(lock, fcntl.LOCK_UN)
             if alone:
                 fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """The README's test command runs two pytest-xdist workers. A test marked `alone` measures this machine (the
+    auto recipe times its candidates and sizes its ladder by the budget), so it runs while no other test does.
+    The lock spans each test's whole protocol: set-up (module and session fixtures that start with it: a trained
+    run, a server), call and teardown."""
+    with machine_share(item.get_closest_marker("alone") is not None):
+        yield
+
+
+def pytest_sessionfinish(session):
+    """A worker that has run its last test removes the lock files: the one still running needs no exclusion (it
+    makes a new file if it opens one again)."""
+    for suffix in (".lock", ".turnstile"):
+        suite_lock_path().with_suffix(suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,9 @@ from catalens.options import data_options, make_options_class
 
 if TYPE_CHECKING:  # built at run time from the option schema; to a type checker, a class of dynamic fields
     class DataOptions:
+        """What to do with a source's items before training or evaluation: one field per data option of
+        options.py (labels, limits, splits, columns, ...)."""
+
         __dataclass_fields__: ClassVar[dict[str, Any]]
         def __init__(self, **options: Any) -> None: ...
         def __getattr__(self, name: str) -> Any: ...

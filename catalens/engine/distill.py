@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from catalens.engine.calibrate import calibrate_head
 from catalens.engine.train import evaluate_split
 from catalens.models.linear_head import CV_ITERATIONS, DEFAULT_C, folds_of, lbfgs_logistic
-from catalens.models.timm_models import classifier_of
+from catalens.models.timm_models import linear_classifier_of
 from catalens.progress import info
 from catalens.rundir.run import CARD_FILE, LAST_WEIGHTS_FILE, WEIGHTS_FILE, Model, read_card, save_weights, write_json
 
@@ -87,14 +87,14 @@ def distill(teacher_run: Path, teacher_features, student_run: Path, student_feat
     alpha = max(ALPHAS, key=lambda a: (cv[a], -ALPHAS.index(a)))
 
     teacher = Model.load(teacher_run, backend="torch", device="cpu")
-    head = classifier_of(teacher.module)
+    head = linear_classifier_of(teacher.network)
     q = teacher_probabilities(tx.double(), head.weight.detach().double(), head.bias.detach().double()).float()
     weight, bias = soft_fit(sx.double(), (alpha * hard + (1 - alpha) * q).double(), student_C, 300)
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(student_run, out)
     student = Model.load(out, backend="torch", device="cpu")
-    classifier = classifier_of(student.module)
+    classifier = linear_classifier_of(student.network)
     with torch.no_grad():
         classifier.weight.copy_(weight.float())
         classifier.bias.copy_(bias.float())

@@ -40,7 +40,7 @@ from catalens.models.features import FeatureBatches
 from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
 from catalens.models.prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
 from catalens.models.pretrained import load_pretrained
-from catalens.models.timm_models import classifier_of, timm_preprocessing
+from catalens.models.timm_models import classifier_of, linear_classifier_of, timm_preprocessing
 from catalens.options import data_options as data_option_list
 from catalens.progress import info, warn
 from catalens.rundir.card import ModelCard
@@ -323,7 +323,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         failures.update({str(ref): reason for ref, reason in failed})
         net = Suffix(module, prefix_at)
         if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
-            head_fit = fit_classifier(classifier_of(module), FeatureBatches(
+            head_fit = fit_classifier(linear_classifier_of(module), FeatureBatches(
                 net.pooled_features(train_batches.features), train_batches.labels, config.batch_size, True,
                 config.seed), len(classes), config)
             info(f"classifier initialised by a logistic regression on the pretrained features "
@@ -336,14 +336,15 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     if probe_init:  # full fine-tuning from a fitted head (LP-FT): the new classifier does not scramble the backbone
         probe_batches, _, _ = cache_features(module, train_batches, None, image_inputs, preprocessing, device,
                                              config)
-        head_fit = fit_classifier(classifier_of(module), probe_batches, len(classes), config)
+        head_fit = fit_classifier(linear_classifier_of(module), probe_batches, len(classes), config)
         del probe_batches
         info(f"classifier initialised by a logistic regression on the pretrained features (C={head_fit.C:g}); "
              "fine-tuning the whole network")
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         train_batches.groups = cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()]
-        head_fit = fit_classifier(classifier_of(module), train_batches, len(classes), config, train_batches.groups)
+        head_fit = fit_classifier(linear_classifier_of(module), train_batches, len(classes), config,
+                                  train_batches.groups)
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")
@@ -373,8 +374,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                                         head_fit.seconds)
         best_epoch = 1
     if linear and texts is not None:
-        best_metrics = fit_text_heads(config, texts, classifier_of(module), train_batches, val_batches, len(classes),
-                                      card, out)
+        best_metrics = fit_text_heads(config, texts, linear_classifier_of(module), train_batches, val_batches,
+                                      len(classes), card, out)
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)

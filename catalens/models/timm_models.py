@@ -64,12 +64,22 @@ def timm_input_size(name: str) -> tuple[int, int]:
     return timm_preprocessing(name)["input_size"]
 
 
-def classifier_of(module: nn.Module) -> nn.Linear:
-    """The final classification layer (what a new class count replaces)."""
-    layer = module.get_classifier() if hasattr(module, "get_classifier") else None
-    if isinstance(layer, nn.Linear):
-        return layer
+def classifier_of(module: nn.Module) -> nn.Module:
+    """The final classification layer (what a new class count replaces): a Linear layer for most backbones, a
+    1x1 convolution or a normalised linear layer for some (DLA, LeViT)."""
+    if hasattr(module, "get_classifier"):
+        return module.get_classifier()
     raise CatalensError(f"{type(module).__name__} has no classifier to train on its own; use --freeze none")
+
+
+def linear_classifier_of(module: nn.Module) -> nn.Linear:
+    """The classifier where it must be one Linear layer: the heads fitted in closed form (linear probe, --text
+    heads, distillation) write its weight and bias."""
+    layer = classifier_of(module)
+    if not isinstance(layer, nn.Linear):
+        raise CatalensError(f"{type(module).__name__}'s classifier is a {type(layer).__name__}, not a linear layer: "
+                            "its head cannot be fitted on cached features; use --head sgd or --freeze none")
+    return layer
 
 
 def backbone_stages(module: nn.Module) -> list[list[str]]:

@@ -192,6 +192,7 @@ def measure_speed(model: Model, sample: torch.Tensor, batch_size: int = 512, rep
         started = time.perf_counter()
         model.logits(one)
         timings.append((time.perf_counter() - started) * 1000)
+    model.logits(sample)  # the first call at a new batch shape is slower (onnxruntime, the traced network)
     started = time.perf_counter()
     model.logits(sample)
     per_image = (time.perf_counter() - started) / len(sample)

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -316,13 +316,13 @@ class Model:
         """A text model's logits by head (image, text, fused) and `used` (fusion.modal_logits); images None:
         text only."""
         from catalens.models.fusion import modal_logits
-        from catalens.models.timm_models import classifier_of
+        from catalens.models.timm_models import linear_classifier_of
 
         self.say_if_uncalibrated()
-        head = classifier_of(self.network)
+        head = linear_classifier_of(self.network)
         features = self.image_features(images) if images is not None else None
-        weight, bias = cast(torch.Tensor, head.weight), cast(torch.Tensor, head.bias)
-        return modal_logits(self.text, weight.detach().float().cpu().numpy(), bias.detach().float().cpu().numpy(),
+        return modal_logits(self.text, head.weight.detach().float().cpu().numpy(),
+                            head.bias.detach().float().cpu().numpy(),
                             features, texts, self.calibration.get("temperatures"))
 
     def probabilities(self, images: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
