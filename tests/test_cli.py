@@ -66,8 +66,9 @@ def test_version():
     catalens.__version__ say the same, and not the fallback of an uninstalled tree."""
     import tomllib
 
-    import catalens
     from conftest import REPO
+
+    import catalens
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert catalens.__version__ == declared
