@@ -89,6 +89,15 @@ def no_signal_handler_left_changed():
         pytest.fail(f"the test left the handler of {', '.join(changed)} changed")
 
 
+def bash_blocks(page: Path, after: str) -> list[list[str]]:
+    """The commands of each ```bash block of a Markdown page after the heading `after` (comments left out)."""
+    import re
+
+    text = page.read_text().split(after, 1)[1]
+    return [[line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+            for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+
+
 def shared(path: str) -> Path:
     """A file under ../shared/data; missing data fails under CI=true and skips elsewhere."""
     full = SHARED_DATA / path

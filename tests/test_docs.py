@@ -2,20 +2,12 @@
 does not resolve fails it), and the commands of Getting started run as they are written, on real photos."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, shared
-
-
-def bash_blocks(page: Path, after: str) -> list[list[str]]:
-    text = page.read_text().split(after, 1)[1]
-    return [[line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-            for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+from conftest import REPO, bash_blocks, run_cli, shared
 
 
 def test_mkdocs_build_strict(tmp_path):

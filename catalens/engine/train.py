@@ -343,8 +343,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     linear = cached and config.head == "linear"
     if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
         train_batches.groups = cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()]
-        head_fit = fit_classifier(linear_classifier_of(module), train_batches, len(classes), config,
-                                  train_batches.groups)
+        head = linear_classifier_of(module)  # the `net` trained here: its weights are fitted in closed form
+        head_fit = fit_classifier(head, train_batches, len(classes), config, train_batches.groups)
     elif texts is not None:
         raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
                             "backbone and the linear head (no heavy --augment), or no model flags at all")
@@ -374,8 +374,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                                         head_fit.seconds)
         best_epoch = 1
     if linear and texts is not None:
-        best_metrics = fit_text_heads(config, texts, linear_classifier_of(module), train_batches, val_batches,
-                                      len(classes), card, out)
+        best_metrics = fit_text_heads(config, texts, head, train_batches, val_batches, len(classes), card, out)
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)

@@ -11,6 +11,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,12 +162,12 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
     for k in (1, 3, 5):
         if k <= n:
             top_k[str(k)] = float((ranks[:, :k] == truth[:, None]).any(axis=1).mean())
-    confused = [
+    confused: list[dict[str, Any]] = [
         {"true": classes[i], "predicted": classes[j], "count": int(matrix[i, j]),
          "share_of_true": float(matrix[i, j] / max(1, matrix[i].sum()))}
         for i in range(n) for j in range(n) if i != j and matrix[i, j] > 0
     ]
-    confused.sort(key=lambda item: -int(item["count"]))  # type: ignore[call-overload]
+    confused.sort(key=lambda item: -item["count"])
     return {
         "accuracy": float((predicted == truth).mean()),
         "top_k_accuracy": top_k,

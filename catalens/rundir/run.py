@@ -212,7 +212,8 @@ class Model:
                                 "--threshold P, or retrain with a validation split")
         point = threshold_for(curve, target_accuracy)
         if point is None:
-            best = best_reachable(curve) or {"accuracy": 0.0, "coverage": 0.0, "threshold": 1.0}
+            best = best_reachable(curve)
+            assert best is not None  # the curve has thresholds: checked above
             raise CatalensError(f"--target-accuracy {target_accuracy:g} is above what validation ever reached: at "
                                 f"best {best['accuracy']:.2%} accuracy, answering {best['coverage']:.1%} of the "
                                 f"validation items (--threshold {best['threshold']:.3f}); ask for at most "
