@@ -60,7 +60,12 @@ def start(world: World, device: torch.device) -> None:
 
 
 def stop() -> None:
+    """Leave the process group. The DDP wrapper's reducer holds the group: it is collected first, so that the
+    group is really torn down here and not by the interpreter's exit, where gloo's threads can abort."""
     if dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
 
 

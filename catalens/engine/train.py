@@ -403,14 +403,19 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     seconds = time.time() - started
     failures = merge_failures(failures, world)
     barrier(world)
+    if world.main:
+        if failures:
+            write_problems(out / "problems.csv", failures)
+            warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
+        if not interrupted:
+            calibrate_run(out, module, net, val_batches, eval_inputs, device, card, linear)
+        plot_history(history_path, out / "training_curves.png")
+    # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its
+    # process group down while rank 0 was still calibrating aborted now and then ("terminate called without an
+    # active exception", SIGABRT), which failed the whole run. If rank 0 fails here, torchrun stops the others.
+    barrier(world)
     if not world.main:
         return TrainResult(out, best_epoch, best_metrics, seconds)
-    if failures:
-        write_problems(out / "problems.csv", failures)
-        warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
-    if not interrupted:
-        calibrate_run(out, module, net, val_batches, eval_inputs, device, card, linear)
-    plot_history(history_path, out / "training_curves.png")
     if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
         raise KeyboardInterrupt
     info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
