@@ -82,7 +82,7 @@ def assign_splits(
     part = table.iloc[rows]
     if groups is not None:
         part = part.assign(product_id=np.asarray(groups))  # a copy: the catalog keeps its product ids
-    product_label = part.groupby("product_id", sort=False)["label"].agg(lambda s: s.value_counts().index[0])
+    product_label = majority_labels(part)
     rng = np.random.default_rng(seed)
     assignment: dict = {}
     notes = []
@@ -102,6 +102,19 @@ def assign_splits(
     result.table.loc[rows, "split"] = part["product_id"].map(assignment).to_numpy()
     result.notes = catalog.notes + notes
     return result, notes
+
+
+def majority_labels(part: pd.DataFrame) -> pd.Series:
+    """Each product's most frequent label, products in order of first appearance. Only products whose photos
+    disagree are counted one by one (a Python call per product took 20 s for Fashion-MNIST's 70,000)."""
+    by_product = part.groupby("product_id", sort=False)["label"]
+    labels = by_product.first()
+    mixed = by_product.nunique() > 1
+    if mixed.any():
+        disagreeing = part[part["product_id"].isin(labels.index[mixed.to_numpy()])]
+        labels.update(disagreeing.groupby("product_id", sort=False)["label"].agg(
+            lambda s: s.value_counts().index[0]))
+    return labels
 
 
 def twins_photo_by_photo(catalog: Catalog, rows: np.ndarray, groups: np.ndarray, ratios, names, seed: int) -> str:
