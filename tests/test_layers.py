@@ -14,7 +14,7 @@ PACKAGE = Path(catalens.__file__).parent
 # Stages, earliest first: one package each (catalens/<stage>/), the shared core modules first and cli.py last.
 # A module's stage is that of its longest matching prefix.
 STAGES = [
-    ("core", ["catalens", "errors", "progress", "cache", "checksums", "options", "placement"]),
+    ("core", ["catalens", "errors", "progress", "cache", "checksums", "files", "options", "placement"]),
     ("data", ["data"]),
     ("loading", ["loading"]),
     ("models", ["models"]),
@@ -25,7 +25,16 @@ STAGES = [
     ("apps", ["apps"]),
     ("cli", ["cli", "__main__"]),
 ]
-APPS = ["apps.sort", "apps.zoomed", "apps.demo", "apps.serve", "apps.audit", "apps.match"]
+APPS = sorted(f"apps.{path.stem}" for path in (PACKAGE / "apps").iterdir()
+              if path.name != "__init__.py" and (path.suffix == ".py" or (path / "__init__.py").is_file()))
+
+
+def lazy_names() -> dict[str, str]:
+    """catalens/__init__.py's `_LAZY`: public name -> the module (catalens.X) it is imported from on first use."""
+    for node in ast.parse((PACKAGE / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", "") == "_LAZY" for target in node.targets):
+            return {name: f"catalens.{module}" for name, module in ast.literal_eval(node.value).items()}
+    raise AssertionError("catalens/__init__.py has no _LAZY table")
 
 
 def module_name(path: Path) -> str:
@@ -47,7 +56,10 @@ def imports_of(path: Path, name: str | None = None) -> set[str]:
                 target = node.module or ""
             for alias in node.names:
                 candidate = f"{target}.{alias.name}"
-                found.add(candidate if is_module(candidate) else target)
+                if target == "catalens" and alias.name in lazy_names():  # `from catalens import train`: the
+                    found.add(lazy_names()[alias.name])  # module that defines it, imported on first use
+                else:
+                    found.add(candidate if is_module(candidate) else target)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return {target for target in found if target.split(".")[0] == "catalens" and target != name}
@@ -77,12 +89,36 @@ def stage_of(module: str) -> int:
 def test_every_module_has_a_stage_and_imports_only_earlier_stages():
     """Also the layout: every module but the core ones and cli.py lives in its stage's package."""
     flat = sorted(path.stem for path in PACKAGE.glob("*.py"))
-    assert flat == ["__init__", "__main__", "cache", "checksums", "cli", "errors", "options", "placement",
+    assert flat == ["__init__", "__main__", "cache", "checksums", "cli", "errors", "files", "options", "placement",
                     "progress"], flat
     edges = graph()
     wrong = [f"{module} ({STAGES[stage_of(module)][0]}) imports {target} ({STAGES[stage_of(target)][0]})"
              for module, targets in edges.items() for target in targets if stage_of(target) > stage_of(module)]
     assert not wrong, "imports against the data flow:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_public_names_are_imported_by_string_from_modules_that_define_them():
+    """`catalens.train` etc. are imported by string (_LAZY), which the walk above cannot see: each must name a
+    module that defines it, and no module of the package may import the package's public names from the root (the
+    root would then import it back on first use)."""
+    for name, module in lazy_names().items():
+        path = PACKAGE.parent / module.replace(".", "/")
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        assert path.is_file(), f"_LAZY[{name!r}] names {module}, which does not exist"
+        tree = ast.parse(path.read_text())
+        defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))} | \
+                  {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                   for alias in node.names}
+        assert name in defined, f"_LAZY[{name!r}] names {module}, which does not define {name}"
+    through_root = [f"{module_name(path)} imports {alias.name} from the root"
+                    for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module == "catalens" and not node.level
+                    for alias in node.names if alias.name in lazy_names()]
+    assert not through_root, "\n".join(through_root)
+
+
+def test_apps_are_found_on_disk():
+    assert {"apps.sort", "apps.serve", "apps.audit", "apps.match", "apps.demo", "apps.zoomed"} <= set(APPS), APPS
 
 
 def test_no_import_cycles():

@@ -26,6 +26,7 @@ from pathlib import Path
 from catalens.data.images import is_image_file
 from catalens.data.sources.folder import folder_name, walk_files
 from catalens.errors import CatalensError
+from catalens.files import check_outside
 from catalens.inference.predict import catalog_of_files
 from catalens.loading.batches import make_batches
 from catalens.models.calibration import answered
@@ -66,12 +67,7 @@ class SortSummary:
 def check_folders(input_dir: Path, output_dir: Path) -> None:
     if not input_dir.is_dir():
         raise CatalensError(f"input folder {input_dir} does not exist or is not a folder")
-    source, target = input_dir.resolve(), output_dir.resolve()
-    if target == source:
-        raise CatalensError("OUTPUT_DIR is INPUT_DIR: give another folder (sorting in place would re-read its output)")
-    if source in target.parents:
-        raise CatalensError(f"OUTPUT_DIR {output_dir} is inside INPUT_DIR {input_dir}: give a folder outside it, "
-                            "or the sorted files would be sorted again")
+    check_outside(output_dir, input_dir, "OUTPUT_DIR", "INPUT_DIR", "the sorted files would be sorted again")
 
 
 def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mode: str = "copy",

@@ -38,6 +38,7 @@ from catalens.data.images import describe_failure, is_image_file, load_image
 from catalens.data.provenance import BOOTSTRAP_FILE
 from catalens.data.sources.folder import walk_files
 from catalens.errors import CatalensError
+from catalens.files import check_outside
 from catalens.progress import make_progress, warn
 
 CLASSES = ("normal", "zoomed")
@@ -209,9 +210,7 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
                             "normal, like real catalogs)")
     if not 0 <= val_fraction <= 1:
         raise CatalensError("--val-fraction must be in [0, 1] (1: every photo in val/, for a held-out test set)")
-    for root in roots:
-        if out_dir.resolve() == root.resolve() or root.resolve() in out_dir.resolve().parents:
-            raise CatalensError(f"--out {out_dir} must be outside --from {root}")
+    check_outside(out_dir, list(roots), "--out", "--from", "the crops would be read as photos next time")
     photos = [(root, path) for root in roots for path in walk_files(root) if is_image_file(path)]
     if not photos:
         raise CatalensError(f"no image files under {', '.join(map(str, roots))}")

@@ -20,6 +20,7 @@ from PIL import Image
 
 from catalens.cache import cache_root
 from catalens.data.safe_urls import SafeClient, UrlForbidden
+from catalens.files import write_atomic
 
 # Defaults; CATALENS_DOWNLOAD_MAX_BYTES, _TIMEOUT and _RETRIES override them when a Downloader is made.
 MAX_BYTES = 20 * 1024 * 1024
@@ -107,12 +108,10 @@ class Downloader:
         path = self.cache / "objects" / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + f".{os.getpid()}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)
+            write_atomic(path, data)
         pointer = self._url_file(url)
         pointer.parent.mkdir(parents=True, exist_ok=True)
-        pointer.write_text(name)
+        write_atomic(pointer, name)  # a kill mid-write left a pointer to nothing
         return path
 
     def fetch(self, client: SafeClient, url: str) -> Fetched:

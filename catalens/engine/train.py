@@ -31,6 +31,7 @@ from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.metrics import macro_f1
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
+from catalens.files import atomic_path
 from catalens.loading.augment import get_preset
 from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
@@ -451,13 +452,13 @@ class RunDirectory(Callback):
             shutil.copyfile(out / LAST_WEIGHTS_FILE, out / WEIGHTS_FILE)
         self.card.best_epoch, self.card.validation = state.best_epoch, state.best_metrics
         write_json(out / CARD_FILE, self.card.to_dict())
-        torch.save({
-            "model": self.module.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.scheduler.state_dict(), "epoch": epoch + 1, "total_epochs": self.total_epochs,
-            "best_epoch": state.best_epoch, "best_score": float(state.best_score), "best_metrics": state.best_metrics,
-            "stale": state.stale, "rng": torch.get_rng_state(),
-        }, out / (CHECKPOINT_FILE + ".tmp"))
-        (out / (CHECKPOINT_FILE + ".tmp")).replace(out / CHECKPOINT_FILE)
+        with atomic_path(out / CHECKPOINT_FILE) as temporary:
+            torch.save({
+                "model": self.module.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                "scheduler": trainer.scheduler.state_dict(), "epoch": epoch + 1, "total_epochs": self.total_epochs,
+                "best_epoch": state.best_epoch, "best_score": float(state.best_score),
+                "best_metrics": state.best_metrics, "stale": state.stale, "rng": torch.get_rng_state(),
+            }, temporary)
 
 
 def make_card(config: TrainConfig, catalog: Catalog, train_catalog: Catalog, val_catalog: Catalog | None,

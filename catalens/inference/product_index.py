@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from catalens.errors import CatalensError
+from catalens.files import atomic_path, write_atomic
 
 INDEX_FILE = "index.json"
 FEATURES_FILE = "features.npy"
@@ -48,7 +49,7 @@ class ProductIndex:
 
     def query(self, features: np.ndarray | None, title: str | None, k: int = 5) -> list[dict]:
         """The k nearest products of one query (image features (D,) and/or a title)."""
-        from catalens.models.fusion import unit_rows
+        from catalens.models.neighbours import unit_rows
         from catalens.models.text import clean_title
 
         title = clean_title(title) if title else ""
@@ -123,7 +124,8 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
     """Index (or, with `add`, add to the index) every item of DATA; returns counts."""
     from catalens.data import load_catalog
     from catalens.inference.embeddings import embed
-    from catalens.models.fusion import TitleVectorizer, catalog_texts, unit_rows
+    from catalens.models.fusion import TitleVectorizer, catalog_texts
+    from catalens.models.neighbours import unit_rows
     from catalens.progress import warn
     from catalens.rundir.run import Model
 
@@ -173,18 +175,17 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
         all_items = pd.concat([existing.items, items], ignore_index=True)
         all_features = np.concatenate([existing.features, matrix])
     # index.json last: its item count is what a reader trusts, so an add killed half way leaves the index as it was
-    write_atomic(out / FEATURES_FILE, lambda handle: np.save(handle, all_features, allow_pickle=False))
-    write_atomic(out / ITEMS_FILE, lambda handle: all_items[ITEM_COLUMNS].to_csv(handle, index=False))
+    write_with(out / FEATURES_FILE, lambda handle: np.save(handle, all_features, allow_pickle=False))
+    write_with(out / ITEMS_FILE, lambda handle: all_items[ITEM_COLUMNS].to_csv(handle, index=False))
     meta["items"] = len(all_items)
-    write_atomic(out / INDEX_FILE, lambda handle: handle.write(json.dumps(meta, ensure_ascii=False).encode()))
+    write_atomic(out / INDEX_FILE, json.dumps(meta, ensure_ascii=False))
     if flagged:
         warn(f"{flagged} image(s) could not be read: indexed by their title alone (has_image 0 in {ITEMS_FILE})")
     return {"added": len(items), "skipped_known": skipped, "title_only": flagged, "items": len(all_items),
             "index": str(out)}
 
 
-def write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
+def write_with(path: Path, write) -> None:
+    """`write(handle)` into `path`, all of it or none."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         write(handle)
-    temporary.replace(path)

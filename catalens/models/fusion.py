@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from catalens.errors import CatalensError
+from catalens.models.neighbours import unit_rows
 from catalens.models.text import clean_title
 from catalens.progress import info
 
@@ -120,11 +121,6 @@ class TitleVectorizer:
             part.idf_ = np.asarray(arrays[f"{name}_idf"], dtype=np.float64)
             parts.append(part)
         return cls(*parts)
-
-
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float32)
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass

@@ -11,10 +11,15 @@ REDUCED_DIMENSIONS = 256
 CHUNK = 8192
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (float32; all-zero rows stay zero): inner products become cosines. The one
+    row normalisation of the package: search, fusion of image and title features, matching."""
+    features = np.asarray(features, dtype=np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def normalised(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    x = np.asarray(features[rows], dtype=np.float32)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
+    return unit_rows(features[rows])
 
 
 def nearest(features: np.ndarray, rows: np.ndarray, k: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +35,7 @@ def nearest(features: np.ndarray, rows: np.ndarray, k: int = 10, seed: int = 0) 
         x = np.empty((n, REDUCED_DIMENSIONS), np.float32)
         for start in range(0, n, CHUNK):
             x[start:start + CHUNK] = pca.apply(normalised(features, rows[start:start + CHUNK]))
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = unit_rows(x)
         d = REDUCED_DIMENSIONS
     else:
         x = normalised(features, rows)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from catalens.errors import CatalensError
+from catalens.files import atomic_path
 
 ONNX_FILE = "model.onnx"
 
@@ -37,7 +38,6 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
     height, width = preprocessing["input_size"]
     module = module.eval().cpu().to(memory_format=torch.contiguous_format)
     example = torch.randn(2, preprocessing["channels"], height, width)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes may export at once
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
         warnings.simplefilter("ignore")
@@ -54,8 +54,8 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
         entry.key, entry.value = key, value
     import onnx
 
-    onnx.save_model(model, str(temporary))
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        onnx.save_model(model, str(temporary))
     runner = OnnxRunner(path)
     with torch.no_grad():
         expected = module(example).numpy()

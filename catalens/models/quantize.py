@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from catalens.errors import CatalensError
+from catalens.files import atomic_path
 
 CALIBRATION_BATCH = 16
 
@@ -60,26 +60,22 @@ def quantize_int8(float_path: Path, out: Path, calibration: np.ndarray) -> None:
             self.start += CALIBRATION_BATCH
             return {"images": part}
 
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="catalens-int8-") as folder, warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()):
+        with atomic_path(out) as temporary, tempfile.TemporaryDirectory(prefix="catalens-int8-") as folder, \
+                warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             prepared = Path(folder) / "prepared.onnx"
             quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(temporary), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
-        copy_metadata(float_path, temporary)
-        temporary.replace(out)
+            copy_metadata(float_path, temporary)
     except CatalensError:
         raise
     except Exception as error:  # noqa: BLE001 - onnxruntime raises many types for graphs it cannot quantize
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
         raise CatalensError(f"onnxruntime could not quantize this model ({reason})") from error
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def copy_metadata(source: Path, target: Path) -> None:
@@ -105,6 +101,5 @@ def set_card(path: Path, card: dict) -> None:
     for entry in model.metadata_props:
         if entry.key == "catalens_card":
             entry.value = json.dumps(card)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    onnx.save_model(model, str(temporary))
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        onnx.save_model(model, str(temporary))

@@ -27,6 +27,7 @@ from torch import nn
 from catalens.cache import cache_root
 from catalens.checksums import file_digest
 from catalens.errors import CatalensError
+from catalens.files import atomic_path, write_atomic
 from catalens.loading.preprocess import Preprocessing, normalize_numpy, softmax_numpy
 from catalens.models import create_model
 from catalens.models.calibration import UNCALIBRATED, apply_top_label_map
@@ -47,15 +48,12 @@ _TOLD_UNCALIBRATED: set[str] = set()  # runs that said so once in this process
 
 def save_weights(module: nn.Module, path: Path) -> None:
     state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
-    temporary = path.with_suffix(".tmp")
-    save_file(state, str(temporary))
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary))
 
 
 def write_json(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    temporary.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def count_parameters(module: nn.Module) -> int:

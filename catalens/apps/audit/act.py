@@ -15,6 +15,7 @@ from catalens.data.catalog import Catalog
 from catalens.data.shards import image_bytes
 from catalens.data.sources.folder import folder_name
 from catalens.errors import CatalensError
+from catalens.files import check_outside
 from catalens.placement import PARTIAL_SUFFIX, Ledger, destination_for, place, settle
 from catalens.progress import make_progress, warn
 
@@ -49,10 +50,8 @@ def apply_findings(catalog: Catalog, issues: list[dict], target: str | Path, mod
     if mode not in ("copy", "move"):
         raise CatalensError(f"--mode {mode}: audit --apply copies or moves (copy is the default)")
     root = file_root(catalog)
-    resolved = target.resolve()
-    if root is not None and (resolved == root or root in resolved.parents):
-        raise CatalensError(f"--apply {target} is inside the data ({root}): give a folder outside it, or the "
-                            "review folders would become part of the catalog")
+    if root is not None:
+        check_outside(target, root, "--apply", "the data", "the review folders would become part of the catalog")
     if mode == "move" and root is None:
         raise CatalensError(f"--mode move needs image files; the images of {catalog.source} are not files "
                             "(use --mode copy)")

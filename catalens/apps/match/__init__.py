@@ -26,7 +26,7 @@ import numpy as np
 
 from catalens.data.dedupe import near_pairs, parse_hash, popcount
 from catalens.errors import CatalensError
-from catalens.models.neighbours import nearest
+from catalens.models.neighbours import nearest, unit_rows
 from catalens.models.text import clean_title, sentence_embeddings, tfidf
 from catalens.progress import info, warn
 
@@ -133,7 +133,7 @@ def image_embeddings(postings: Postings) -> np.ndarray:
     if embedded.failures:
         postings.notes.append(f"{len(embedded.failures)} image(s) could not be read: matched on the title and "
                               "image_phash")
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return unit_rows(features)
 
 
 def top_neighbours(matrix, k: int) -> np.ndarray:

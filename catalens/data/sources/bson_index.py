@@ -27,6 +27,7 @@ from numba import njit
 
 from catalens.cache import cache_root
 from catalens.errors import CatalensError
+from catalens.files import atomic_path, write_atomic
 from catalens.progress import make_progress
 
 INDEX_VERSION = 1
@@ -290,12 +291,10 @@ def open_index(path: str | Path, rebuild: bool = False, show_progress: bool = Tr
             if len(records) == meta.get("products"):
                 return BsonIndex(path, records, meta.get("problems", []), meta.get("seconds", 0.0), reused=True)
     index = build_index(path, location, show_progress=show_progress)
-    partial = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps({
+    write_atomic(meta_path, json.dumps({  # two processes indexing the same file at once: both write whole files
         "version": INDEX_VERSION, "file": file_signature(path), "products": len(index.records),
         "record": RECORD.descr, "seconds": index.seconds, "problems": index.problems,
     }, indent=1))
-    os.replace(partial, meta_path)  # two processes indexing the same file at once: both write whole files
     return index
 
 
@@ -321,8 +320,7 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
         with ThreadPoolExecutor(len(parts)) as pool:
             results = list(pool.map(lambda args: index_part(source, *args, size, advance), zip(parts, files)))
     problems, end = [], 0
-    merged = location.with_name(f"{location.name}.{os.getpid()}.partial")
-    with open(merged, "wb") as sink:
+    with atomic_path(location) as merged, open(merged, "wb") as sink:
         for file, (part_end, part_problems) in zip(files, results):
             records = np.fromfile(file, dtype=RECORD)
             file.unlink()
@@ -330,7 +328,6 @@ def build_index(path: Path, location: Path, show_progress: bool = True, threads:
             records.tofile(sink)
             problems += [problem for problem in part_problems if problem["offset"] >= end]
             end = max(end, part_end)
-    os.replace(merged, location)
     records = np.fromfile(location, dtype=RECORD)
     problems = [{"ref": f"offset {p['offset']}", "reason": p["reason"]} for p in problems]
     problems += record_problems(records)

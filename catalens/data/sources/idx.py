@@ -18,6 +18,7 @@ import numpy as np
 from catalens.cache import cache_root
 from catalens.data.catalog import ArrayReader, Catalog
 from catalens.errors import CatalensError
+from catalens.files import write_atomic
 from catalens.progress import info
 
 FASHION_MNIST_CLASSES = [
@@ -113,9 +114,7 @@ def download_fashion_mnist(target: Path) -> None:
             ) from error
         if hashlib.sha256(gzip.decompress(payload)).hexdigest() != sha:
             raise CatalensError(f"downloaded {stem}.gz does not match its checksum; try again later")
-        temporary = destination.with_suffix(".part")
-        temporary.write_bytes(payload)
-        temporary.replace(destination)
+        write_atomic(destination, payload)
 
 
 def locate(spec_dir: str | None, dataset: str) -> Path:
