@@ -41,8 +41,7 @@ def run_mode(data: str, mode: str) -> dict:
 def near_identical_share(folder) -> tuple[int, int]:
     """(photos with another photo within 6 bits of pHash or byte-identical, photos) in an image folder tree."""
     from catalens.data.catalog import Catalog
-    from catalens.data.dedupe import clusters_of, identity_pairs
-    from catalens.data.leakage import image_keys
+    from catalens.data.identity import clusters_of, identify, identity_pairs
     from catalens.data.sources.folder import FileReader
     from catalens.data.splits import GROUP_DISTANCE
 
@@ -50,7 +49,8 @@ def near_identical_share(folder) -> tuple[int, int]:
     if not paths:
         raise SystemExit(f"no .jpg photos under {folder}")
     catalog = Catalog.from_records({"ref": paths}, classes=[], reader=FileReader("/"), source=str(folder))
-    pairs, _ = identity_pairs(*image_keys(catalog), GROUP_DISTANCE)
+    identities = identify(catalog)
+    pairs, _ = identity_pairs(identities.exact, identities.phash, identities.searchable, GROUP_DISTANCE)
     sizes = np.bincount(clusters_of(pairs, len(paths)))
     return int(sizes[sizes > 1].sum()), len(paths)
 

@@ -28,8 +28,8 @@ from marketplace_data import write_product_db  # noqa: E402
 from postgres_server import PostgresServer  # noqa: E402
 
 from catalens.data import DataOptions, load_catalog  # noqa: E402
-from catalens.data.dedupe import all_pairs, near_pairs  # noqa: E402
 from catalens.data.download import Downloader  # noqa: E402
+from catalens.data.identity import all_pairs, near_pairs  # noqa: E402
 from catalens.data.sources.sql import DEFAULT_NAMES, product_query  # noqa: E402
 
 

@@ -120,7 +120,7 @@ def test_csv_groups_by_a_column_or_by_near_identical_photos(tmp_path):
 
 
 def test_look_alikes_do_not_chain_into_a_giant_group():
-    from catalens.data.dedupe import capped_clusters, clusters_of
+    from catalens.data.identity import capped_clusters, clusters_of
 
     chain = np.array([(i, i + 1) for i in range(59)])  # 60 photos, each 6 bits from the next
     distances = np.full(59, 6)

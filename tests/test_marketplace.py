@@ -21,7 +21,7 @@ from marketplace_data import make_shopee, write_product_db
 
 from catalens import CatalensError
 from catalens.data import DataOptions, load_catalog
-from catalens.data.dedupe import all_pairs, near_pairs
+from catalens.data.identity import all_pairs, near_pairs
 
 
 def stats(spec, *args):

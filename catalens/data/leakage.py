@@ -1,30 +1,22 @@
 """Leakage between training and evaluation images: evaluation images that are byte-identical to a training image
-(exact), or near duplicates of one (perceptual hashes within a Hamming distance; dedupe.py's multi-index search).
+(exact), or near duplicates of one (perceptual hashes within a Hamming distance; identity.py's multi-index search).
 A model scored on images it has seen, or almost seen, scores too well; `evaluate` warns with the counts and
 report.md shows them with examples.
 
-Files are compared by the sha256 of their bytes; images without a file (Fashion-MNIST arrays, BSON dumps) by
-the sha256 of their decoded pixels."""
+What counts as the same image (exact key, perceptual hash, which images are too small for it) is identity.py's."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from catalens.checksums import file_digest
 from catalens.data.catalog import Catalog
-from catalens.data.dedupe import near_pairs
-from catalens.data.images import load_image
+from catalens.data.identity import MIN_SIDE, identify, near_pairs
 
 MAX_ITEMS = 100_000  # beyond this (training + evaluation images) the check is skipped, and says so: it decodes
 # every image (clothing-small, 3,409 photos: 10 s; Fashion-MNIST, 63,330 arrays: 14 s on 2 cores)
 NEAR_DISTANCE = 4  # bits of 64: re-encoded, resized or lightly edited copies, not merely similar products
-MIN_SIDE = 64  # smaller images are compared exactly only: on Fashion-MNIST's 28 px images, 28 % of the test
-# images were "near duplicates" of some training image at 4 bits (perceptual hashes of tiny images collide)
 
 
 @dataclass
@@ -46,37 +38,6 @@ class Overlap:
         return self.exact + self.near
 
 
-def image_keys(catalog: Catalog) -> tuple[list[str | None], np.ndarray, np.ndarray]:
-    """(exact key, 64-bit perceptual hash, hash valid) per row."""
-    import imagehash
-
-    reader = catalog.reader
-    refs = catalog.table["ref"].tolist()
-    has_files = hasattr(reader, "path")
-
-    def keys(ref):
-        try:
-            if has_files:
-                path = reader.path(ref)
-                image = load_image(path, draft_size=(128, 128))
-                exact = file_digest(path)
-            else:
-                image = reader.read(ref)
-                exact = hashlib.sha256(image.tobytes() + str(image.size).encode()).hexdigest()
-            if min(image.size) < MIN_SIDE:
-                return exact, None
-            return exact, int(str(imagehash.phash(image)), 16)
-        except Exception:  # noqa: BLE001 - unreadable images are reported by the evaluation itself
-            return None, None
-
-    with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as pool:
-        found = list(pool.map(keys, refs))
-    exact = [key for key, _ in found]  # None: unreadable
-    valid = np.array([value is not None for _, value in found], bool)
-    hashes = np.array([value or 0 for _, value in found], dtype=np.uint64)
-    return exact, hashes, valid
-
-
 def training_overlap(evaluated: Catalog, training: Catalog, max_distance: int = NEAR_DISTANCE,
                      examples: int = 10) -> Overlap:
     """How many of `evaluated`'s images are copies or near copies of `training`'s."""
@@ -85,8 +46,9 @@ def training_overlap(evaluated: Catalog, training: Catalog, max_distance: int = 
         return Overlap(False, f"not checked: {total:,} images is over the limit of {MAX_ITEMS:,}")
     if not len(training) or not len(evaluated):
         return Overlap(False, "not checked: no training images to compare with")
-    eval_exact, eval_hash, eval_valid = image_keys(evaluated)
-    train_exact, train_hash, train_valid = image_keys(training)
+    evaluated_ids, training_ids = identify(evaluated), identify(training)
+    eval_exact, eval_hash, eval_valid = evaluated_ids.exact, evaluated_ids.phash, evaluated_ids.searchable
+    train_exact, train_hash, train_valid = training_ids.exact, training_ids.phash, training_ids.searchable
     train_by_key = {key: row for row, key in enumerate(train_exact) if key}
     exact_rows = {row: train_by_key[key] for row, key in enumerate(eval_exact) if key and key in train_by_key}
     n = len(eval_hash)

@@ -15,11 +15,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from catalens.data import DataOptions, load_catalog
 from catalens.data.bson_generate import parse_size
-from catalens.data.catalog import Catalog
+from catalens.data.identity import image_bytes
 from catalens.data.images import describe_failure
 from catalens.data.sources.shards import FORMAT, INDEX_FILE, META_FILE
 from catalens.errors import CatalensError
@@ -35,27 +33,6 @@ class ShardSummary:
     items: int
     bytes: int
     problems: int
-
-
-def image_bytes(catalog: Catalog, ref) -> tuple[bytes, str]:
-    """(bytes, extension) of one image: the original file or picture when there is one, else PNG."""
-    reader = catalog.reader
-    if catalog.arrays is None:
-        if hasattr(reader, "raw"):
-            data = reader.raw(ref)
-        elif hasattr(reader, "picture"):  # BSON dumps
-            data = reader.picture(ref)
-        elif hasattr(reader, "path"):  # folders, downloaded URL caches
-            data = reader.path(ref).read_bytes()
-        else:
-            data = None
-        if data is not None:
-            kind = Image.open(io.BytesIO(data))
-            kind.verify()  # a broken file is a problem now, not in every later reader
-            return data, {"JPEG": "jpg", "MPO": "jpg"}.get(kind.format, (kind.format or "png").lower())
-    buffer = io.BytesIO()
-    reader.read(ref).save(buffer, format="PNG")
-    return buffer.getvalue(), "png"
 
 
 def write_shards(data: str, out: str | Path, size: str | int = "1GB",

@@ -34,7 +34,7 @@ MAX_GROUPED = 100_000  # beyond this many images the near-identical search is sk
 
 def near_identical_groups(catalog: Catalog, rows: np.ndarray,
                           group_by: str | None = None) -> tuple[np.ndarray | None, str]:
-    """A group number per row: exact copies and photos within GROUP_DISTANCE bits of perceptual hash (dedupe.py's
+    """A group number per row: exact copies and photos within GROUP_DISTANCE bits of perceptual hash (identity.py's
     multi-index search) share one, so a burst of near-identical shots never straddles train and validation
     (closest pairs first, no group above group_cap: look-alike studio shots must not chain into a giant group).
     (None, why) when the catalog's products already group its images, when `group_by` is "photo", or when it is
@@ -48,17 +48,14 @@ def near_identical_groups(catalog: Catalog, rows: np.ndarray,
         return None, "photo by photo (--group-by photo)"
     if len(rows) > MAX_GROUPED:
         return None, f"photo by photo (over {MAX_GROUPED:,} images: near-identical photos not searched)"
-    import hashlib
-
-    from catalens.data.dedupe import capped_clusters, identity_pairs
-    from catalens.data.leakage import image_keys
+    from catalens.data.identity import capped_clusters, identify, identity_pairs, pixel_key
 
     if catalog.arrays is not None:  # small in-memory images: pixel-identical copies only (tiny pHashes collide)
-        exact = [hashlib.sha256(catalog.arrays[index].tobytes()).hexdigest()
-                 for index in table["ref"].astype(int)]
+        exact: list[str | None] = [pixel_key(catalog.arrays[index]) for index in table["ref"].astype(int)]
         hashes, valid = np.zeros(len(rows), np.uint64), np.zeros(len(rows), bool)
     else:
-        exact, hashes, valid = image_keys(catalog.subset(rows))
+        identities = identify(catalog.subset(rows))
+        exact, hashes, valid = identities.exact, identities.phash, identities.searchable
     pairs, distances = identity_pairs(exact, hashes, valid, GROUP_DISTANCE)
     groups = capped_clusters(pairs, distances, len(rows), group_cap(len(rows)))
     sizes = np.bincount(groups)

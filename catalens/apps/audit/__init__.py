@@ -6,10 +6,10 @@ ranked, with pictures, before anyone trains on it.
     catalens audit photos/ --out audit/ --apply review/       # copy the suspects into review folders
     catalens audit photos/ --out audit/ --write-catalog clean.csv --remove marked.csv
 
-Steps (each in its module): features of every image in a memory-mapped array and facts from its bytes
-(embed.py); out-of-fold probabilities and confident learning (label_issues.py); nearest neighbours through faiss
-(neighbours.py); duplicates, leaks across splits, outliers (findings.py); issues.csv and the reports (report.py);
-acting on them (act.py).
+Steps (each in its module): features of every image in a memory-mapped array (inference/embeddings.py) and
+its identity, exact key and perceptual hash (data/identity.py); out-of-fold probabilities and confident learning
+(label_issues.py); nearest neighbours through faiss (neighbours.py); duplicates, leaks across splits, outliers
+(findings.py); issues.csv and the reports (report.py); acting on them (act.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catalens.apps.audit.embed import image_facts
 from catalens.apps.audit.findings import (
     KINDS,
-    SMALL_SIDE,
     Finding,
     duplicate_findings,
     duplicate_pairs,
@@ -34,6 +32,7 @@ from catalens.apps.audit.label_issues import confused_pairs, disagreements, labe
 from catalens.apps.audit.report import suspects_grid, write_issues, write_reports
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
+from catalens.data.identity import identify
 from catalens.errors import CatalensError
 from catalens.inference.embeddings import DEFAULT_BACKBONE, embed, feature_network
 from catalens.models.neighbours import nearest, outlier_scores
@@ -80,7 +79,7 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
     module, preprocessing, source = feature_network(model, backbone)
     info(f"auditing {n:,} images of {catalog.source}; features: {source}")
     embedded = embed(catalog, module, preprocessing, source, out / "features.npy", batch_size, workers)
-    facts = image_facts(catalog)
+    facts = identify(catalog, threads=4, progress=True)
     findings: list[Finding] = []
     broken = {**facts.failures, **{row: reason for row, reason in embedded.failures.items() if row >= 0}}
     for row, reason in sorted(broken.items()):
@@ -124,8 +123,7 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
     if len(rows) > 1:
         sims, found = nearest(embedded.features, rows, k=10)
         similarities[rows], neighbours[rows] = sims, found
-    small = np.minimum(facts.width, facts.height) < SMALL_SIDE
-    pairs = duplicate_pairs(facts.digest, facts.phash, facts.hashed, similarities, neighbours, small=small)
+    pairs = duplicate_pairs(facts.exact, facts.phash, facts.hashed, similarities, neighbours, small=facts.small)
     belief = {int(row): probabilities[i] for i, row in enumerate(scored)} if probabilities is not None else {}
     findings += duplicate_findings(pairs, n, labels, splits, items, belief, catalog.classes)
     z = np.zeros(n)

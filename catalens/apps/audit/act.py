@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catalens.data.catalog import Catalog
-from catalens.data.shards import image_bytes
+from catalens.data.identity import image_bytes
 from catalens.data.sources.folder import folder_name
 from catalens.errors import CatalensError
 from catalens.files import check_outside

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catalens.data.dedupe import clusters_of, near_pairs
-from catalens.data.leakage import MIN_SIDE
+from catalens.data.identity import clusters_of, near_pairs, popcount
 
 KINDS = ("label", "duplicate", "leak", "outlier", "broken")
-SMALL_SIDE, SMALL_COSINE = MIN_SIDE, 0.98  # tiny images (evaluate's rule): no pHash, near-identical embeddings only
+SMALL_COSINE = 0.98  # tiny images (identity.MIN_SIDE): no pHash, near-identical embeddings only
 PHASH_BITS = 4  # near duplicates by pHash: re-encoded and resized copies are 0-4 bits apart, crops 8-24 (bench)
 COSINE = 0.92  # near duplicates by embedding: cosine at least this (chosen on bench/audit.py's seed-0 copies)
 OUTLIER_Z = 5.0  # feature outliers: robust z-score of the mean distance to the 10 nearest neighbours
@@ -50,7 +49,7 @@ def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similar
     rows = np.flatnonzero(hashed & ~small)
     for a, b in near_pairs(phash[rows], phash_bits):
         i, j = sorted((int(rows[a]), int(rows[b])))
-        distance = bin(int(phash[i]) ^ int(phash[j])).count("1")
+        distance = int(popcount(phash[i] ^ phash[j]))
         pairs.setdefault((i, j), (1 - distance / 64, f"pHash {distance} bits apart"))
     close = np.argwhere(similarities >= cosine)
     for i, slot in close:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalens.data.dedupe import near_pairs, parse_hash, popcount
+from catalens.data.identity import near_pairs, parse_hash, popcount
 from catalens.errors import CatalensError
 from catalens.models.neighbours import nearest, unit_rows
 from catalens.models.text import clean_title, sentence_embeddings, tfidf

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from catalens.data.catalog import Catalog
-from catalens.data.dedupe import compute_phashes, find_duplicates, parse_hash
+from catalens.data.dedupe import find_duplicates
+from catalens.data.identity import compute_phashes, parse_hash
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
 from catalens.errors import CatalensError
