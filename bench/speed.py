@@ -29,7 +29,8 @@ from catalens.apps.sort import sort_folder
 from catalens.data import DataOptions, load_catalog
 from catalens.loading.preprocess import normalize_numpy
 from catalens.models.onnx_backend import OnnxRunner
-from catalens.rundir.run import INT8_FILE, Model, export_model
+from catalens.rundir.layout import INT8_FILE
+from catalens.rundir.run import Model, export_model
 
 OUT = REPO / "bench" / "out"
 DATA = SHARED / "clothing-small"

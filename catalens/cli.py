@@ -13,6 +13,7 @@ import typer
 
 from catalens.errors import CatalensError
 from catalens.options import BY_NAME, DATA_HELP, EXPORT, STATS, TRAIN, with_options
+from catalens.rundir.layout import CONFIG_FILE
 
 app = typer.Typer(
     help="Classify e-commerce product images: train on a labelled collection, evaluate honestly, predict.\n\n"
@@ -99,7 +100,7 @@ def train(
     if resume:
         if not out:
             raise CatalensError("--resume needs --out RUN_DIR (the run to continue)")
-        saved = Path(out) / "config.yaml"
+        saved = Path(out) / CONFIG_FILE
         run_train(make_config(saved if saved.is_file() else config, **overrides), resume=True)
         return
     if not data and not config:
@@ -126,8 +127,8 @@ def launch_data_parallel(nproc: int, resume: bool, config: Path | None, override
     if not resume and wants_auto(overrides, config):
         raise CatalensError("--nproc needs an explicit --model (and --epochs): the auto recipe trains cached-feature "
                             "heads, which run on one process")
-    settings = make_config(Path(overrides["out"]) / "config.yaml" if resume and overrides.get("out") and
-                           (Path(overrides["out"]) / "config.yaml").is_file() else config, **overrides)
+    settings = make_config(Path(overrides["out"]) / CONFIG_FILE if resume and overrides.get("out") and
+                           (Path(overrides["out"]) / CONFIG_FILE).is_file() else config, **overrides)
     out = Path(settings.out)
     if settings.batch_size % nproc:
         raise CatalensError(f"--batch-size {settings.batch_size} is the global batch: it must divide by the {nproc} "
@@ -354,7 +355,8 @@ def export(
     With --int8 the run gets an int8 network (RUN/model.int8.onnx) when it passes the check; the card's `int8`
     says what was measured and which model is used: catalens export runs/zoomed --int8
     """
-    from catalens.rundir.run import INT8_FILE, export_model
+    from catalens.rundir.layout import INT8_FILE
+    from catalens.rundir.run import export_model
 
     if export_format != "onnx":
         raise CatalensError(f"unknown export format {export_format!r}; catalens exports onnx")

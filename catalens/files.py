@@ -18,6 +18,8 @@ from pathlib import Path
 
 from catalens.errors import CatalensError
 
+PROBLEMS_FILE = "problems.csv"  # the images a command could not read, with why: in a run directory, beside shards
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

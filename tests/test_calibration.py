@@ -28,7 +28,8 @@ from catalens.models.calibration import (
     risk_coverage,
     threshold_for,
 )
-from catalens.rundir.run import CARD_FILE, Model
+from catalens.rundir.layout import CARD_FILE
+from catalens.rundir.run import Model
 
 BENCH = str(Path(__file__).resolve().parents[1] / "bench")
 

@@ -17,7 +17,8 @@ from catalens.apps.sort import sort_folder
 from catalens.data import DataOptions, load_catalog
 from catalens.errors import CatalensError
 from catalens.models.quantize import quantize_int8
-from catalens.rundir.run import INT8_FILE, Model
+from catalens.rundir.layout import INT8_FILE
+from catalens.rundir.run import Model
 
 pytestmark = pytest.mark.integration
 

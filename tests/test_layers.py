@@ -161,3 +161,15 @@ def test_the_walk_sees_function_level_imports(tmp_path):
     source = tmp_path / "bson_dump.py"
     source.write_text("def f():\n    from ...engine import train\n")
     assert imports_of(source, "catalens.data.sources.bson_dump") == {"catalens.engine.train"}
+
+
+def test_only_the_layout_names_the_run_directorys_files():
+    """rundir/layout.py names every file of a run directory; no other module spells one of those names."""
+    from catalens.rundir import layout
+
+    spelled = [f"{module_name(path)} spells {node.value!r}" for path in PACKAGE.rglob("*.py")
+               if path != PACKAGE / "rundir" / "layout.py" for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value in layout.FILES
+               and (path.name, node.value) != ("files.py", layout.PROBLEMS_FILE)]  # shared with other outputs
+    assert not spelled, "\n".join(spelled)
+

@@ -1,1 +1,3 @@
-"""Stage 8, applications: sort a folder, the zoomed-vs-normal filter, the demo, and the web service."""
+"""Stage 8, applications, one module or package per command, none importing another: sort a folder (sort.py),
+the zoomed-vs-normal filter (zoomed.py), the demo (demo.py), the web service and API (serve/), the data audit
+(audit/) and product matching across postings (match/)."""

@@ -21,6 +21,7 @@ from catalens.data.identity import image_bytes
 from catalens.data.images import describe_failure
 from catalens.data.sources.shards import FORMAT, INDEX_FILE, META_FILE
 from catalens.errors import CatalensError
+from catalens.files import PROBLEMS_FILE
 from catalens.progress import make_progress, warn
 
 INDEX_COLUMNS = ["item_id", "product_id", "label", "split", "title", "description", "shard", "offset", "size", "ext"]
@@ -97,7 +98,7 @@ def write_shards(data: str, out: str | Path, size: str | int = "1GB",
         "native_size": list(catalog.native_size) if catalog.native_size else None, "shards": shards,
         "items": len(rows), "hierarchy": catalog.hierarchy, "level": catalog.level}, indent=2))
     if problems:
-        with (out / "problems.csv").open("w", newline="") as handle:
+        with (out / PROBLEMS_FILE).open("w", newline="") as handle:
             csv.writer(handle).writerows([("ref", "reason"), *problems])
-        warn(f"{len(problems)} image(s) could not be read and were left out; listed in {out / 'problems.csv'}")
+        warn(f"{len(problems)} image(s) could not be read and were left out; listed in {out / PROBLEMS_FILE}")
     return ShardSummary(out, len(shards), len(rows), written, len(problems))

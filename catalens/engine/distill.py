@@ -25,7 +25,8 @@ from catalens.engine.train import evaluate_split
 from catalens.models.linear_head import CV_ITERATIONS, DEFAULT_C, folds_of, lbfgs_logistic
 from catalens.models.timm_models import linear_classifier_of
 from catalens.progress import info
-from catalens.rundir.run import CARD_FILE, LAST_WEIGHTS_FILE, WEIGHTS_FILE, Model, read_card, save_weights, write_json
+from catalens.rundir.layout import CARD_FILE, LAST_WEIGHTS_FILE, WEIGHTS_FILE
+from catalens.rundir.run import Model, read_card, save_weights, write_json
 
 ALPHAS = (0.0, 0.5)  # the true label's share of the target; 0: the teacher's probabilities alone
 FOLDS = 5

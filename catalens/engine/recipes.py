@@ -318,7 +318,8 @@ def cross_validated(run: Path) -> float:
 def note_choice(out: Path, chosen: Candidate, candidates: list[Candidate], min_speed: float, seconds: float,
                 budget: float) -> None:
     from catalens.engine.speed import SORT_BATCH
-    from catalens.rundir.run import CARD_FILE, write_json
+    from catalens.rundir.layout import CARD_FILE, CONFIG_FILE
+    from catalens.rundir.run import write_json
 
     card = read_card(out)
     chosen.note = (chosen.note + "; " if chosen.note else "") + "chosen"
@@ -327,7 +328,7 @@ def note_choice(out: Path, chosen: Candidate, candidates: list[Candidate], min_s
                                      f"{SORT_BATCH} (sort) and single photos (serve, p50 ms)",
                    "tried": [c.row() for c in candidates], "seconds": round(seconds), "time_budget_s": round(budget)}
     write_json(out / CARD_FILE, card.to_dict())
-    config = out / "config.yaml"
+    config = out / CONFIG_FILE
     if config.is_file():  # the chosen recipe re-runs as it is: catalens train --config RUN/config.yaml
         text = config.read_text()
         for candidate in candidates:

@@ -45,17 +45,25 @@ from catalens.models.timm_models import classifier_of, linear_classifier_of, tim
 from catalens.options import data_options as data_option_list
 from catalens.progress import info, warn
 from catalens.rundir.card import ModelCard
-from catalens.rundir.run import (
+from catalens.rundir.layout import (
     CARD_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
     LAST_WEIGHTS_FILE,
+    PROBLEMS_FILE,
+    TEXT_FILE,
+    TEXT_WEIGHTS_FILE,
     WEIGHTS_FILE,
+)
+from catalens.rundir.run import (
     count_parameters,
     pick_device,
     save_weights,
     write_json,
 )
 
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                    "images_per_s", "seconds"]
 
@@ -233,7 +241,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
 def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callback] | None, world: World,
                 **overrides) -> TrainResult:
     if config is None:
-        saved = Path(overrides.get("out") or "") / "config.yaml"
+        saved = Path(overrides.get("out") or "") / CONFIG_FILE
         if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
             config = make_config(saved, **overrides)
             if "group_by" not in saved.read_text() and overrides.get("group_by") is None:
@@ -299,7 +307,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         start_epoch, best_epoch, best_score, best_metrics, stale = restore_checkpoint(
             out, module, optimizer, scheduler, config.epochs, len(train_batches), device, world.main)
     elif world.main:
-        config.save(out / "config.yaml")
+        config.save(out / CONFIG_FILE)
 
     info(f"training {architecture} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
          f"{len(classes)} classes, validating on {len(val_catalog) if val_catalog is not None else 0:,}; "
@@ -364,7 +372,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
                      {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note,
                       "world_size": world.size, "global_batch": config.batch_size,
                       "batch_per_process": config.batch_size // world.size})
-    history_path = out / "history.csv"
+    history_path = out / HISTORY_FILE
     if world.main and (not resume or not history_path.exists()):
         with history_path.open("w", newline="") as handle:
             csv.writer(handle).writerow(HISTORY_COLUMNS)
@@ -406,11 +414,11 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     barrier(world)
     if world.main:
         if failures:
-            write_problems(out / "problems.csv", failures)
-            warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / 'problems.csv'}")
+            write_problems(out / PROBLEMS_FILE, failures)
+            warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / PROBLEMS_FILE}")
         if not interrupted:
             calibrate_run(out, module, net, val_batches, eval_inputs, device, card, linear)
-        plot_history(history_path, out / "training_curves.png")
+        plot_history(history_path, out / CURVES_FILE)
     # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its
     # process group down while rank 0 was still calibrating aborted now and then ("terminate called without an
     # active exception", SIGABRT), which failed the whole run. If rank 0 fails here, torchrun stops the others.
@@ -532,7 +540,7 @@ def restore_checkpoint(out: Path, module, optimizer, scheduler, epochs: int, ste
     best_metrics, stale = state.get("best_metrics", {}), state.get("stale", 0)
     torch.set_rng_state(state["rng"])
     if main:
-        trim_history(out / "history.csv", start_epoch)
+        trim_history(out / HISTORY_FILE, start_epoch)
     info(f"resuming {out} after epoch {start_epoch}")
     return start_epoch, best_epoch, best_score, best_metrics, stale
 
@@ -559,7 +567,7 @@ def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, v
     rows = train_batches.rows.numpy()
     model = fit_text_model(columns, train_batches.features[0].float().numpy(), [train_texts[i] for i in rows],
                            train_batches.labels.numpy(), num_classes, config.seed)
-    model.save(out)
+    model.save(out / TEXT_FILE, out / TEXT_WEIGHTS_FILE)
     validation = {}
     card.calibration = uncalibrated()
     if val_batches is not None and len(val_batches.labels):
@@ -679,7 +687,7 @@ def write_linear_fit(head, train_batches, val_batches, device, classes, module, 
     row = {"epoch": 1, "lr": "", "train_loss": train["loss"], "train_accuracy": train["accuracy"],
            "val_loss": metrics.get("loss", ""), "val_accuracy": metrics.get("accuracy", ""),
            "val_macro_f1": metrics.get("macro_f1", ""), "images_per_s": "", "seconds": seconds}
-    with (out / "history.csv").open("a", newline="") as handle:
+    with (out / HISTORY_FILE).open("a", newline="") as handle:
         csv.writer(handle).writerow([row[c] for c in HISTORY_COLUMNS])
     summary = f"linear head: train acc {train['accuracy']:.4f}"
     if metrics:

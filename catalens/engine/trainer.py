@@ -1,8 +1,11 @@
 """The epoch loop, with hook points: everything around an optimisation step (history, checkpoints, early stopping,
 freezing schedules, EMA, loggers) is a Callback, so adding one does not mean editing the loop.
 
-    trainer = Trainer(step=..., batches=..., callbacks=[HistoryWriter(path), EarlyStopping(5, "accuracy")])
-    trainer.fit(start_epoch=0, epochs=10)
+    trainer = Trainer(net=net, train_net=net, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
+                      device=device, train_batches=train_batches, val_batches=val_batches,
+                      train_inputs=augment, eval_inputs=normalize, evaluate=evaluate_split,
+                      callbacks=[HistoryWriter(path, HISTORY_COLUMNS), EarlyStopping(5, "accuracy")])
+    state = trainer.fit(start_epoch=0, epochs=10)     # TrainState: best epoch, best metrics, ...
 
 Hooks, in order within an epoch: on_epoch_start (after the network is put in training mode), on_batch_end (after
 each optimiser step), on_epoch_end (with the history row and the validation metrics, after the best-so-far state

@@ -25,8 +25,6 @@ from catalens.models.neighbours import unit_rows
 from catalens.models.text import clean_title
 from catalens.progress import info
 
-TEXT_FILE = "text_model.json"
-TEXT_WEIGHTS = "text_model.safetensors"
 TEXT_COLUMNS = ("title", "description")
 C_GRID = (3.0, 10.0, 30.0)  # inverse L2 strengths tried (scikit-learn's C) on unit-length blocks
 DEFAULT_C = 10.0  # when the training split is too small to hold a part out
@@ -147,24 +145,26 @@ class TextModel:
         text = np.asarray(self.text_matrix(texts) @ self.fused_weight[:, width:].T)
         return image + text + self.fused_bias
 
-    def save(self, out: Path) -> None:
+    def save(self, description: Path, weights: Path) -> None:
+        """The vectoriser and heads: vocabularies and columns as JSON in `description`, arrays in `weights`."""
         from safetensors.numpy import save_file
 
         vocabularies, arrays = self.vectorizer.state()
         arrays.update(text_weight=self.text_weight, text_bias=self.text_bias, fused_weight=self.fused_weight,
                       fused_bias=self.fused_bias)
         save_file({key: np.ascontiguousarray(value, dtype=np.float32) for key, value in arrays.items()},
-                  str(out / TEXT_WEIGHTS))
-        (out / TEXT_FILE).write_text(json.dumps({"columns": self.columns, "vocabularies": vocabularies,
-                                                 "info": self.info}, ensure_ascii=False))
+                  str(weights))
+        description.write_text(json.dumps({"columns": self.columns, "vocabularies": vocabularies,
+                                           "info": self.info}, ensure_ascii=False))
 
     @classmethod
-    def load(cls, run_dir: Path) -> TextModel:
+    def load(cls, description: Path, weights: Path) -> TextModel:
         from safetensors.numpy import load_file
 
+        run_dir = description.parent
         try:
-            saved = json.loads((run_dir / TEXT_FILE).read_text())
-            arrays = load_file(str(run_dir / TEXT_WEIGHTS))
+            saved = json.loads(description.read_text())
+            arrays = load_file(str(weights))
             return cls(saved["columns"], TitleVectorizer.from_state(saved["vocabularies"], arrays),
                        arrays["text_weight"], arrays["text_bias"], arrays["fused_weight"], arrays["fused_bias"],
                        saved.get("info", {}))

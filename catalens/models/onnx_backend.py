@@ -20,8 +20,6 @@ from torch import nn
 from catalens.errors import CatalensError
 from catalens.files import atomic_path
 
-ONNX_FILE = "model.onnx"
-
 
 def onnx_available() -> bool:
     try:

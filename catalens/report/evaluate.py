@@ -38,7 +38,8 @@ from catalens.models.calibration import (
 from catalens.models.fusion import catalog_texts, read_text_columns
 from catalens.progress import console, info, warn
 from catalens.report.plots import plot_confusion, plot_examples, plot_reliability, plot_risk_coverage
-from catalens.rundir.run import CARD_FILE, WEIGHTS_FILE, Model, write_json
+from catalens.rundir.layout import CARD_FILE, WEIGHTS_FILE
+from catalens.rundir.run import Model, write_json
 
 
 def evaluation_catalog(model: Model, data: str, labels: str | None,

@@ -20,7 +20,8 @@ from catalens.models.onnx_backend import OnnxRunner
 from catalens.models.quantize import quantize_int8, set_card
 from catalens.progress import info, make_progress, warn
 from catalens.report.evaluate import evaluation_catalog
-from catalens.rundir.run import CARD_FILE, INT8_FILE, Model, export_weights, write_json
+from catalens.rundir.layout import CARD_FILE, INT8_FILE, ONNX_FILE
+from catalens.rundir.run import Model, export_weights, write_json
 
 TOLERANCE = 0.005  # int8 may lose at most half a point of validation accuracy against float32
 CALIBRATION_PHOTOS = 200  # training photos that set the activation ranges (MinMax)
@@ -50,7 +51,7 @@ def check_int8(run_dir: str | Path, data: str | None = None, tolerance: float = 
     target = run_dir / INT8_FILE
     target.unlink(missing_ok=True)  # an earlier int8 file is not trusted past a new check
     with tempfile.TemporaryDirectory(prefix="catalens-int8-") as folder:
-        float_path, candidate = Path(folder) / "model.onnx", Path(folder) / INT8_FILE
+        float_path, candidate = Path(folder) / ONNX_FILE, Path(folder) / INT8_FILE
         export_weights(model.module, model.card, model.weights_path, float_path)
         try:
             quantize_int8(float_path, candidate, calibration)

@@ -1,2 +1,2 @@
-"""Stage 4, run directories: the typed model card (card.py), atomic files and the Model that loads a run
-(run.py)."""
+"""Stage 4, run directories: the names of their files (layout.py), the typed model card (card.py) and the Model
+that loads a run (run.py)."""

@@ -31,13 +31,10 @@ from catalens.files import atomic_path, write_atomic
 from catalens.loading.preprocess import Preprocessing, normalize_numpy, softmax_numpy
 from catalens.models import create_model
 from catalens.models.calibration import UNCALIBRATED, apply_top_label_map
-from catalens.models.onnx_backend import ONNX_FILE, OnnxRunner, export_onnx, onnx_available
+from catalens.models.onnx_backend import OnnxRunner, export_onnx, onnx_available
 from catalens.rundir.card import CARD_FORMAT, ModelCard  # noqa: F401 (CARD_FORMAT: its old home)
+from catalens.rundir.layout import CARD_FILE, INT8_FILE, ONNX_FILE, TEXT_FILE, TEXT_WEIGHTS_FILE, WEIGHTS_FILE
 
-CARD_FILE = "model_card.json"
-WEIGHTS_FILE = "model.safetensors"
-INT8_FILE = "model.int8.onnx"  # `catalens export --int8`, used when the card's int8 check passed
-LAST_WEIGHTS_FILE = "last.safetensors"
 # Images per model call on CPU, bounded by input pixels: 8 photos at 260 px, 668 Fashion-MNIST images. A batch of
 # 256 photos through a three-backbone ensemble needs GBs of activations; small batches run as fast on a CPU.
 CPU_BATCH_PIXELS = 2**19
@@ -133,7 +130,7 @@ class Model:
         if card.text:  # image + text: the image side is the backbone's features (onnxruntime through features.py)
             from catalens.models.fusion import TextModel
 
-            text = TextModel.load(run_dir)
+            text = TextModel.load(run_dir / TEXT_FILE, run_dir / TEXT_WEIGHTS_FILE)
         elif backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
             try:
                 runner = int8_runner(card, run_dir, weights_path, latency) \
