@@ -173,3 +173,10 @@ def test_only_the_layout_names_the_run_directorys_files():
                and (path.name, node.value) != ("files.py", layout.PROBLEMS_FILE)]  # shared with other outputs
     assert not spelled, "\n".join(spelled)
 
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert not long, "split these:\n" + "\n".join(long)

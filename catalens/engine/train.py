@@ -8,7 +8,6 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +21,14 @@ from catalens import __version__
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.data.provenance import REAL, provenance
-from catalens.data.splits import cv_groups, stratified_sample
+from catalens.data.splits import stratified_sample
 from catalens.engine.config import TrainConfig, make_config
 from catalens.engine.curves import plot_history
 from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.metrics import macro_f1
+from catalens.engine.modes import Inputs, Job, Setup, choose_mode
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
 from catalens.files import atomic_path
@@ -37,11 +37,9 @@ from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
 from catalens.models import canonical_model_name, create_model, default_input_size
 from catalens.models.calibration import uncalibrated
-from catalens.models.features import FeatureBatches
 from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
-from catalens.models.prefix_cache import Prefix, Suffix, batchnorm_eval, split_point, splittable
 from catalens.models.pretrained import load_pretrained
-from catalens.models.timm_models import classifier_of, linear_classifier_of, timm_preprocessing
+from catalens.models.timm_models import timm_preprocessing
 from catalens.options import data_options as data_option_list
 from catalens.progress import info, warn
 from catalens.rundir.card import ModelCard
@@ -67,7 +65,6 @@ from catalens.rundir.run import (
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                    "images_per_s", "seconds"]
 
-Inputs = Callable[[torch.Tensor], torch.Tensor]  # a batch as loaded -> the network's input
 
 
 @dataclass
@@ -240,18 +237,7 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
 
 def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callback] | None, world: World,
                 **overrides) -> TrainResult:
-    if config is None:
-        saved = Path(overrides.get("out") or "") / CONFIG_FILE
-        if resume and overrides.get("out") and saved.is_file():  # continue as configured; epochs etc. may change
-            config = make_config(saved, **overrides)
-            if "group_by" not in saved.read_text() and overrides.get("group_by") is None:
-                config.group_by = "photo"  # a run begun before splits grouped near-identical photos: same splits
-        else:
-            config = make_config(**overrides)
-    config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
-    if config.model.startswith("ensemble:"):  # pretrained members, frozen: only the classifier trains
-        config.pretrained = True
-        config.freeze = "backbone" if config.freeze == "none" else config.freeze
+    config = resolve_config(config, resume, overrides)
     out = Path(config.out)
     device = rank_device(world, pick_device(config.device))
     start_distributed(world, device)
@@ -267,24 +253,95 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         torch.set_num_threads(config.threads)
 
     catalog, train_catalog, val_catalog = training_data(config)
-    classes = catalog.classes
     texts = training_texts(config, train_catalog, val_catalog)  # a bad --text fails before any image is read
     preprocessing = make_preprocessing(config, catalog)
-    architecture = config.model
-    module = create_model(architecture, len(classes), preprocessing.channels, preprocessing.input_size)
-    pretrained = None  # where the pretrained weights came from (kept in the model card)
-    if config.pretrained and resume and (out / CARD_FILE).is_file():
-        pretrained = json.loads((out / CARD_FILE).read_text()).get("pretrained")
-    elif config.pretrained:
-        pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
-    module = module.to(device).to(memory_format=torch.channels_last)
-    plan = FreezePlan(module, architecture, config.freeze, config.unfreeze_every)
-    if world.distributed and (use_feature_cache(config, plan) or prefix_cache_point(config, plan, module) is not None):
-        # cached-feature (head-only) and cached-prefix runs take seconds to minutes: rank 0 runs them alone
+    module, pretrained = build_network(config, len(catalog.classes), preprocessing, out, resume, device)
+    plan = FreezePlan(module, config.model, config.freeze, config.unfreeze_every)
+    mode = choose_mode(config, plan, module)
+    if world.distributed and mode.single_process:  # cached modes take seconds to minutes: rank 0 runs them alone
         if not world.main:
             return TrainResult(out, 0, {}, 0.0)
         info(f"cached-feature training runs on one process; the other {world.size - 1} have nothing to do")
         world = World()
+    trainer, prepared = make_trainer(config, mode, module, plan, preprocessing, device, catalog, train_catalog,
+                                val_catalog, texts, pretrained, world, resume, callbacks)
+    setup = prepared.setup
+    started = time.time()
+    interrupted = False
+    try:
+        state = trainer.fit(trainer.state.epoch, 0 if setup.fitted is not None else config.epochs)
+        best_epoch, best_metrics = state.best_epoch, state.best_metrics
+    except KeyboardInterrupt:
+        interrupted = True
+        best_epoch, best_metrics = trainer.state.best_epoch, trainer.state.best_metrics
+        warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
+    seconds = time.time() - started + prepared.seconds
+    failures = merge_failures(trainer.state.failures, world)
+    barrier(world)
+    if world.main:
+        if failures:
+            write_problems(out / PROBLEMS_FILE, failures)
+            warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / PROBLEMS_FILE}")
+        if not interrupted:
+            calibrate_run(out, module, setup.net, setup.val_batches, setup.eval_inputs, device, prepared.card,
+                          setup.fitted is not None)
+        plot_history(out / HISTORY_FILE, out / CURVES_FILE)
+    # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its
+    # process group down while rank 0 was still calibrating aborted now and then ("terminate called without an
+    # active exception", SIGABRT), which failed the whole run. If rank 0 fails here, torchrun stops the others.
+    barrier(world)
+    if not world.main:
+        return TrainResult(out, best_epoch, best_metrics, seconds)
+    if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
+        raise KeyboardInterrupt
+    info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
+    return TrainResult(out, best_epoch, best_metrics, seconds,
+                       (setup.train_batches, setup.val_batches) if setup.fitted is not None else None)
+
+
+def resolve_config(config: TrainConfig | None, resume: bool, overrides: dict) -> TrainConfig:
+    """The config given, else the run's own config.yaml when resuming (epochs etc. may change), else the
+    defaults with the overrides; the model's name made canonical."""
+    if config is None:
+        saved = Path(overrides.get("out") or "") / CONFIG_FILE
+        if resume and overrides.get("out") and saved.is_file():
+            config = make_config(saved, **overrides)
+            if "group_by" not in saved.read_text() and overrides.get("group_by") is None:
+                config.group_by = "photo"  # a run begun before splits grouped near-identical photos: same splits
+        else:
+            config = make_config(**overrides)
+    config.model = canonical_model_name(config.model)  # `tf_efficientnet_lite0` -> `timm:tf_efficientnet_lite0`
+    if config.model.startswith("ensemble:"):  # pretrained members, frozen: only the classifier trains
+        config.pretrained = True
+        config.freeze = "backbone" if config.freeze == "none" else config.freeze
+    return config
+
+
+def build_network(config: TrainConfig, num_classes: int, preprocessing: Preprocessing, out: Path, resume: bool,
+                  device: torch.device) -> tuple[nn.Module, dict | None]:
+    """The network, with its pretrained weights when asked (and where they came from, for the model card)."""
+    module = create_model(config.model, num_classes, preprocessing.channels, preprocessing.input_size)
+    pretrained = None
+    if config.pretrained and resume and (out / CARD_FILE).is_file():
+        pretrained = json.loads((out / CARD_FILE).read_text()).get("pretrained")
+    elif config.pretrained:
+        pretrained = load_pretrained(module, pretrained_backbone(config), config.weights)
+    return module.to(device).to(memory_format=torch.channels_last), pretrained
+
+
+@dataclass
+class Prepared:
+    setup: Setup
+    card: ModelCard
+    seconds: float  # spent preparing (caching features, fitting a closed-form head): part of the training time
+
+
+def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan, preprocessing: Preprocessing,
+                 device: torch.device, catalog: Catalog, train_catalog: Catalog, val_catalog: Catalog | None, texts,
+                 pretrained, world: World, resume: bool, callbacks: list[Callback] | None) -> tuple[Trainer, Prepared]:
+    """The batches, optimiser and schedule, the mode's set-up (mode.prepare), the card and the Trainer with
+    catalens's callbacks; a resumed run starts from its checkpoint."""
+    out, classes = Path(config.out), catalog.classes
     shard = (world.rank, world.size) if world.distributed else None
     optimizer, peak_lr = make_optimizer(config, module)
     train_batches = make_batches(train_catalog, preprocessing, config.batch_size // world.size, shuffle=True,
@@ -295,140 +352,69 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     scheduler = make_scheduler(config, optimizer, peak_lr, len(train_batches))
     weight = class_weight_tensor(train_catalog, len(classes)).to(device) if config.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    use_amp = config.amp and device.type == "cuda"
-    augment = get_preset(config.augment)
-
-    def image_inputs(images: torch.Tensor) -> torch.Tensor:  # uint8 batch -> normalised network input
-        return preprocessing.normalize(images).contiguous(memory_format=torch.channels_last)
-
-    start_epoch, best_epoch, best_score, best_metrics, stale = 0, 0, -math.inf, {}, 0
-    failures: dict[str, str] = {str(problem["ref"]): problem["reason"] for problem in catalog.problems}
+    state = TrainState(failures={str(problem["ref"]): problem["reason"] for problem in catalog.problems})
     if resume:
-        start_epoch, best_epoch, best_score, best_metrics, stale = restore_checkpoint(
+        state.epoch, state.best_epoch, state.best_score, state.best_metrics, state.stale = restore_checkpoint(
             out, module, optimizer, scheduler, config.epochs, len(train_batches), device, world.main)
     elif world.main:
         config.save(out / CONFIG_FILE)
-
-    info(f"training {architecture} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
+    info(f"training {config.model} ({count_parameters(module):,} parameters) on {len(train_catalog):,} images, "
          f"{len(classes)} classes, validating on {len(val_catalog) if val_catalog is not None else 0:,}; "
          f"device {device}, input {preprocessing.input_size[0]}x{preprocessing.input_size[1]}")
     for note in catalog.notes:
         info(f"  data: {note}")
 
-    net: nn.Module = module
-    train_inputs: Inputs = lambda images: image_inputs(augment(images.float().div_(255)))  # noqa: E731
-    eval_inputs: Inputs = image_inputs
     started = time.time()
-    cached = use_feature_cache(config, plan)
-    if cached:  # the classifier trains alone, on backbone features computed once
-        train_batches, val_batches, failed = cache_features(module, train_batches, val_batches, image_inputs,
-                                                            preprocessing, device, config)
-        failures.update({str(ref): reason for ref, reason in failed})
-        net, train_inputs, eval_inputs = classifier_of(module), (lambda features: features), (lambda features: features)
-    prefix_at = None if cached else prefix_cache_point(config, plan, module)
-    if prefix_at is not None:  # the last stages train on the frozen prefix's activations, computed once
-        train_batches, val_batches, failed = cache_prefix(module, prefix_at, train_batches, val_batches, image_inputs,
-                                                          preprocessing, device, config)
-        failures.update({str(ref): reason for ref, reason in failed})
-        net = Suffix(module, prefix_at)
-        if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
-            head_fit = fit_classifier(linear_classifier_of(module), FeatureBatches(
-                net.pooled_features(train_batches.features), train_batches.labels, config.batch_size, True,
-                config.seed), len(classes), config)
-            info(f"classifier initialised by a logistic regression on the pretrained features "
-                 f"(C={head_fit.C:g}); fine-tuning")
-        train_inputs = eval_inputs = lambda activations: activations.float().contiguous(
-            memory_format=torch.channels_last)
-    # only for a full fine-tune (--freeze none): partial fine-tunes keep their behaviour and cost
-    probe_init = (not cached and prefix_at is None and config.pretrained and config.head == "linear"
-                  and config.freeze == "none" and config.model.startswith("timm:") and start_epoch == 0)
-    if probe_init:  # full fine-tuning from a fitted head (LP-FT): the new classifier does not scramble the backbone
-        probe_batches, _, _ = cache_features(module, train_batches, None, image_inputs, preprocessing, device,
-                                             config)
-        head_fit = fit_classifier(linear_classifier_of(module), probe_batches, len(classes), config)
-        del probe_batches
-        info(f"classifier initialised by a logistic regression on the pretrained features (C={head_fit.C:g}); "
-             "fine-tuning the whole network")
-    linear = cached and config.head == "linear"
-    if linear:  # fitted in closed form, not epochs: a well-regularised logistic regression
-        train_batches.groups = cv_groups(train_catalog, config.group_by)[train_batches.rows.numpy()]
-        head = linear_classifier_of(module)  # the `net` trained here: its weights are fitted in closed form
-        head_fit = fit_classifier(head, train_batches, len(classes), config, train_batches.groups)
-    elif texts is not None:
-        raise CatalensError("--text fits its heads on cached backbone features: give --pretrained with --freeze "
-                            "backbone and the linear head (no heavy --augment), or no model flags at all")
-    train_net = torch.compile(net) if config.compile else net
-    if world.distributed:  # gradients averaged across the ranks after every backward pass
-        if config.unfreeze_every:
-            raise CatalensError("gradual unfreezing (--unfreeze-every) is not supported with --nproc > 1: DDP fixes "
-                                "the trained parameters when it starts; use --freeze N, or one process")
-        plan.apply(start_epoch)  # frozen parameters must be frozen before DDP registers the trained ones
-        train_net = nn.parallel.DistributedDataParallel(
-            train_net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    head_note = head_fit.describe() if linear else f"fine-tuned from a linear probe (C={head_fit.C:g})" \
-        if (prefix_at is not None and config.head == "linear") or probe_init else "sgd"
+    image_inputs: Inputs = lambda images: preprocessing.normalize(images).contiguous(  # noqa: E731
+        memory_format=torch.channels_last)
+    setup = mode.prepare(Job(config, module, plan, preprocessing, device, len(classes), train_catalog, train_batches,
+                             val_batches, image_inputs, get_preset(config.augment), texts, state.epoch))
+    state.failures.update(setup.failures)
+    train_net = data_parallel(torch.compile(setup.net) if config.compile else setup.net, config, plan, state.epoch,
+                              world, device)
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
-                     {"cached_features": cached, "cached_prefix_blocks": prefix_at, "head": head_note,
-                      "world_size": world.size, "global_batch": config.batch_size,
+                     {"cached_features": setup.cached_features, "cached_prefix_blocks": setup.prefix_blocks,
+                      "head": setup.head, "world_size": world.size, "global_batch": config.batch_size,
                       "batch_per_process": config.batch_size // world.size})
     history_path = out / HISTORY_FILE
     if world.main and (not resume or not history_path.exists()):
         with history_path.open("w", newline="") as handle:
             csv.writer(handle).writerow(HISTORY_COLUMNS)
-
-    interrupted = False
-    if linear:
-        best_metrics = write_linear_fit(net, train_batches, val_batches, device, classes, module, card, out,
-                                        head_fit.seconds)
-        best_epoch = 1
-    if linear and texts is not None:
-        best_metrics = fit_text_heads(config, texts, head, train_batches, val_batches, len(classes), card, out)
+    if setup.fitted is not None:  # fitted in closed form: the run directory is written now, no epochs follow
+        state.best_epoch, state.best_metrics = 1, write_linear_fit(
+            setup.net, setup.train_batches, setup.val_batches, device, classes, module, card, out,
+            setup.fitted.seconds)
+        if texts is not None:
+            state.best_metrics = fit_text_heads(config, texts, setup.linear, setup.train_batches,
+                                                setup.val_batches, len(classes), card, out)
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)
 
     trainer = Trainer(
-        net=net, train_net=train_net, optimizer=optimizer, scheduler=scheduler, criterion=criterion, device=device,
-        train_batches=train_batches, val_batches=val_batches, train_inputs=train_inputs, eval_inputs=eval_inputs,
-        evaluate=evaluate, reduce=lambda values: all_sum(values, world, device),
-        monitor=config.monitor, amp=use_amp, state=TrainState(epoch=start_epoch, best_epoch=best_epoch,
-                                                              best_score=best_score, best_metrics=best_metrics,
-                                                              stale=stale, failures=failures),
-        callbacks=[FreezeSchedule(plan, start_epoch, (lambda: batchnorm_eval(module)) if prefix_at is not None
-                                  else None),
+        net=setup.net, train_net=train_net, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
+        device=device, train_batches=setup.train_batches, val_batches=setup.val_batches,
+        train_inputs=setup.train_inputs, eval_inputs=setup.eval_inputs, evaluate=evaluate,
+        reduce=lambda values: all_sum(values, world, device), monitor=config.monitor,
+        amp=config.amp and device.type == "cuda", state=state,
+        callbacks=[FreezeSchedule(plan, state.epoch, setup.freeze_hook),
                    *([HistoryWriter(history_path, HISTORY_COLUMNS),
                       RunDirectory(out, module, card, config.epochs)] if world.main else []),
                    *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
                    *(callbacks or [])],
     )
-    try:
-        state = trainer.fit(start_epoch, 0 if linear else config.epochs)
-        best_epoch, best_metrics = (best_epoch, best_metrics) if linear else (state.best_epoch, state.best_metrics)
-    except KeyboardInterrupt:
-        interrupted = True
-        warn(f"interrupted; the last finished epoch is saved. Continue with: catalens train --out {out} --resume")
+    return trainer, Prepared(setup, card, time.time() - started)
 
-    seconds = time.time() - started
-    failures = merge_failures(failures, world)
-    barrier(world)
-    if world.main:
-        if failures:
-            write_problems(out / PROBLEMS_FILE, failures)
-            warn(f"{len(failures)} image(s) could not be read and were skipped; listed in {out / PROBLEMS_FILE}")
-        if not interrupted:
-            calibrate_run(out, module, net, val_batches, eval_inputs, device, card, linear)
-        plot_history(history_path, out / CURVES_FILE)
-    # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its
-    # process group down while rank 0 was still calibrating aborted now and then ("terminate called without an
-    # active exception", SIGABRT), which failed the whole run. If rank 0 fails here, torchrun stops the others.
-    barrier(world)
-    if not world.main:
-        return TrainResult(out, best_epoch, best_metrics, seconds)
-    if interrupted:  # saved; the caller (and `catalens train ... && next`) must not take this for a finished run
-        raise KeyboardInterrupt
-    info(f"done in {seconds:.0f} s; best epoch {best_epoch}; run directory: {out}")
-    return TrainResult(out, best_epoch, best_metrics, seconds, (train_batches, val_batches) if linear else None)
+
+def data_parallel(net, config: TrainConfig, plan: FreezePlan, start_epoch: int, world: World, device):
+    """Under torchrun, the network wrapped by DDP: gradients averaged across the ranks after every backward."""
+    if not world.distributed:
+        return net
+    if config.unfreeze_every:
+        raise CatalensError("gradual unfreezing (--unfreeze-every) is not supported with --nproc > 1: DDP fixes "
+                            "the trained parameters when it starts; use --freeze N, or one process")
+    plan.apply(start_epoch)  # frozen parameters must be frozen before DDP registers the trained ones
+    return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def calibrate_run(out: Path, module, net, val_batches, eval_inputs, device, card: ModelCard, linear: bool) -> None:
@@ -588,94 +574,6 @@ def fit_text_heads(config: TrainConfig, texts, head: nn.Linear, train_batches, v
                                macro_f1=validation["used"]["macro_f1"])
     write_json(out / CARD_FILE, card.to_dict())
     return card.validation
-
-
-def use_feature_cache(config: TrainConfig, plan: FreezePlan) -> bool:
-    """Head-only training on cached features: by default whenever the whole backbone stays frozen and the
-    augmentation is at most a flip (the cache holds the flipped view); --no-cache-features opts out."""
-    head_only = plan.active and all(plan.trainable_stages(epoch) == 0 for epoch in range(config.epochs))
-    if not head_only or config.cache_features is False:
-        return False
-    if config.augment not in ("none", "light"):
-        if config.cache_features:
-            warn(f"cached features hold the original and flipped images only: the {config.augment} preset is "
-                 "not applied (drop --cache-features to apply it)")
-            return True
-        return False
-    return True
-
-
-def prefix_cache_point(config: TrainConfig, plan: FreezePlan, module: nn.Module) -> int | None:
-    """The first trained block when partial fine-tuning runs on cached prefix activations (prefix_cache.py): by
-    default whenever a fixed number of last stages trains (--freeze N, no gradual unfreezing) on a timm
-    EfficientNet/MobileNet-style backbone and the augmentation is at most a flip; else None."""
-    if not plan.active or not plan.base or config.unfreeze_every or config.cache_features is False:
-        return None
-    if not config.model.startswith("timm:") or (config.cache_features is None and not splittable(module)):
-        return None
-    if config.augment not in ("none", "light"):
-        if not config.cache_features:
-            return None
-        warn(f"cached activations hold the original and flipped images only: the {config.augment} preset is "
-             "not applied (drop --cache-features to apply it)")
-    return split_point(module, plan.base)
-
-
-def cache_prefix(module, first: int, train_batches, val_batches, image_inputs, preprocessing, device,
-                 config: TrainConfig):
-    """The frozen prefix's activations of the train (and validation) images, once, as half-precision batches."""
-    module.eval()
-    return cached_batches(module, Prefix(module, first), train_batches, val_batches, image_inputs, preprocessing,
-                          device, config, flip=config.augment == "light", what="frozen layers",
-                          dtype=torch.float16, val_batch_size=128)
-
-
-def cache_features(module, train_batches, val_batches, image_inputs, preprocessing, device, config: TrainConfig):
-    """Backbone features of the train (and validation) images, once, as batches for the classifier."""
-    flip = config.augment == "light" and not getattr(module, "mirror", False)  # a /mirror model flips inside
-    return cached_batches(module, None, train_batches, val_batches, image_inputs, preprocessing, device, config,
-                          flip=flip, what="features", dtype=torch.float32,
-                          val_batch_size=max(config.batch_size, 512))
-
-
-def cached_batches(module, extractor, train_batches, val_batches, image_inputs, preprocessing, device,
-                   config: TrainConfig, flip: bool, what: str, dtype: torch.dtype, val_batch_size: int):
-    """What `extractor` computes (default: the pooled features) for the train images, with their mirror images
-    when `flip`, and for the validation images: (train batches, validation batches or None, failures)."""
-    from catalens.models.features import extract_features, feature_function
-
-    function = feature_function(module, preprocessing, device, extractor=extractor)
-    rows: list = []
-    features, labels, failures = extract_features(module, train_batches, image_inputs, device, flip=flip,
-                                                  description=f"{what} (train)", features=function, dtype=dtype,
-                                                  rows=rows)
-    train = FeatureBatches(features, labels, config.batch_size, shuffle=True, seed=config.seed,
-                           balanced=config.balanced_sampling)
-    train.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
-    val = None
-    if val_batches is not None:
-        rows = []
-        val_features, val_labels, val_failures = extract_features(module, val_batches, image_inputs, device,
-                                                                  flip=False, description=f"{what} (val)",
-                                                                  features=function, dtype=dtype, rows=rows)
-        failures += val_failures
-        val = FeatureBatches(val_features, val_labels, val_batch_size, shuffle=False, seed=config.seed)
-        val.rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
-    return train, val, failures
-
-
-def fit_classifier(head: nn.Linear, train_batches, num_classes: int, config: TrainConfig,
-                   groups: np.ndarray | None = None):
-    """Fit the linear classifier on the cached training features (linear_head.py) and load it into `head`;
-    `groups` (one per cached item) stay together in the cross-validation folds."""
-    from catalens.models.linear_head import fit_linear_head
-
-    fitted = fit_linear_head(train_batches.features, train_batches.labels, num_classes, seed=config.seed,
-                             balanced=config.class_weights, groups=groups)
-    with torch.no_grad():
-        head.weight.copy_(fitted.weight.to(head.weight.device))
-        head.bias.copy_(fitted.bias.to(head.bias.device))
-    return fitted
 
 
 def write_linear_fit(head, train_batches, val_batches, device, classes, module, card, out: Path,

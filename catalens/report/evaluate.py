@@ -263,14 +263,7 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
                                                                       "recorded it)"),
     )
     if result.heads:  # a --text model: each input on its own and fused, on the same rows (those with an image)
-        with_image = len(result.heads["image"])
-        metrics["by_input"] = {}
-        for name in ("image", "text", "fused"):
-            scores = classification_metrics(truth[:with_image], result.heads[name], model.classes)
-            metrics["by_input"][name] = {key: scores[key] for key in ("accuracy", "macro_f1", "weighted_f1")}
-            metrics["by_input"][name]["items"] = with_image
-        metrics["text_columns"] = model.text_columns
-        metrics["predicted_from_text_alone"] = [ref for ref, _ in result.text_only]
+        metrics.update(by_input(model, result, truth))
     metrics["calibration"] = calibration_metrics(model, catalog, result, truth, out)
     metrics["recipe"] = model.card.recipe
     metrics["int8"] = model.card.int8
@@ -278,31 +271,50 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
     if leakage_check:
         metrics["leakage"] = check_leakage(model, whole if training_data else None, catalog, split_name)
     if catalog_has_products(catalog):  # products with several images: their averaged prediction, as served
-        products, mean, _ = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
-                                               result.probabilities)
-        product_truth = pd.Series(truth).groupby(catalog.table["product_id"].to_numpy()[result.rows],
-                                                 sort=False).first().reindex(products).to_numpy()
-        metrics.update(products=int(len(products)),
-                       product_accuracy=float((mean.argmax(1) == product_truth).mean()))
+        metrics.update(product_scores(catalog, result, truth))
     if result.failures:
         warn(f"{len(result.failures)} image(s) could not be read and were left out; listed in metrics.json")
-
-    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix.png", False)
-    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix_normalized.png", True)
-    wrong = np.flatnonzero(result.probabilities.argmax(1) != truth)
-    wrong = wrong[np.argsort(-result.probabilities[wrong].max(1))][:examples]
-    grid = plot_examples(
-        [catalog.read(int(result.rows[i])) for i in wrong],
-        [f"{model.classes[truth[i]]} -> {model.classes[result.probabilities[i].argmax()]}"
-         f" ({result.probabilities[i].max():.2f})" for i in wrong],
-        out / "misclassified.png",
-    )
+    grid = write_plots(model, catalog, result, truth, metrics, out, examples)
     write_json(out / "metrics.json", metrics)
     record_in_card(model, metrics)
     (out / "report.md").write_text(render_report(metrics, grid is not None))
     print_summary(metrics)
     info(f"report: {out / 'report.md'}")
     return metrics
+
+
+def by_input(model: Model, result: Predictions, truth: np.ndarray) -> dict:
+    """A --text model's scores from the image alone, the title alone and both, on the rows with an image."""
+    with_image = len(result.heads["image"])
+    scores = {}
+    for name in ("image", "text", "fused"):
+        found = classification_metrics(truth[:with_image], result.heads[name], model.classes)
+        scores[name] = {key: found[key] for key in ("accuracy", "macro_f1", "weighted_f1")} | {"items": with_image}
+    return {"by_input": scores, "text_columns": model.text_columns,
+            "predicted_from_text_alone": [ref for ref, _ in result.text_only]}
+
+
+def product_scores(catalog: Catalog, result: Predictions, truth: np.ndarray) -> dict:
+    """Accuracy per product, of the images' averaged prediction (as served and as `predict` answers)."""
+    ids = catalog.table["product_id"].to_numpy()[result.rows]
+    products, mean, _ = average_by_product(ids, result.probabilities)
+    product_truth = pd.Series(truth).groupby(ids, sort=False).first().reindex(products).to_numpy()
+    return {"products": int(len(products)), "product_accuracy": float((mean.argmax(1) == product_truth).mean())}
+
+
+def write_plots(model: Model, catalog: Catalog, result: Predictions, truth: np.ndarray, metrics: dict, out: Path,
+                examples: int):
+    """The confusion matrices and the grid of the most confident mistakes (None when there is none)."""
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix.png", False)
+    plot_confusion(np.array(metrics["confusion_matrix"]), model.classes, out / "confusion_matrix_normalized.png", True)
+    wrong = np.flatnonzero(result.probabilities.argmax(1) != truth)
+    wrong = wrong[np.argsort(-result.probabilities[wrong].max(1))][:examples]
+    return plot_examples(
+        [catalog.read(int(result.rows[i])) for i in wrong],
+        [f"{model.classes[truth[i]]} -> {model.classes[result.probabilities[i].argmax()]}"
+         f" ({result.probabilities[i].max():.2f})" for i in wrong],
+        out / "misclassified.png",
+    )
 
 
 def row_temperatures(model: Model, catalog: Catalog, result: Predictions) -> np.ndarray:

@@ -65,6 +65,24 @@ def audit(data: str, out: str | Path, model: str | Path | None = None, backbone:
     return run_audit(catalog, out, model, backbone, folds, batch_size, workers)
 
 
+def label_findings(findings: list[Finding], probabilities: np.ndarray, label_ids: np.ndarray, scored: np.ndarray,
+                   labels: list[str], classes: list[str]) -> np.ndarray:
+    """Suspected label errors added to `findings`: confident learning's flags first (score 1 + 1 - p(given)), then
+    the out-of-fold disagreements it left; returns each scored row's label score."""
+    flagged, label_scores = label_suspects(probabilities, label_ids)
+    suggested = probabilities.argmax(1)
+    listed = set(flagged.tolist())
+    extra = [i for i in disagreements(probabilities, label_ids) if i not in listed]
+    for i, how, base in [*((i, "confident learning", 1.0) for i in flagged),
+                         *((i, "the heads disagree with the label", 0.0) for i in extra)]:
+        row, given, best = int(scored[i]), label_ids[i], suggested[i]
+        findings.append(Finding(row, "label", base + float(label_scores[i]), labels[row], classes[best],
+                                evidence=f"p({classes[given]}) = {probabilities[i, given]:.3f}, "
+                                         f"p({classes[best]}) = {probabilities[i, best]:.3f} "
+                                         f"(out of fold; {how})"))
+    return label_scores
+
+
 def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_BACKBONE, folds: int = 5,
               batch_size: int = 64, workers: int | None = None) -> AuditResult:
     started = time.time()
@@ -102,19 +120,8 @@ def run_audit(catalog: Catalog, out: Path, model=None, backbone: str = DEFAULT_B
         warn(note)
         notes.append(note)
     else:
-        flagged, label_scores = label_suspects(probabilities, label_ids)
-        suggested = probabilities.argmax(1)
-        listed = set(flagged.tolist())
-        extra = [i for i in disagreements(probabilities, label_ids) if i not in listed]
-        # confident learning's flags first (score 1 + 1 - p(given)), then the out-of-fold disagreements it left
-        for i, how, base in [*((i, "confident learning", 1.0) for i in flagged),
-                             *((i, "the heads disagree with the label", 0.0) for i in extra)]:
-            row, given, best = int(scored[i]), label_ids[i], suggested[i]
-            findings.append(Finding(row, "label", base + float(label_scores[i]), labels[row], catalog.classes[best],
-                                    evidence=f"p({catalog.classes[given]}) = {probabilities[i, given]:.3f}, "
-                                             f"p({catalog.classes[best]}) = {probabilities[i, best]:.3f} "
-                                             f"(out of fold; {how})"))
-        health["oof_accuracy"] = float((suggested == label_ids).mean())
+        label_scores = label_findings(findings, probabilities, label_ids, scored, labels, catalog.classes)
+        health["oof_accuracy"] = float((probabilities.argmax(1) == label_ids).mean())
         health["confused"] = confused_pairs(probabilities, label_ids, catalog.classes)
 
     rows = np.flatnonzero(embedded.readable)

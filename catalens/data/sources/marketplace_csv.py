@@ -98,23 +98,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "group": table[group_column].where(table[group_column].notna() & (
                               table[group_column].astype(str) != ""), ids).astype(str).to_numpy()
                           if group_column else ids.to_numpy()})
-    usable = np.ones(len(frame), bool)
-    guard = ImageRoot(images)
-    real_paths = []
-    for i, row in enumerate(frame.itertuples()):
-        reason, real = None, guard.resolve(row.image) if row.image else None
-        if not row.image or not row.label:
-            reason = "empty image or label"
-        elif real is None:
-            reason = "image path leaves the image folder; skipped"
-        elif not os.path.isfile(real):
-            reason = "image file not found"
-        if reason:
-            problems.append({"ref": f"{row.item_id} ({row.image})", "reason": reason})
-            usable[i] = False
-        real_paths.append(real)
-    frame["path"] = real_paths
-    frame = frame[usable].reset_index(drop=True)
+    frame = usable_rows(frame, images, problems)
     notes = []
     if options.top_groups:
         counts = frame["label"].value_counts()
@@ -148,6 +132,28 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
 
         catalog = drop_unreadable(catalog)
     return catalog
+
+
+def usable_rows(frame: pd.DataFrame, images: Path, problems: list[dict]) -> pd.DataFrame:
+    """The rows with an image and a label whose file exists inside the image folder, with its real `path`; each
+    other row is added to `problems` with why."""
+    usable = np.ones(len(frame), bool)
+    guard = ImageRoot(images)
+    real_paths = []
+    for i, row in enumerate(frame.itertuples()):
+        reason, real = None, guard.resolve(row.image) if row.image else None
+        if not row.image or not row.label:
+            reason = "empty image or label"
+        elif real is None:
+            reason = "image path leaves the image folder; skipped"
+        elif not os.path.isfile(real):
+            reason = "image file not found"
+        if reason:
+            problems.append({"ref": f"{row.item_id} ({row.image})", "reason": reason})
+            usable[i] = False
+        real_paths.append(real)
+    frame["path"] = real_paths
+    return frame[usable].reset_index(drop=True)
 
 
 def remove_duplicates(frame: pd.DataFrame, max_distance: int, problems: list[dict]) -> tuple[pd.DataFrame, dict]:
