@@ -18,15 +18,12 @@ import torch
 from torch import nn
 
 from catalens.errors import CatalensError
+from catalens.extras import installed
 from catalens.files import atomic_path
 
 
 def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return installed("onnxruntime")
 
 
 def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, float]:

@@ -18,17 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from catalens.errors import CatalensError
+from catalens.extras import installed
 from catalens.files import atomic_path
 
 CALIBRATION_BATCH = 16
 
 
 def quantize_available() -> bool:
-    try:
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return installed("onnxruntime.quantization")
 
 
 def quantize_int8(float_path: Path, out: Path, calibration: np.ndarray) -> None:

