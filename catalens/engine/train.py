@@ -23,7 +23,6 @@ from catalens.data.catalog import Catalog
 from catalens.data.provenance import REAL, provenance
 from catalens.data.splits import stratified_sample
 from catalens.engine.config import TrainConfig, make_config
-from catalens.engine.curves import plot_history
 from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
@@ -41,6 +40,7 @@ from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
 from catalens.models.pretrained import load_pretrained
 from catalens.models.timm_models import timm_preprocessing
 from catalens.options import data_options as data_option_list
+from catalens.plots import plot_history
 from catalens.progress import info, warn
 from catalens.rundir.card import ModelCard
 from catalens.rundir.layout import (

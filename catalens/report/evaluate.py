@@ -36,8 +36,8 @@ from catalens.models.calibration import (
     risk_coverage,
 )
 from catalens.models.fusion import catalog_texts, read_text_columns
+from catalens.plots import plot_confusion, plot_examples, plot_reliability, plot_risk_coverage
 from catalens.progress import console, info, warn
-from catalens.report.plots import plot_confusion, plot_examples, plot_reliability, plot_risk_coverage
 from catalens.rundir.layout import CARD_FILE, WEIGHTS_FILE
 from catalens.rundir.run import Model, write_json
 

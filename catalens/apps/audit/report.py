@@ -120,25 +120,10 @@ def class_health_md(summary: dict) -> list[str]:
 
 def suspects_grid(path: Path, catalog: Catalog, findings: list[Finding], count: int = 32) -> bool:
     """The top `count` label suspects as one picture: each with its given and suggested label."""
+    from catalens.plots import plot_examples
+
     top = ordered(findings, "label")[:count]
-    if not top:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = 8
-    rows = -(-len(top) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, f in zip(axes.flat, top):
-        image = catalog.read(f.row)
-        axis.imshow(image, cmap="gray" if image.mode == "L" else None)
-        axis.set_title(f"{f.given_label}\n-> {f.suggested_label} ({f.score:.2f})", fontsize=7)
-    figure.suptitle("Top label suspects: given -> suggested (1 - p(given))", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return True
+    return plot_examples([catalog.read(f.row) for f in top],
+                         [f"{f.given_label}\n-> {f.suggested_label} ({f.score:.2f})" for f in top], path,
+                         title="Top label suspects: given -> suggested (1 - p(given))", cell=(1.6, 1.9),
+                         dpi=110) is not None

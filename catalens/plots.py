@@ -1,5 +1,5 @@
-"""PNG plots people would rather look at than read: confusion matrices, mistakes (training curves:
-engine/curves.py)."""
+"""Every PNG catalens draws, in one place: confusion matrices, grids of example images (mistakes, audit
+suspects), calibration plots and training curves."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def save(figure, out: Path, dpi: int = 110) -> Path:
+    figure.tight_layout()
+    figure.savefig(out, dpi=dpi)
+    plt.close(figure)
+    return out
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], out: Path, normalize: bool) -> Path:
@@ -32,27 +40,24 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], out: Path, normalize:
                           color="white" if values[i, j] > threshold else "black")
     axis.set(xlabel="predicted", ylabel="true",
              title="confusion matrix" + (" (row-normalised: recall on the diagonal)" if normalize else " (counts)"))
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out)
 
 
-def plot_examples(images: list, captions: list[str], out: Path, columns: int = 8) -> Path | None:
+def plot_examples(images: list, captions: list[str], out: Path, columns: int = 8, title: str | None = None,
+                  cell: tuple[float, float] = (1.9, 2.2), dpi: int = 100) -> Path | None:
     """A grid of images (PIL) with captions such as 'true -> predicted (p)'."""
     if not images:
         return None
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.2), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell[0], rows * cell[1]), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, captions):
         axis.imshow(np.asarray(image), cmap="gray" if image.mode == "L" else None)
         axis.set_title(caption, fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
-    return out
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return save(figure, out, dpi=dpi)
 
 
 def plot_reliability(before: list[dict], after: list[dict], out: Path) -> Path:
@@ -68,10 +73,7 @@ def plot_reliability(before: list[dict], after: list[dict], out: Path) -> Path:
              ylabel="accuracy (bin)", title="reliability (15 equal-mass bins)")
     axis.legend(loc="upper left")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out)
 
 
 def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) -> Path:
@@ -85,7 +87,23 @@ def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) 
              title="risk-coverage")
     axis.grid(alpha=0.3)
     axis.legend(loc="lower left", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return save(figure, out)
+
+
+def plot_history(history_csv: Path, out: Path) -> Path | None:
+    """Loss and accuracy per epoch, train and validation, from a run's history.csv."""
+    history = pd.read_csv(history_csv)
+    if history.empty:
+        return None
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    accuracy_axis.plot(history["epoch"], history["train_accuracy"], marker="o", label="train")
+    if history["val_loss"].notna().any():
+        loss_axis.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+        accuracy_axis.plot(history["epoch"], history["val_accuracy"], marker="o", label="validation")
+    loss_axis.set(title="loss", xlabel="epoch")
+    accuracy_axis.set(title="accuracy", xlabel="epoch")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return save(figure, out)
