@@ -6,13 +6,29 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
 
 from catalens.errors import CatalensError
-from catalens.options import BY_NAME, DATA_HELP, EXPORT, STATS, TRAIN, with_options
+from catalens.options import (
+    AUDIT,
+    BSON_GENERATE,
+    BSON_INDEX,
+    DEMO,
+    EVALUATE,
+    EXPORT,
+    EXPORT_MODEL,
+    MATCH,
+    PREDICT,
+    SERVE,
+    SHARD,
+    SORT,
+    STATS,
+    TRAIN,
+    ZOOMED,
+    with_options,
+)
 from catalens.rundir.layout import CONFIG_FILE
 
 app = typer.Typer(
@@ -49,29 +65,9 @@ zoomed_app = typer.Typer(help="The zoomed-vs-normal filter: bootstrap its traini
                          no_args_is_help=True)
 app.add_typer(zoomed_app, name="zoomed")
 
-# help texts shared with evaluate and predict, from the one declaration of each option (options.py)
-CATEGORIES_HELP, SAMPLE_HELP, IMAGES_HELP, COLUMNS_HELP, LABELS_HELP = (
-    BY_NAME[name].help for name in ("categories", "sample", "images", "columns", "labels"))
-TEXT_HELP = ("The text columns a model trained with --text reads (title, or title,description) [default: those "
-             "it was trained on].")
-
-
 @app.command()
 @with_options(TRAIN)
-def train(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (e.g. a run's config.yaml); "
-                                          "options given here override it."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    time_budget: float = typer.Option(15.0, "--time-budget", help="Minutes the auto recipe may take (used when no "
-                                      "--model, --pretrained, --weights, --freeze or --epochs is given)."),
-    min_speed: float = typer.Option(56.0, "--min-speed", help="Auto recipe: the slowest model it may choose, in "
-                                    "photos/s on this machine (decoding included; 56 sorts 100,000 photos in 30 "
-                                    "min). The most accurate candidate at least this fast is chosen; 0: the most "
-                                    "accurate, however slow."),
-    nproc: int = typer.Option(1, "--nproc", help="Data-parallel training on N processes (PyTorch DDP through "
-                              "torchrun: one per GPU, or gloo on CPU cores). --batch-size stays the global batch."),
-    **options,
-):
+def train(**options):
     """Train a classifier and write a run directory (weights, model card, config, history, curves).
 
     With only --data and --out, the auto recipe chooses from the data and this machine, within --time-budget, and
@@ -92,6 +88,8 @@ def train(
     from catalens.engine.config import make_config
     from catalens.engine.train import train as run_train
 
+    config, resume, nproc = options.pop("config_file"), options.pop("resume"), options.pop("nproc")
+    time_budget, min_speed = options.pop("time_budget"), options.pop("min_speed")
     overrides = options
     data, out = options.get("data"), options.get("out")
     if nproc != 1:
@@ -150,13 +148,8 @@ def launch_data_parallel(nproc: int, resume: bool, config: Path | None, override
 
 
 @app.command()
-def shard(
-    data: str = typer.Argument(..., help=DATA_HELP),
-    out: Path = typer.Option(..., "--out", help="A new folder for the shards, index.csv and shards.json."),
-    size: str = typer.Option("1GB", "--size", help="Bytes per tar shard, e.g. 1GB or 256MB."),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
-):
+@with_options(SHARD)
+def shard(data: str, out: Path, size: str, categories: str | None, sample: int | None):
     """Write a catalog as WebDataset-style tar shards that DDP ranks and Ray workers read in parallel, from local
     disk or object storage (copy DIR to s3://... and read it as shards:s3://.../DIR with fsspec and s3fs).
 
@@ -179,28 +172,10 @@ def shard(
 
 
 @app.command()
-def audit(
-    data: str = typer.Argument(..., help=DATA_HELP),
-    out: Path = typer.Option(..., "--out", help="Folder for issues.csv, report.html, report.md, label_suspects.png."),
-    model: Optional[Path] = typer.Option(None, "--model", help="A run directory: its network makes the features "
-                                         "[default: --backbone]."),
-    backbone: str = typer.Option("tf_efficientnet_lite0", "--backbone", help="A pretrained timm backbone for the "
-                                 "features (packaged weights: tf_efficientnet_lite0/1/2)."),
-    folds: int = typer.Option(5, "--folds", help="Folds of the out-of-fold linear heads."),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
-    apply_to: Optional[Path] = typer.Option(None, "--apply", help="Copy (or --mode move) the suspects into "
-                                            "DIR/KIND/LABEL/, with a journal: a killed run is finished by running "
-                                            "it again. Uses OUT/issues.csv when it is there."),
-    mode: str = typer.Option("copy", "--mode", help="With --apply: copy or move."),
-    kinds: str = typer.Option("broken,label,leak,duplicate,outlier", "--kinds", help="With --apply: which kinds."),
-    write_catalog_to: Optional[Path] = typer.Option(None, "--write-catalog", help="Write the catalog as CSV without "
-                                                    "the items listed in --remove."),
-    remove: Optional[Path] = typer.Option(None, "--remove", help="With --write-catalog: a CSV with an `item` "
-                                          "column (e.g. issues.csv, keeping only the rows you agree with)."),
-):
+@with_options(AUDIT)
+def audit(data: str, out: Path, run: Path | None, backbone: str, folds: int, sample: int | None,
+          categories: str | None, batch_size: int, workers: int | None, apply_to: Path | None, mode: str, kinds: str,
+          write_catalog_to: Path | None, remove: Path | None):
     """Find the mislabelled, duplicated, leaked, off-topic and broken images of a catalog, ranked, with pictures.
 
     Label issues come from out-of-fold probabilities (k-fold linear heads on frozen features) and confident
@@ -225,7 +200,7 @@ def audit(
         catalog = load_catalog(data, options, split=False)
         print(f"using the findings in {existing}", file=sys.stderr)
     else:
-        result = run_audit(data, out, model=model, backbone=backbone, options=options, folds=folds,
+        result = run_audit(data, out, model=run, backbone=backbone, options=options, folds=folds,
                            batch_size=batch_size, workers=workers)
         catalog = result.catalog
     if apply_to:
@@ -240,26 +215,9 @@ def audit(
 
 
 @app.command()
-def match(
-    args: list[str] = typer.Argument(..., metavar="[fit|index] DATA", help="A marketplace CSV (posting_id, image, "
-                                     "image_phash, title[, label_group]); `fit DATA` fits a matcher on labelled "
-                                     "postings; `index DATA --model RUN` indexes a catalog for serve's /v1/match."),
-    out: Path = typer.Option(..., "--out", help="matches.csv (posting_id,matches); with fit: matcher.json; with "
-                             "index: the index folder."),
-    model: Optional[Path] = typer.Option(None, "--model", help="With index: the run directory whose backbone "
-                                         "embeds the images (the model `serve` will run)."),
-    add: bool = typer.Option(False, "--add", help="With index: add DATA's new items to the existing index at --out "
-                             "(nothing already there is recomputed)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="The folder of the postings' image files: the "
-                                          "image signal (a frozen pretrained backbone's features) for matchers "
-                                          "fitted with it; with index, the csv: catalog's images [default: "
-                                          "train_images/ beside the CSV]."),
-    matcher: Optional[Path] = typer.Option(None, "--matcher", help="A matcher written by `catalens match fit` "
-                                           "[default: catalens's, fitted on real Shopee postings]."),
-    explain: Optional[Path] = typer.Option(None, "--explain", help="Also write every candidate pair with each "
-                                           "signal's similarity and the combined probability."),
-    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
-):
+@with_options(MATCH)
+def match(args: list[str], out: Path, run: Path | None, add: bool, images: Path | None, matcher: Path | None,
+          explain: Path | None, columns: str | None):
     """Find the postings of the same product: titles (TF-IDF words and characters, a sentence encoder when
     installed) and perceptual hashes, combined by a logistic regression with thresholds fitted on labelled data.
 
@@ -271,19 +229,19 @@ def match(
       catalens match postings.csv --out matches.csv --explain pairs.csv
       catalens match fit labelled.csv --out matcher.json
       catalens match postings.csv --matcher matcher.json --out matches.csv
-      catalens match index csv:catalog.csv --model runs/shop --out shop-index
-      catalens match index csv:new-items.csv --model runs/shop --out shop-index --add
+      catalens match index csv:catalog.csv --run runs/shop --out shop-index
+      catalens match index csv:new-items.csv --run runs/shop --out shop-index --add
       catalens serve runs/shop --match-index shop-index
     """
     from catalens.apps.match import fit_matcher, read_postings, run_match
 
     if args[0] == "index":
-        if len(args) != 2 or model is None:
-            raise CatalensError("write `catalens match index DATA --model RUN --out INDEX [--add]`")
+        if len(args) != 2 or run is None:
+            raise CatalensError("write `catalens match index DATA --run RUN --out INDEX [--add]`")
         from catalens.data import DataOptions
         from catalens.inference.product_index import build_index
 
-        summary = build_index(args[1], model, out, add=add, options=DataOptions(
+        summary = build_index(args[1], run, out, add=add, options=DataOptions(
             images=str(images) if images else None, columns=columns))
         print(f"{summary['added']:,} item(s) indexed ({summary['title_only']:,} by title alone, "
               f"{summary['skipped_known']:,} already there); {summary['items']:,} in {out}", file=sys.stderr)
@@ -303,23 +261,10 @@ def match(
 
 
 @app.command()
-def evaluate(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
-    data: str = typer.Option(..., "--data", help=DATA_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report directory [default: MODEL/eval]."),
-    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP + " Default: the one used in training."),
-    split: Optional[str] = typer.Option(None, "--split", help="test, val, train or all [default: test if the data "
-                                        "has one, else all]."),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes for image files."),
-    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP + " Default: training's."),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP + " Default: training's."),
-    leakage_check: bool = typer.Option(True, "--leakage-check/--no-leakage-check", help="Count evaluation images "
-                                       "that are byte-identical or near duplicates of training images, warn, and "
-                                       "show them in report.md."),
-    text: Optional[str] = typer.Option(None, "--text", help=TEXT_HELP),
-):
+@with_options(EVALUATE)
+def evaluate(run: Path, data: str, out: Path | None, labels: str | None, split: str | None, batch_size: int,
+             workers: int | None, backend: str, categories: str | None, sample: int | None, leakage_check: bool,
+             text: str | None):
     """Accuracy, top-k, per-class precision/recall/F1/NPV, confusion matrices, mistakes, size and speed, and
     the evaluation images that copy training images (leakage).
 
@@ -328,25 +273,14 @@ def evaluate(
     """
     from catalens.report.evaluate import evaluate as run_evaluate
 
-    run_evaluate(model, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
+    run_evaluate(run, data, labels=labels, out=out, split=split, batch_size=batch_size, workers=workers,
                  backend=backend, data_overrides={"categories": categories, "sample": sample},
                  leakage_check=leakage_check, text=text)
 
 
 @app.command()
-def export(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The file to write, e.g. model.onnx (with --int8: "
-                                       "optional; the int8 network is kept in the run directory either way)."),
-    export_format: str = typer.Option("onnx", "--format", help="onnx (the only format so far)."),
-    int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (calibrated on 200 training photos), check "
-                              "it on the validation split and keep it when it is within --tolerance of float32: "
-                              "predict, sort, evaluate and serve then use it (about 2x faster on CPU)."),
-    tolerance: float = typer.Option(0.005, "--tolerance", help="With --int8: the validation accuracy int8 may "
-                                    "lose against float32 (0.005 = half a point)."),
-    data: Optional[str] = typer.Option(None, "--data", help="With --int8: the training data, when the card's "
-                                       "path no longer reaches it."),
-):
+@with_options(EXPORT_MODEL)
+def export(run: Path, out: Path | None, output_format: str, int8: bool, tolerance: float, data: str | None):
     """Export a trained model as one self-contained ONNX file: dynamic batch axis, class names and
     preprocessing in its metadata. The outputs are checked against PyTorch and the largest difference shown.
 
@@ -358,8 +292,9 @@ def export(
     from catalens.rundir.layout import INT8_FILE
     from catalens.rundir.run import export_model
 
-    if export_format != "onnx":
-        raise CatalensError(f"unknown export format {export_format!r}; catalens exports onnx")
+    model = run
+    if output_format != "onnx":
+        raise CatalensError(f"unknown export format {output_format!r}; catalens exports onnx")
     if out is None and not int8:
         raise CatalensError("give --out FILE (e.g. --out model.onnx), or --int8 to add an int8 network to the run")
     if int8:
@@ -380,38 +315,12 @@ def export(
 
 
 @app.command()
-def predict(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
-    inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or one data spec."),
-    top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to list per image."),
-    output_format: str = typer.Option("csv", "--format", help="csv, jsonl or parquet (needs --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output file [default: standard output]."),
-    split: Optional[str] = typer.Option(None, "--split", help="With a data spec: only this split."),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes."),
-    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
-    categories: Optional[str] = typer.Option(None, "--categories", help=CATEGORIES_HELP),
-    sample: Optional[int] = typer.Option(None, "--sample", help=SAMPLE_HELP),
-    images: Optional[str] = typer.Option(None, "--images", help=IMAGES_HELP),
-    columns: Optional[str] = typer.Option(None, "--columns", help=COLUMNS_HELP),
-    text: Optional[str] = typer.Option(None, "--text", help=TEXT_HELP),
-    submission: Optional[Path] = typer.Option(None, "--submission", help="With bson:FILE: write the CDiscount "
-                                              "submission (_id,category_id, one row per product); an interrupted "
-                                              "run continues where it stopped."),
-    engine: str = typer.Option("local", "--engine", help="local (this process and its decoding workers) or ray "
-                               "(Ray Data: decoding tasks and a pool of model actors; pip install 'catalens[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto (a running "
-                                              "cluster), HOST:PORT or ray://HOST:PORT [default: start a local Ray]."),
-    actors: Optional[int] = typer.Option(None, "--actors", help="With --engine ray: model actors [default: half "
-                                         "the cluster's CPUs]."),
-    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", help="With --engine ray: GPUs per model actor "
-                                         "(e.g. 0.5: two actors share a GPU; the model then runs in PyTorch)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Mark rows whose top (calibrated) "
-                                              "probability is under P as uncertain (an `uncertain` column)."),
-    target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="Choose --threshold from the "
-                                                    "run's validation curve: the one that answered the most "
-                                                    "validation photos at this accuracy (e.g. 0.98)."),
-):
+@with_options(PREDICT)
+def predict(run: Path, inputs: list[str], top_k: int, output_format: str, out: Path | None, split: str | None,
+            batch_size: int, workers: int | None, backend: str, categories: str | None, sample: int | None,
+            images: str | None, columns: str | None, text: str | None, submission: Path | None, engine: str,
+            ray_address: str | None, actors: int | None, gpus_per_actor: float, threshold: float | None,
+            target_accuracy: float | None):
     """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
     row per product: its images' probabilities averaged, with the category level names.
 
@@ -432,13 +341,13 @@ def predict(
 
         if len(inputs) != 1:
             raise CatalensError("--submission takes one input, the BSON dump: bson:test.bson")
-        result = write_submission(Model.load(model, backend=backend), inputs[0], submission, batch_size=batch_size,
+        result = write_submission(Model.load(run, backend=backend), inputs[0], submission, batch_size=batch_size,
                                   workers=workers)
         print(f"{result.products:,} products in {result.path} ({result.written:,} written now"
               + (f", {result.resumed_from:,} by an earlier run" if result.resumed_from else "") + ")",
               file=sys.stderr)
         return
-    summary = run_predict(model, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
+    summary = run_predict(run, inputs, k=top_k, output_format=output_format, out=out, batch_size=batch_size,
                           workers=workers, split=split, backend=backend,
                           options=DataOptions(categories=categories, sample=sample, images=images, columns=columns),
                           engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
@@ -453,22 +362,10 @@ def predict(
 
 
 @app.command("sort")
-def sort_command(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
-    input_dir: Path = typer.Argument(..., help="Folder of images, searched recursively."),
-    output_dir: Path = typer.Argument(..., help="Where the class folders go (not inside INPUT_DIR)."),
-    mode: str = typer.Option("copy", "--mode", help="copy, move, hardlink or symlink."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="A top (calibrated) probability under P "
-                                              "sends the image to uncertain/."),
-    target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="Choose --threshold from the "
-                                                    "run's validation curve: the one that answered the most "
-                                                    "validation photos at this accuracy (e.g. 0.98)."),
-    top_k: int = typer.Option(3, "--top-k", "-k", help="Classes listed per image in the manifest."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (source -> destination); touch nothing."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes [default: cores, at most 4]."),
-    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
-):
+@with_options(SORT)
+def sort_command(run: Path, input_dir: Path, output_dir: Path, mode: str, threshold: float | None,
+                 target_accuracy: float | None, top_k: int, dry_run: bool, batch_size: int, workers: int | None,
+                 backend: str):
     """Sort a folder of images into one folder per predicted class, e.g. zoomed/ and normal/.
 
     OUTPUT_DIR gets a folder per class, uncertain/ (with --threshold), unreadable/ (zero-byte, not an image,
@@ -487,7 +384,7 @@ def sort_command(
     from catalens.apps.sort import sort_folder, write_errors
     from catalens.rundir.run import Model
 
-    loaded = Model.load(model, backend=backend)
+    loaded = Model.load(run, backend=backend)
     threshold = loaded.answer_threshold(threshold, target_accuracy)
     summary = sort_folder(loaded, input_dir, output_dir, mode=mode, threshold=threshold, k=top_k, dry_run=dry_run,
                           batch_size=batch_size, workers=workers)
@@ -518,42 +415,11 @@ def sort_command(
 
 
 @app.command()
-def serve(
-    model: Path = typer.Argument(..., help="Run directory written by `catalens train`, or an exported .onnx file."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000, "--port"),
-    db: str = typer.Option("sqlite:///catalens-history.db", "--db", help="Where the prediction history lives: "
-                           "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB."),
-    backend: str = typer.Option("auto", "--backend", help="torch, onnx (onnxruntime) or auto (onnx on CPU)."),
-    max_batch: int = typer.Option(16, "--max-batch", help="Micro-batching: images per model call at most; 1 turns "
-                                  "batching off."),
-    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Micro-batching: how long the first request of a "
-                                      "batch waits for others; 0 takes only what queued while the model was busy "
-                                      "(best on CPU, BENCHMARKS.md); a few ms can pay on a GPU."),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body."),
-    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest image, checked before decoding."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CATALENS_API_KEY", help="Require this "
-                                          "X-API-Key header on /v1/* (predict, model, history, thumbnails, export; "
-                                          "the page asks for it); /healthz, /readyz and /metrics stay open. "
-                                          "Required with a --host beyond loopback."),
-    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
-                                          "(repeatable), e.g. https://shop.example.com."),
-    keep_originals: bool = typer.Option(False, "--keep-originals", help="Store uploaded images in the history, "
-                                        "not only thumbnails."),
-    urls: bool = typer.Option(True, "--urls/--no-urls", help="Fetch images by URL when a request gives one "
-                              "(never from loopback, private or link-local addresses, redirects included)."),
-    allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Also fetch URLs inside the "
-                                            "network (an intranet's image server); off by default: a client could "
-                                            "otherwise read internal hosts through this server."),
-    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help="Serve beyond loopback without an API "
-                                          "key (refused by default)."),
-    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
-    text: Optional[str] = typer.Option(None, "--text", help="Check that the model reads this text (title, or "
-                                       "title,description): requests then send it as a `title` field."),
-    match_index: Optional[Path] = typer.Option(None, "--match-index", help="A product index built with this model "
-                                               "(`catalens match index`): POST /v1/match answers with the nearest "
-                                               "catalog products of a photo and/or a title."),
-):
+@with_options(SERVE)
+def serve(run: Path, host: str, port: int, db: str, backend: str, max_batch: int, max_wait_ms: float,
+          max_upload_mb: float, max_megapixels: float, api_key: str | None, cors_origin: list[str] | None,
+          keep_originals: bool, urls: bool, allow_private_urls: bool | None, insecure_no_auth: bool, access_log: bool,
+          text: str | None, match_index: Path | None):
     """Serve a model: REST API, a web page for uploads, and a prediction history that survives restarts.
 
     Endpoints: POST /v1/predict (multipart `file`, one or several, or JSON {"images": [{"url"}|{"base64"}]};
@@ -572,27 +438,18 @@ def serve(
     from catalens.apps.serve import ServeOptions
     from catalens.apps.serve import serve as run_server
 
-    run_server(model, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
+    run_server(run, host=host, port=port, backend=backend, access_log=access_log, options=ServeOptions(
         db=db, max_batch=max_batch, max_wait_ms=max_wait_ms, max_upload_mb=max_upload_mb,
-        max_pixels=int(max_megapixels * 1e6), api_key=api_key, cors_origins=cors_origin,
-        keep_originals=keep_originals, allow_urls=urls, allow_private_urls=allow_private_urls,
+        max_pixels=int(max_megapixels * 1e6), api_key=api_key, cors_origins=cors_origin or [],
+        keep_originals=keep_originals, allow_urls=urls, allow_private_urls=bool(allow_private_urls),
         match_index=str(match_index) if match_index else None, text=text),
         insecure_no_auth=insecure_no_auth)
 
 
 @zoomed_app.command("bootstrap")
-def zoomed_bootstrap(
-    normal_dir: list[Path] = typer.Option(..., "--from", help="Normal product photos (searched recursively; class "
-                                          "subfolders allowed); repeat it to mix catalog styles."),
-    out: Path = typer.Option(..., "--out", help="The dataset folder to write (train/ and val/, each with zoomed/ "
-                             "and normal/)."),
-    crops_per_photo: float = typer.Option(1.0, "--crops-per-photo", help="Zoomed crops made from each photo; a "
-                                          "fraction draws that share of one (0.17: about 1 zoomed per 6 normal)."),
-    area: str = typer.Option("0.02,0.15", "--area", help="MIN,MAX share of the photo's area a crop covers."),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of photos (with their crops) in val/; 1 "
-                                       "puts every photo in val/, for a held-out test set."),
-    seed: int = typer.Option(0, "--seed"),
-):
+@with_options(ZOOMED)
+def zoomed_bootstrap(photos: list[Path], out: Path, crops_per_photo: float, area: str, val_share: float,
+                     seed: int):
     """Make a zoomed-vs-normal training set from normal photos: each photo is a `normal` example and yields
     zoomed examples: close-up crops on the product (not the background), fabric filling the frame, and colour
     swatches, resized back to full size and sharpened. The split is per photo: no photo's crops land in both
@@ -603,7 +460,7 @@ def zoomed_bootstrap(
       catalens zoomed bootstrap --from clothing/train --from fashion-products/images --out zoomed-data
       catalens train --data zoomed-data --out runs/zoomed          # the auto recipe: pretrained features
       catalens sort runs/zoomed catalog-photos/ cleaned/
-      catalens zoomed bootstrap --from clothing/validation --out zoomed-test --val-fraction 1
+      catalens zoomed bootstrap --from clothing/validation --out zoomed-test --val-share 1
       catalens evaluate runs/zoomed --data zoomed-test --split val --out runs/zoomed/test
     """
     from catalens.apps.zoomed import bootstrap
@@ -612,8 +469,8 @@ def zoomed_bootstrap(
         low, high = (float(value) for value in area.split(","))
     except ValueError:
         raise CatalensError(f"--area {area!r}: give two shares, MIN,MAX, e.g. 0.02,0.15") from None
-    summary = bootstrap(normal_dir, out, crops_per_photo=crops_per_photo, area=(low, high),
-                        val_fraction=val_fraction, seed=seed)
+    summary = bootstrap(photos, out, crops_per_photo=crops_per_photo, area=(low, high),
+                        val_fraction=val_share, seed=seed)
     for split, counts in sorted(summary.images.items()):
         print(f"{out / split}: {summary.photos[split]:,} photos -> normal {counts['normal']:,}, "
               f"zoomed {counts['zoomed']:,}", file=sys.stderr)
@@ -621,13 +478,7 @@ def zoomed_bootstrap(
 
 @catalog_app.command("stats")
 @with_options(STATS)
-def catalog_stats(
-    data: str = typer.Argument(..., help=DATA_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (items, products, classes, per_class, problems)."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Decode every image to find unreadable ones "
-                                "(--no-verify only lists files: much faster on huge folders)."),
-    **options,
-):
+def catalog_stats(data: str, as_json: bool, verify: bool, **options):
     """Items, products, classes, images per class, imbalance ratio and problems (every image is decoded).
     With --json, `items` counts what training would use (after --dedupe and the filters).
 
@@ -649,13 +500,7 @@ def catalog_stats(
 
 @catalog_app.command("export")
 @with_options(EXPORT)
-def catalog_export(
-    data: str = typer.Argument(..., help=DATA_HELP),
-    out: Path = typer.Option(..., "--out", help="The CSV file to write."),
-    verify: bool = typer.Option(False, "--verify/--no-verify", help="Decode every image and leave out unreadable "
-                                "ones."),
-    **options,
-):
+def catalog_export(data: str, out: Path, verify: bool, **options):
     """Write the catalog as CSV: image, label, product_id, title, description (one row per image).
 
     Example: catalens catalog export sqlite:///products.db --label-column Category --out catalog.csv
@@ -667,35 +512,25 @@ def catalog_export(
 
 
 @bson_app.command("generate")
-def bson_generate(
-    out: Path = typer.Argument(..., help="The .bson file to write."),
-    images: Path = typer.Option(..., "--images", help="Folder of product photos (class subfolders allowed)."),
-    categories: Path = typer.Option(..., "--categories", help="The category tree, e.g. category_names.csv."),
-    size: Optional[str] = typer.Option(None, "--size", help="Stop at this file size, e.g. 2GB or 300MB."),
-    products: Optional[int] = typer.Option(None, "--products", help="Stop after N products."),
-    classes: int = typer.Option(50, "--classes", help="How many leaf categories of the tree to use."),
-    test: bool = typer.Option(False, "--test", help="Write a test file: no category_id."),
-    quality: int = typer.Option(75, "--quality", help="JPEG quality of the 180x180 pictures."),
-    seed: int = typer.Option(0, "--seed"),
-):
+@with_options(BSON_GENERATE)
+def bson_generate(out: Path, photos: Path, categories: Path, size: str | None, products: int | None, classes: int,
+                  test: bool, quality: int, seed: int):
     """Write a BSON dump in CDiscount's exact format ({_id, imgs: [{picture}], category_id}, 1-4 images per
     product, 180x180 JPEGs) from real photos and the real category tree, for tests and benchmarks at scale.
 
-    Example: catalens bson generate data/train.bson --images photos/ --categories category_names.csv --size 2GB
+    Example: catalens bson generate data/train.bson --from photos/ --categories category_names.csv --size 2GB
     """
     from catalens.data.bson_generate import generate_bson
 
-    result = generate_bson(out, images, categories, size=size, products=products, classes=classes, test=test,
+    result = generate_bson(out, photos, categories, size=size, products=products, classes=classes, test=test,
                            seed=seed, quality=quality)
     print(f"wrote {result.path}: {result.products:,} products, {result.images:,} images, "
           f"{result.bytes / 1e6:,.1f} MB, {result.categories} categories", file=sys.stderr)
 
 
 @bson_app.command("index")
-def bson_index(
-    file: Path = typer.Argument(..., help="The .bson file."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Build it again even if the saved index is current."),
-):
+@with_options(BSON_INDEX)
+def bson_index(file: Path, rebuild: bool):
     """Build (or check) the index of a BSON dump: one pass reading only document headers. Every command that
     reads bson:FILE does this on first use; the index is saved beside the file (or in the cache directory)."""
     from catalens.data.sources.bson_index import open_index
@@ -729,11 +564,8 @@ def models():
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
-    epochs: int = typer.Option(4, "--epochs", help="Training epochs (about half a minute each on 2 CPU cores)."),
-    data: str = typer.Option("fashion-mnist", "--data", help="fashion-mnist or fashion-mnist:DIR."),
-):
+@with_options(DEMO)
+def demo(out: Path, epochs: int, data: str):
     """Train the default model on Fashion-MNIST for a few minutes and evaluate it on the test set."""
     from catalens.apps.demo import run_demo
 

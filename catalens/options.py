@@ -7,9 +7,11 @@ adding an option is one entry here (and the code that uses it).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
+from pathlib import Path
 from typing import Any, Optional
 
 TRAIN, STATS, EXPORT = "train", "catalog stats", "catalog export"
@@ -29,6 +31,11 @@ class Option:
     flag: str | None = None  # the CLI declaration when not --name-with-dashes (e.g. "--x/--no-x")
     data: bool = False  # part of DataOptions: what to do with a source's items before training or evaluation
     show_default: bool = True  # False where --help would mislead (the auto recipe decides when it is absent)
+    config: bool = True  # a TrainConfig field (False: a command's own option, COMMAND_OPTIONS)
+    per_command: dict = field(default_factory=dict, hash=False, compare=False)  # command -> what differs there
+    # (default, help, required, argument, kind, flag, short, envvar, metavar, show_default)
+    deprecated: dict = field(default_factory=dict, hash=False, compare=False)  # command -> old flag, kept one
+    # release as a hidden alias that warns
 
     @property
     def declaration(self) -> str:
@@ -41,6 +48,15 @@ class Option:
         shown = self.show_default and self.default is not None and self.default is not False \
             and self.default != "" and "[default" not in self.help
         return self.help + (f" [default: {self.default}]" if shown else "")
+
+    def on(self, command: str) -> Option:
+        """This option as `command` declares it (its per-command differences applied)."""
+        differences = {key: value for key, value in self.per_command.get(command, {}).items()
+                       if key in ("default", "help", "flag", "show_default")}
+        return replace(self, **differences) if differences else self
+
+    def setting(self, command: str, key: str, fallback=None):
+        return self.per_command.get(command, {}).get(key, fallback)
 
 
 def data_option(name, type_, default, help_, commands=DATA_COMMANDS, flag=None) -> Option:
@@ -139,6 +155,235 @@ OPTIONS: list[Option] = [
 ]
 BY_NAME = {option.name: option for option in OPTIONS}
 
+# The other commands. A command that also takes one of the options above says so here, with what differs for it
+# (the default it starts from, a positional argument, a help text naming its own output).
+SHARD, AUDIT, MATCH, EVALUATE, EXPORT_MODEL, PREDICT, SORT, SERVE = (
+    "shard", "audit", "match", "evaluate", "export", "predict", "sort", "serve")
+ZOOMED, BSON_GENERATE, BSON_INDEX, DEMO = "zoomed bootstrap", "bson generate", "bson index", "demo"
+RUN_HELP = "Run directory written by `catalens train`, or an exported .onnx file."
+TEXT_HELP = ("The text columns a model trained with --text reads (title, or title,description) [default: those "
+             "it was trained on].")
+DATA_ARGUMENT = {"argument": True, "required": True}
+TRAINING_DEFAULT = " [default: the one used in training]."
+ALSO: dict[str, dict[str, dict]] = {
+    "data": {SHARD: DATA_ARGUMENT, AUDIT: DATA_ARGUMENT, STATS: DATA_ARGUMENT, EXPORT: DATA_ARGUMENT,
+             EVALUATE: {"required": True},
+             EXPORT_MODEL: {"help": "With --int8: the training data, when the card's path no longer reaches it."},
+             DEMO: {"default": "fashion-mnist", "help": "fashion-mnist or fashion-mnist:DIR."}},
+    "out": {SHARD: {"required": True, "kind": "path", "help": "A new folder for the shards, index.csv and "
+                    "shards.json."},
+            AUDIT: {"required": True, "kind": "path", "help": "Folder for issues.csv, report.html, report.md, "
+                    "label_suspects.png."},
+            MATCH: {"required": True, "kind": "path", "help": "matches.csv (posting_id,matches); with fit: "
+                    "matcher.json; with index: the index folder."},
+            EVALUATE: {"kind": "path", "help": "Report directory [default: MODEL/eval]."},
+            EXPORT_MODEL: {"kind": "path", "help": "The file to write, e.g. model.onnx (with --int8: optional; the "
+                           "int8 network is kept in the run directory either way)."},
+            PREDICT: {"kind": "path", "help": "Output file [default: standard output]."},
+            EXPORT: {"required": True, "kind": "path", "help": "The CSV file to write."},
+            ZOOMED: {"required": True, "kind": "path", "help": "The dataset folder to write (train/ and val/, each "
+                     "with zoomed/ and normal/)."},
+            BSON_GENERATE: {"argument": True, "required": True, "kind": "path", "help": "The .bson file to write."},
+            DEMO: {"default": "runs/demo", "kind": "path", "help": "Run directory."}},
+    "labels": {EVALUATE: {"help": BY_NAME["labels"].help + TRAINING_DEFAULT}},
+    "categories": {SHARD: {}, AUDIT: {}, EVALUATE: {"help": BY_NAME["categories"].help + TRAINING_DEFAULT},
+                   PREDICT: {},
+                   BSON_GENERATE: {"required": True, "kind": "path", "help": "The category tree, e.g. "
+                                   "category_names.csv."}},
+    "sample": {SHARD: {}, AUDIT: {}, EVALUATE: {"help": BY_NAME["sample"].help + TRAINING_DEFAULT}, PREDICT: {}},
+    "images": {PREDICT: {}, MATCH: {"kind": "path", "help": "The folder of the postings' image files: the image "
+                                    "signal (a frozen pretrained backbone's features) for matchers fitted with it; "
+                                    "with index, the csv: catalog's images [default: train_images/ beside the "
+                                    "CSV]."}},
+    "columns": {PREDICT: {}, MATCH: {}},
+    "allow_private_urls": {SERVE: {"help": "Also fetch URLs inside the network (an intranet's image server); off "
+                                   "by default: a client could otherwise read internal hosts through this "
+                                   "server."}},
+    "seed": {ZOOMED: {"default": 0, "help": "Random seed of the crops and of the train/val split of the photos."},
+             BSON_GENERATE: {"default": 0, "help": "Random seed of the categories and photos drawn."}},
+    "epochs": {DEMO: {"default": 4, "help": "Training epochs (about half a minute each on 2 CPU cores)."}},
+    "batch_size": {EVALUATE: {"default": 256, "help": "Images per model call."}, PREDICT: {"default": 256},
+                   SORT: {"default": 64}, AUDIT: {"default": 64}},
+    "workers": {EVALUATE: {}, PREDICT: {}, AUDIT: {},
+                SORT: {"help": "Decoding processes for image files [default: cores, at most 4]."}},
+    "text": {EVALUATE: {"help": TEXT_HELP}, PREDICT: {"help": TEXT_HELP},
+             SERVE: {"help": "Check that the model reads this text (title, or title,description): requests then "
+                     "send it as a `title` field."}},
+}
+
+
+def command_option(name: str, type_: type, default, help_: str, commands: tuple[str, ...], **per: Any) -> Option:
+    """An option of commands other than train's config. `per` holds what applies to every command that takes it
+    (argument, required, kind, short, envvar, metavar, flag) and, under a command's name, what differs there."""
+    common = {key: value for key, value in per.items() if key not in commands and key not in ("flag", "deprecated")}
+    differences = {command: {**common, **per.get(command, {})} for command in commands}
+    return Option(name, type_, default, help_, commands, per.get("flag"), config=False, per_command=differences,
+                  deprecated=per.get("deprecated", {}))
+
+
+RUN_ARGUMENT = {"argument": True, "required": True, "kind": "path", "metavar": "MODEL"}
+COMMAND_OPTIONS: list[Option] = [
+    # the trained model a command uses
+    command_option("run", str, None, RUN_HELP, (EVALUATE, EXPORT_MODEL, PREDICT, SORT, SERVE, AUDIT, MATCH),
+                   **{EVALUATE: RUN_ARGUMENT, PREDICT: RUN_ARGUMENT, SORT: RUN_ARGUMENT, SERVE: RUN_ARGUMENT,
+                      EXPORT_MODEL: {**RUN_ARGUMENT, "help": "Run directory written by `catalens train`."},
+                      AUDIT: {"kind": "path", "help": "A run directory: its network makes the features [default: "
+                              "--backbone]."},
+                      MATCH: {"kind": "path", "help": "With index: the run directory whose backbone embeds the "
+                              "images (the model `serve` will run)."}},
+                   deprecated={AUDIT: "--model", MATCH: "--model"}),
+    command_option("inputs", str, None, "Image files, folders (searched recursively) or one data spec.", (PREDICT,),
+                   argument=True, required=True, kind="list"),
+    command_option("input_dir", str, None, "Folder of images, searched recursively.", (SORT,), argument=True,
+                   required=True, kind="path"),
+    command_option("output_dir", str, None, "Where the class folders go (not inside INPUT_DIR).", (SORT,),
+                   argument=True, required=True, kind="path"),
+    command_option("args", str, None, "A marketplace CSV (posting_id, image, image_phash, title[, label_group]); "
+                   "`fit DATA` fits a matcher on labelled postings; `index DATA --run RUN` indexes a catalog for "
+                   "serve's /v1/match.", (MATCH,), argument=True, required=True, kind="list",
+                   metavar="[fit|index] DATA"),
+    command_option("file", str, None, "The .bson file.", (BSON_INDEX,), argument=True, required=True, kind="path"),
+    # train
+    command_option("config_file", str, None, "YAML config (e.g. a run's config.yaml); options given here override "
+                   "it.", (TRAIN,), kind="path", flag="--config"),
+    command_option("resume", bool, False, "Continue the interrupted run in --out.", (TRAIN,), flag="--resume"),
+    command_option("time_budget", float, 15.0, "Minutes the auto recipe may take (used when no --model, "
+                   "--pretrained, --weights, --freeze or --epochs is given).", (TRAIN,)),
+    command_option("min_speed", float, 56.0, "Auto recipe: the slowest model it may choose, in photos/s on this "
+                   "machine (decoding included; 56 sorts 100,000 photos in 30 min). The most accurate candidate at "
+                   "least this fast is chosen; 0: the most accurate, however slow.", (TRAIN,)),
+    command_option("nproc", int, 1, "Data-parallel training on N processes (PyTorch DDP through torchrun: one per "
+                   "GPU, or gloo on CPU cores). --batch-size stays the global batch.", (TRAIN,)),
+    # predictions: how and what
+    command_option("backend", str, "auto", "torch, onnx (onnxruntime) or auto (onnx on CPU).",
+                   (EVALUATE, PREDICT, SORT, SERVE)),
+    command_option("split", str, None, "Only this split of the data: test, val, train or all.", (EVALUATE, PREDICT),
+                   **{EVALUATE: {"help": "test, val, train or all [default: test if the data has one, else all]."},
+                      PREDICT: {"help": "With a data spec: only this split."}}),
+    command_option("top_k", int, 5, "How many classes to list per image.", (PREDICT, SORT), short="-k",
+                   **{SORT: {"default": 3, "help": "Classes listed per image in the manifest."}}),
+    command_option("output_format", str, "csv", "csv, jsonl or parquet (needs --out).", (PREDICT, EXPORT_MODEL),
+                   flag="--format", **{EXPORT_MODEL: {"default": "onnx", "help": "onnx (the only format so far)."}}),
+    command_option("threshold", float, None, "A top (calibrated) probability under P marks the image uncertain "
+                   "(predict: an `uncertain` column; sort: the uncertain/ folder).", (PREDICT, SORT)),
+    command_option("target_accuracy", float, None, "Choose --threshold from the run's validation curve: the one "
+                   "that answered the most validation photos at this accuracy (e.g. 0.98).", (PREDICT, SORT)),
+    command_option("submission", str, None, "With bson:FILE: write the CDiscount submission (_id,category_id, one "
+                   "row per product); an interrupted run continues where it stopped.", (PREDICT,), kind="path"),
+    command_option("engine", str, "local", "local (this process and its decoding workers) or ray (Ray Data: "
+                   "decoding tasks and a pool of model actors; pip install 'catalens[ray]').", (PREDICT,)),
+    command_option("ray_address", str, None, "With --engine ray: auto (a running cluster), HOST:PORT or "
+                   "ray://HOST:PORT [default: start a local Ray].", (PREDICT,)),
+    command_option("actors", int, None, "With --engine ray: model actors [default: half the cluster's CPUs].",
+                   (PREDICT,)),
+    command_option("gpus_per_actor", float, 0.0, "With --engine ray: GPUs per model actor (e.g. 0.5: two actors "
+                   "share a GPU; the model then runs in PyTorch).", (PREDICT,)),
+    command_option("leakage_check", bool, True, "Count evaluation images that are byte-identical or near "
+                   "duplicates of training images, warn, and show them in report.md.", (EVALUATE,)),
+    # files placed: sort and audit --apply
+    command_option("mode", str, "copy", "How files are placed: copy, move, hardlink or symlink.", (SORT, AUDIT),
+                   **{AUDIT: {"help": "With --apply: copy or move."}}),
+    command_option("dry_run", bool, False, "Print the plan (source -> destination); touch nothing.", (SORT,),
+                   flag="--dry-run"),
+    # export
+    command_option("int8", bool, False, "Quantize to int8 (calibrated on 200 training photos), check it on the "
+                   "validation split and keep it when it is within --tolerance of float32: predict, sort, evaluate "
+                   "and serve then use it (about 2x faster on CPU).", (EXPORT_MODEL,), flag="--int8"),
+    command_option("tolerance", float, 0.005, "With --int8: the validation accuracy int8 may lose against float32 "
+                   "(0.005 = half a point).", (EXPORT_MODEL,)),
+    # audit
+    command_option("backbone", str, "tf_efficientnet_lite0", "A pretrained timm backbone for the features "
+                   "(packaged weights: tf_efficientnet_lite0/1/2).", (AUDIT,)),
+    command_option("folds", int, 5, "Folds of the out-of-fold linear heads.", (AUDIT,)),
+    command_option("apply_to", str, None, "Copy (or --mode move) the suspects into DIR/KIND/LABEL/, with a journal: "
+                   "a killed run is finished by running it again. Uses OUT/issues.csv when it is there.", (AUDIT,),
+                   kind="path", flag="--apply"),
+    command_option("kinds", str, "broken,label,leak,duplicate,outlier", "With --apply: which kinds.", (AUDIT,)),
+    command_option("write_catalog_to", str, None, "Write the catalog as CSV without the items listed in --remove.",
+                   (AUDIT,), kind="path", flag="--write-catalog"),
+    command_option("remove", str, None, "With --write-catalog: a CSV with an `item` column (e.g. issues.csv, "
+                   "keeping only the rows you agree with).", (AUDIT,), kind="path"),
+    # match
+    command_option("add", bool, False, "With index: add DATA's new items to the existing index at --out (nothing "
+                   "already there is recomputed).", (MATCH,), flag="--add"),
+    command_option("matcher", str, None, "A matcher written by `catalens match fit` [default: catalens's, fitted on "
+                   "real Shopee postings].", (MATCH,), kind="path"),
+    command_option("explain", str, None, "Also write every candidate pair with each signal's similarity and the "
+                   "combined probability.", (MATCH,), kind="path"),
+    # serve
+    command_option("host", str, "127.0.0.1", "Address to listen on (0.0.0.0: every interface).", (SERVE,)),
+    command_option("port", int, 8000, "Port to listen on.", (SERVE,)),
+    command_option("db", str, "sqlite:///catalens-history.db", "Where the prediction history lives: "
+                   "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB.", (SERVE,)),
+    command_option("max_batch", int, 16, "Micro-batching: images per model call at most; 1 turns batching off.",
+                   (SERVE,)),
+    command_option("max_wait_ms", float, 0.0, "Micro-batching: how long the first request of a batch waits for "
+                   "others; 0 takes only what queued while the model was busy (best on CPU, BENCHMARKS.md); a few "
+                   "ms can pay on a GPU.", (SERVE,)),
+    command_option("max_upload_mb", float, 10.0, "Largest request body.", (SERVE,)),
+    command_option("max_megapixels", float, 40.0, "Largest image, checked before decoding.", (SERVE,)),
+    command_option("max_images", int, 8, "Images per request at most.", ()),
+    command_option("api_key", str, None, "Require this X-API-Key header on /v1/* (predict, model, history, "
+                   "thumbnails, export; the page asks for it); /healthz, /readyz and /metrics stay open. Required "
+                   "with a --host beyond loopback.", (SERVE,), envvar="CATALENS_API_KEY"),
+    command_option("cors_origin", str, None, "Allow browser calls from this origin (repeatable), e.g. "
+                   "https://shop.example.com.", (SERVE,), kind="list", default_list=True),
+    command_option("keep_originals", bool, False, "Store uploaded images in the history, not only thumbnails.",
+                   (SERVE,), flag="--keep-originals"),
+    command_option("urls", bool, True, "Fetch images by URL when a request gives one (never from loopback, private "
+                   "or link-local addresses, redirects included).", (SERVE,)),
+    command_option("url_timeout_s", float, 5.0, "Seconds a URL fetch may take.", ()),
+    command_option("insecure_no_auth", bool, False, "Serve beyond loopback without an API key (refused by "
+                   "default).", (SERVE,), flag="--insecure-no-auth"),
+    command_option("access_log", bool, False, "Log every request.", (SERVE,), flag="--access-log"),
+    command_option("match_index", str, None, "A product index built with this model (`catalens match index`): POST "
+                   "/v1/match answers with the nearest catalog products of a photo and/or a title.", (SERVE,),
+                   kind="path"),
+    command_option("max_title_chars", int, 2000, "Longest title a request may send.", ()),
+    # zoomed bootstrap
+    command_option("photos", str, None, "Folder of product photos to build from (class subfolders allowed).",
+                   (ZOOMED, BSON_GENERATE), flag="--from", required=True,
+                   **{ZOOMED: {"kind": "paths", "help": "Normal product photos (searched recursively; class "
+                               "subfolders allowed); repeat it to mix catalog styles."},
+                      BSON_GENERATE: {"kind": "path"}}, deprecated={BSON_GENERATE: "--images"}),
+    command_option("crops_per_photo", float, 1.0, "Zoomed crops made from each photo; a fraction draws that share of "
+                   "one (0.17: about 1 zoomed per 6 normal).", (ZOOMED,)),
+    command_option("area", str, "0.02,0.15", "MIN,MAX share of the photo's area a crop covers.", (ZOOMED,)),
+    command_option("val_share", float, 0.2, "Share of photos (with their crops) in val/; 1 puts every photo in val/, "
+                   "for a held-out test set.", (ZOOMED,), deprecated={ZOOMED: "--val-fraction"}),
+    # shard, catalog, bson
+    command_option("size", str, None, "A size in bytes, e.g. 1GB or 256MB.", (SHARD, BSON_GENERATE),
+                   **{SHARD: {"default": "1GB", "help": "Bytes per tar shard, e.g. 1GB or 256MB."},
+                      BSON_GENERATE: {"help": "Stop at this file size, e.g. 2GB or 300MB."}}),
+    command_option("as_json", bool, False, "Print JSON (items, products, classes, per_class, problems).", (STATS,),
+                   flag="--json"),
+    command_option("verify", bool, False, "Decode every image and leave out unreadable ones.", (STATS, EXPORT),
+                   **{STATS: {"default": True, "help": "Decode every image to find unreadable ones (--no-verify only "
+                              "lists files: much faster on huge folders)."}}),
+    command_option("products", int, None, "Stop after N products.", (BSON_GENERATE,)),
+    command_option("classes", int, 50, "How many leaf categories of the tree to use.", (BSON_GENERATE,)),
+    command_option("test", bool, False, "Write a test file: no category_id.", (BSON_GENERATE,), flag="--test"),
+    command_option("quality", int, 75, "JPEG quality of the 180x180 pictures.", (BSON_GENERATE,)),
+    command_option("rebuild", bool, False, "Build it again even if the saved index is current.", (BSON_INDEX,),
+                   flag="--rebuild"),
+]
+
+
+def extend(options: list[Option], also: dict[str, dict[str, dict]]) -> list[Option]:
+    """OPTIONS with the other commands that take each (ALSO)."""
+    return [replace(option, commands=option.commands + tuple(also[option.name]),
+                    per_command={**option.per_command, **also[option.name]})
+            if option.name in also else option for option in options]
+
+
+SCHEMA: list[Option] = extend(OPTIONS, ALSO) + COMMAND_OPTIONS  # every option of every command, once
+SCHEMA_BY_NAME = {option.name: option for option in SCHEMA}
+
+
+def default_of(name: str, command: str):
+    """The default `command` gives option `name` (ServeOptions' defaults come from here)."""
+    return SCHEMA_BY_NAME[name].setting(command, "default", SCHEMA_BY_NAME[name].default)
+
 
 def dataclass_fields(options: list[Option]) -> list[tuple]:
     annotation = {tuple: "tuple[float, float, float]"}
@@ -156,27 +401,74 @@ def data_options() -> list[Option]:
     return [option for option in OPTIONS if option.data]
 
 
-def cli_parameters(command: str, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """typer options for `command`, all defaulting to None (the config, then OPTIONS, supply the defaults)."""
+KIND_TYPES: dict[str, Any] = {"path": Path, "list": list[str], "paths": list[Path]}  # a value's type on the CLI
+
+
+def cli_parameter(option: Option, command: str) -> inspect.Parameter:
+    """One typer parameter of `command`. Training options default to None (the config, then OPTIONS, supply
+    the defaults); a command's own options show their default."""
     import typer
 
-    return [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY,
-                              default=typer.Option(None, option.declaration, help=option.cli_help()),
-                              annotation=Optional[option.type])
-            for option in OPTIONS if command in option.commands and option.name not in skip]
+    own = option.on(command)
+    setting = option.per_command.get(command, {})
+    required, argument = setting.get("required", False), setting.get("argument", False)
+    default = ... if required else (setting.get("default") if option.config else own.default)
+    kind = setting.get("kind")
+    annotation: Any = KIND_TYPES.get(kind, option.type)
+    if not required and default is None:
+        annotation = Optional[annotation]
+    extra = {key: setting[key] for key in ("metavar", "envvar") if key in setting}
+    if argument:
+        declared = typer.Argument(default, help=own.help, show_default=default is not None, **extra)
+    else:
+        flags = [own.declaration] + ([setting["short"]] if "short" in setting else [])
+        text = own.cli_help() if option.config and "default" not in setting else own.help
+        declared = typer.Option(default, *flags, help=text, **extra)
+    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=declared, annotation=annotation)
 
 
-def with_options(command: str, skip: tuple[str, ...] = ()) -> Callable:
-    """Decorator: the command also takes every option of OPTIONS that lists `command`, passed as **options
-    (None when not given)."""
+def alias_parameter(option: Option, command: str) -> inspect.Parameter:
+    """The old spelling of a renamed option, hidden from --help."""
+    import typer
+
+    kind = option.per_command.get(command, {}).get("kind")
+    annotation: Any = Optional[KIND_TYPES.get(kind, option.type)]
+    return inspect.Parameter(f"{option.name}__deprecated", inspect.Parameter.KEYWORD_ONLY,
+                             default=typer.Option(None, option.deprecated[command], hidden=True),
+                             annotation=annotation)
+
+
+def cli_parameters(command: str, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """The typer parameters of `command`, from SCHEMA: its arguments in their order, then its options."""
+    chosen = [option for option in SCHEMA if command in option.commands and option.name not in skip]
+    arguments = [option for option in chosen if option.setting(command, "argument")]
+    flags = [option for option in chosen if not option.setting(command, "argument")]
+    return [cli_parameter(option, command) for option in arguments + flags] + \
+        [alias_parameter(option, command) for option in flags if command in option.deprecated]
+
+
+def with_options(command: str) -> Callable:
+    """Decorator: `function(**options)` becomes the typer command `command`, its parameters all from SCHEMA. A
+    renamed option's old spelling still works for one release, with a warning."""
 
     def decorate(function: Callable) -> Callable:
-        signature = inspect.signature(function, eval_str=True)
-        own = [parameter for parameter in signature.parameters.values()
-               if parameter.kind is not inspect.Parameter.VAR_KEYWORD]
-        own = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) if parameter.kind is
-               inspect.Parameter.POSITIONAL_OR_KEYWORD else parameter for parameter in own]
-        function.__signature__ = signature.replace(parameters=own + cli_parameters(command, skip))
-        return function
+        @functools.wraps(function)
+        def command_function(**given):
+            for option in SCHEMA:
+                old = given.pop(f"{option.name}__deprecated", None)
+                if old is not None and command in option.deprecated:
+                    from catalens.progress import warn
+
+                    new = option.on(command).declaration.split("/")[0]
+                    warn(f"{option.deprecated[command]} is deprecated in `catalens {command}`: write {new} "
+                         "(the old spelling goes in the next release)")
+                    given[option.name] = old
+            return function(**given)
+
+        parameters = cli_parameters(command)
+        del command_function.__wrapped__  # typer reads the signature below, not the function's own
+        command_function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command_function.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return command_function
 
     return decorate

@@ -246,7 +246,7 @@ def test_cli_generates_indexes_and_samples_a_dump(tmp_path):
                               text=True)
 
     path = tmp_path / "cli.bson"
-    made = catalens("bson", "generate", path, "--images", shared("clothing-small/validation"), "--categories",
+    made = catalens("bson", "generate", path, "--from", shared("clothing-small/validation"), "--categories",
                     shared("cdiscount/category_names.csv"), "--products", 40, "--classes", 3)
     assert made.returncode == 0 and "40 products" in made.stderr
     assert (tmp_path / "category_names.csv").is_file()  # the tree beside the dump, as in the real layout

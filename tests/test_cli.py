@@ -170,3 +170,51 @@ def test_every_option_is_declared_once_and_reaches_config_data_options_and_help(
                 continue
             flag = option.declaration.split("/")[0]
             assert (flag in text) == (command in option.commands), (command, flag)
+
+
+def walk_commands(group, path=()):
+    """(command path, click command) of every command of the typer app."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (click's, or the copy typer 0.2x vendors)
+            yield from walk_commands(command, (*path, name))
+        else:
+            yield " ".join((*path, name)), command
+
+
+def test_every_command_takes_its_options_from_the_one_schema():
+    """cli.py declares no option of its own: every parameter of every command is an entry of options.SCHEMA that
+    names the command (or the hidden old spelling of a renamed one), and every entry naming a command is there."""
+    import typer.main
+
+    from catalens.cli import app
+    from catalens.options import SCHEMA
+
+    click_app = typer.main.get_command(app)
+    commands = dict(walk_commands(click_app))
+    assert {"train", "evaluate", "predict", "sort", "serve", "audit", "match", "catalog stats", "bson generate",
+            "zoomed bootstrap", "demo", "export", "shard"} <= set(commands)
+    for name, command in commands.items():
+        declared = {parameter.name for parameter in command.params}
+        wanted = {option.name for option in SCHEMA if name in option.commands}
+        aliases = {f"{option.name}__deprecated" for option in SCHEMA if name in option.deprecated}
+        assert declared == wanted | aliases, (name, declared ^ (wanted | aliases))
+    flags = {}
+    for option in SCHEMA:  # one flag, one option: no two entries spell the same flag
+        for command in option.commands:
+            flag = option.on(command).declaration.split("/")[0]
+            assert flags.setdefault(flag, option.name) == option.name, (flag, option.name, flags[flag])
+
+
+def test_a_renamed_option_still_works_and_warns(tmp_path):
+    """`zoomed bootstrap --val-fraction` is `--val-share` now: the old spelling does the same and says so."""
+    photos = make_folder(tmp_path / "photos", per_class=3, size=96)
+    outputs = {}
+    for flag in ("--val-share", "--val-fraction"):
+        out = tmp_path / flag.strip("-")
+        result = run_cli("zoomed", "bootstrap", "--from", str(photos), "--out", str(out), flag, "1")
+        assert result.returncode == 0, result.stderr
+        outputs[flag] = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.*"))
+        deprecated = "--val-fraction is deprecated in `catalens zoomed bootstrap`: write --val-share"
+        assert (deprecated in result.stderr) == (flag == "--val-fraction"), result.stderr
+    assert outputs["--val-share"] == outputs["--val-fraction"] and outputs["--val-share"]
+    assert not any(name.startswith("train/") for name in outputs["--val-share"])  # 1: every photo in val/

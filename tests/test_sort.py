@@ -318,7 +318,7 @@ def test_readme_route_files_narrow_full_length_studio_photos_as_normal(tmp_path)
         shutil.copy(path, studio / path.name)
     data, run = tmp_path / "zoomed-data", tmp_path / "zoomed-run"
     result = run_cli("zoomed", "bootstrap", "--from", str(clothing), "--from", str(studio), "--out", str(data),
-                     "--val-fraction", "0.15")
+                     "--val-share", "0.15")
     assert result.returncode == 0, result.stderr
     result = run_cli("train", "--data", str(data), "--out", str(run))
     assert result.returncode == 0, result.stderr

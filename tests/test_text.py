@@ -128,7 +128,7 @@ def test_serve_reads_the_title_and_match_finds_the_product(photos_with_titles, t
     images = str(shared("fashion-products/images"))
     index = tmp_path / "index"
     for csv_path, extra in ((first, []), (more, ["--add"]), (more, ["--add"])):
-        result = run_cli("match", "index", f"csv:{csv_path}", "--images", images, "--model", str(run),
+        result = run_cli("match", "index", f"csv:{csv_path}", "--images", images, "--run", str(run),
                          "--out", str(index), *extra)
         assert result.returncode == 0, result.stderr[-2000:]
     assert "0 item(s) indexed" in result.stderr  # the second add found nothing new

@@ -1,8 +1,8 @@
 """A product index: the catalog's image features and titles, for `POST /v1/match` ("which of my products is this
 photo / title?") and `catalens match index`.
 
-    catalens match index DATA --model RUN --out INDEX          # build
-    catalens match index MORE --model RUN --out INDEX --add    # add items, nothing recomputed
+    catalens match index DATA --run RUN --out INDEX          # build
+    catalens match index MORE --run RUN --out INDEX --add    # add items, nothing recomputed
     catalens serve RUN --match-index INDEX                     # POST /v1/match
 
 INDEX holds index.json (the model it was built with, by weights sha256, and the title vocabulary), features.npy
@@ -93,7 +93,7 @@ def load_index(folder: str | Path) -> ProductIndex:
 
     folder = Path(folder)
     if not (folder / INDEX_FILE).is_file():
-        raise CatalensError(f"no product index at {folder}: build one with `catalens match index DATA --model RUN "
+        raise CatalensError(f"no product index at {folder}: build one with `catalens match index DATA --run RUN "
                             f"--out {folder}`")
     try:
         meta = json.loads((folder / INDEX_FILE).read_text())

@@ -16,26 +16,28 @@ from catalens.apps.serve.history import History
 from catalens.data.safe_urls import AsyncSafeClient
 from catalens.errors import CatalensError
 from catalens.models.fusion import read_text_columns
+from catalens.options import SERVE, default_of
 from catalens.rundir.run import Model
 
 
 @dataclass
 class ServeOptions:
-    db: str = "sqlite:///catalens-history.db"
-    max_batch: int = 16  # 1: batching off
-    max_wait_ms: float = 0.0  # 0: no waiting; batches form from what queued while the model was busy
-    max_upload_mb: float = 10.0
-    max_pixels: int = 40_000_000
-    max_images: int = 8  # per request
-    api_key: str | None = None  # when set, /v1/* needs the X-API-Key header
+    """The service's settings; the defaults are `catalens serve`'s (options.py)."""
+    db: str = default_of("db", SERVE)
+    max_batch: int = default_of("max_batch", SERVE)  # 1: batching off
+    max_wait_ms: float = default_of("max_wait_ms", SERVE)  # 0: batches form from what queued while the model ran
+    max_upload_mb: float = default_of("max_upload_mb", SERVE)
+    max_pixels: int = int(default_of("max_megapixels", SERVE) * 1e6)
+    max_images: int = default_of("max_images", SERVE)  # per request
+    api_key: str | None = default_of("api_key", SERVE)  # when set, /v1/* needs the X-API-Key header
     cors_origins: list[str] = field(default_factory=list)
-    keep_originals: bool = False
-    allow_urls: bool = True
+    keep_originals: bool = default_of("keep_originals", SERVE)
+    allow_urls: bool = default_of("urls", SERVE)
     allow_private_urls: bool = False  # fetch URLs inside the network too (safe_urls.py); off: SSRF-safe
-    url_timeout_s: float = 5.0
-    match_index: str | None = None  # a product index (inference/product_index.py) for POST /v1/match
-    text: str | None = None  # --text: the model must read text (fusion.read_text_columns)
-    max_title_chars: int = 2000
+    url_timeout_s: float = default_of("url_timeout_s", SERVE)
+    match_index: str | None = default_of("match_index", SERVE)  # a product index for POST /v1/match
+    text: str | None = default_of("text", SERVE)  # --text: the model must read text (fusion.read_text_columns)
+    max_title_chars: int = default_of("max_title_chars", SERVE)
 
     @property
     def max_bytes(self) -> int:

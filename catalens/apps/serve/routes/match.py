@@ -26,7 +26,7 @@ def router(services: Services) -> APIRouter:
         best first, one entry per product. Needs a server started with `--match-index INDEX`."""
         if products is None:
             raise InputError(404, "this server has no product index: start it with --match-index INDEX (built by "
-                             "`catalens match index DATA --model RUN --out INDEX`)", "not_found")
+                             "`catalens match index DATA --run RUN --out INDEX`)", "not_found")
         started = time.perf_counter()
         uploads, title = await read_images(request, services, images_required=False)
         if len(uploads) > 1:
