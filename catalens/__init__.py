@@ -7,12 +7,12 @@
     model.predict(["shoe.jpg"], k=3)   # [[("Sneaker", 0.93), ("Sandal", 0.05), ...]]
 
 The package follows the data flow, one subpackage per stage, each importing only earlier ones (tests/
-test_layers.py), after the core modules (errors, progress, files, cache, options, placement): data (sources,
+test_layers.py), after the core modules (errors, progress, files, cache, options, extras, plots): data (sources,
 Catalog, labels, splits, image identity, dedupe, leakage, downloads), loading (preprocessing, augmentation,
 batches), models (registry, CNNs, timm, pretrained weights, freezing, features, text and fusion heads, neighbours),
-rundir (layout, model card, Model), engine (config, trainer, train, auto recipe, calibration, metrics), inference
-(predict, products, submission, embeddings, product index, Ray), report (evaluate, plots, stats), apps (sort,
-zoomed, demo, serve, audit, match), and cli.py over them.
+rundir (layout, model card, Model), engine (config, trainer, training modes, auto recipe, calibration, metrics),
+inference (predict, products, submission, Ray), report (evaluate, stats), support (what the apps share: file
+placement, embeddings, the product index), apps (sort, zoomed, demo, serve, audit, match), and cli.py over them.
 
 The names below are imported on first use, so importing a light module (the BSON index, the CLI for --help)
 does not pay for importing PyTorch.

@@ -239,7 +239,7 @@ def match(args: list[str], out: Path, run: Path | None, add: bool, images: Path 
         if len(args) != 2 or run is None:
             raise CatalensError("write `catalens match index DATA --run RUN --out INDEX [--add]`")
         from catalens.data import DataOptions
-        from catalens.inference.product_index import build_index
+        from catalens.support.product_index import build_index
 
         summary = build_index(args[1], run, out, add=add, options=DataOptions(
             images=str(images) if images else None, columns=columns))

@@ -14,8 +14,7 @@ PACKAGE = Path(catalens.__file__).parent
 # Stages, earliest first: one package each (catalens/<stage>/), the shared core modules first and cli.py last.
 # A module's stage is that of its longest matching prefix.
 STAGES = [
-    ("core", ["catalens", "errors", "progress", "cache", "checksums", "extras", "files", "options", "placement",
-              "plots"]),
+    ("core", ["catalens", "errors", "progress", "cache", "checksums", "extras", "files", "options", "plots"]),
     ("data", ["data"]),
     ("loading", ["loading"]),
     ("models", ["models"]),
@@ -23,6 +22,7 @@ STAGES = [
     ("engine", ["engine"]),
     ("inference", ["inference"]),
     ("report", ["report"]),
+    ("support", ["support"]),
     ("apps", ["apps"]),
     ("cli", ["cli", "__main__"]),
 ]
@@ -91,7 +91,7 @@ def test_every_module_has_a_stage_and_imports_only_earlier_stages():
     """Also the layout: every module but the core ones and cli.py lives in its stage's package."""
     flat = sorted(path.stem for path in PACKAGE.glob("*.py"))
     assert flat == ["__init__", "__main__", "cache", "checksums", "cli", "errors", "extras", "files", "options",
-                    "placement", "plots", "progress"], flat
+                    "plots", "progress"], flat
     edges = graph()
     wrong = [f"{module} ({STAGES[stage_of(module)][0]}) imports {target} ({STAGES[stage_of(target)][0]})"
              for module, targets in edges.items() for target in targets if stage_of(target) > stage_of(module)]

@@ -30,9 +30,9 @@ from catalens.files import check_outside
 from catalens.inference.predict import catalog_of_files
 from catalens.loading.batches import make_batches
 from catalens.models.calibration import answered
-from catalens.placement import Ledger, destination_for, place, settle
 from catalens.progress import make_progress, warn
 from catalens.rundir.run import Model, top_k
+from catalens.support.placement import Ledger, destination_for, place, settle
 
 MODES = ("copy", "move", "hardlink", "symlink")
 MANIFEST, JOURNAL = "manifest.csv", ".catalens-sort-journal"

@@ -1,1 +1,1 @@
-"""Stage 7, reports: evaluate (metrics, plots, speed, leakage) and catalog statistics."""
+"""Stage 7, reports: evaluate (metrics, speed, leakage, the report and its plots) and catalog statistics."""

@@ -6,7 +6,7 @@ ranked, with pictures, before anyone trains on it.
     catalens audit photos/ --out audit/ --apply review/       # copy the suspects into review folders
     catalens audit photos/ --out audit/ --write-catalog clean.csv --remove marked.csv
 
-Steps (each in its module): features of every image in a memory-mapped array (inference/embeddings.py) and
+Steps (each in its module): features of every image in a memory-mapped array (support/embeddings.py) and
 its identity, exact key and perceptual hash (data/identity.py); out-of-fold probabilities and confident learning
 (label_issues.py); nearest neighbours through faiss (neighbours.py); duplicates, leaks across splits, outliers
 (findings.py); issues.csv and the reports (report.py); acting on them (act.py).
@@ -34,9 +34,9 @@ from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog
 from catalens.data.identity import identify
 from catalens.errors import CatalensError
-from catalens.inference.embeddings import DEFAULT_BACKBONE, embed, feature_network
 from catalens.models.neighbours import nearest, outlier_scores
 from catalens.progress import info, warn
+from catalens.support.embeddings import DEFAULT_BACKBONE, embed, feature_network
 
 __all__ = ["AuditResult", "audit", "run_audit"]
 

@@ -16,8 +16,8 @@ from catalens.data.identity import image_bytes
 from catalens.data.sources.folder import folder_name
 from catalens.errors import CatalensError
 from catalens.files import check_outside
-from catalens.placement import PARTIAL_SUFFIX, Ledger, destination_for, place, settle
 from catalens.progress import make_progress, warn
+from catalens.support.placement import PARTIAL_SUFFIX, Ledger, destination_for, place, settle
 
 PRIORITY = ("broken", "label", "leak", "duplicate", "outlier")  # an item found twice goes where it matters most
 MANIFEST_COLUMNS = ["source", "destination", "item", "kind", "error"]

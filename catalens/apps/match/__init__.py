@@ -120,7 +120,7 @@ def image_embeddings(postings: Postings) -> np.ndarray:
 
     from catalens.data.catalog import Catalog
     from catalens.data.sources.folder import FileReader
-    from catalens.inference.embeddings import DEFAULT_BACKBONE, embed, feature_network
+    from catalens.support.embeddings import DEFAULT_BACKBONE, embed, feature_network
 
     rows = [i for i, file in enumerate(postings.images) if file]
     catalog = Catalog.from_records({"ref": [postings.images[i] for i in rows]}, classes=[], reader=FileReader("/"),

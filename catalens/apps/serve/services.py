@@ -65,7 +65,7 @@ class Services:
     history: History
     metrics: Metrics
     batcher: MicroBatcher
-    products: Any = None  # a ProductIndex (inference/product_index.py) when started with --match-index
+    products: Any = None  # a ProductIndex (support/product_index.py) when started with --match-index
     http: AsyncSafeClient | None = None  # set while the app runs (lifespan)
 
     @property
@@ -83,7 +83,7 @@ def start_services(model_path: str | Path, options: ServeOptions, backend: str =
                            observe_batch=metrics.batch_size.observe, observe_queue=metrics.queue_depth.set)
     products = None
     if options.match_index:
-        from catalens.inference.product_index import load_index, model_digest
+        from catalens.support.product_index import load_index, model_digest
 
         products = load_index(options.match_index)
         if model.module is None or products.meta["weights_sha256"] != model_digest(model):

@@ -123,11 +123,11 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
                 options=None) -> dict:
     """Index (or, with `add`, add to the index) every item of DATA; returns counts."""
     from catalens.data import load_catalog
-    from catalens.inference.embeddings import embed
     from catalens.models.fusion import TitleVectorizer, catalog_texts
     from catalens.models.neighbours import unit_rows
     from catalens.progress import warn
     from catalens.rundir.run import Model
+    from catalens.support.embeddings import embed
 
     out = Path(out)
     model = Model.load(model_dir)
