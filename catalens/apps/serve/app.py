@@ -47,5 +47,5 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None, back
     install_middleware(app, services)
     install_error_handlers(app)
     for module in (predict, match, history, status):
-        app.include_router(module.router(services))
+        module.install(app, services)
     return app

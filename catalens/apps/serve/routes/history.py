@@ -9,7 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -40,9 +40,10 @@ def zipped_export(history, include_uncorrected: bool) -> bytes:
         return buffer.getvalue()
 
 
-def router(services: Services) -> APIRouter:
+def install(routes: FastAPI, services: Services) -> None:
+    """Add this module's routes to the app (on the app itself: its own route list is what the metrics labels and
+    the Allow header of a 405 read)."""
     history, classes = services.history, services.model.classes
-    routes = APIRouter()
 
     @routes.get("/v1/history", summary="Past predictions, newest first", responses=documented(401, 422))
     async def history_page(page: int = Query(1, ge=1, le=MAX_PAGE), per_page: int = Query(20, ge=1, le=200)):
@@ -81,4 +82,3 @@ def router(services: Services) -> APIRouter:
         return Response(await run_in_threadpool(zipped_export, history, all), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="catalens-corrections.zip"'})
 
-    return routes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from catalens.apps.serve.errors import documented
@@ -13,9 +13,10 @@ from catalens.apps.serve.requests import match_body, read_images
 from catalens.apps.serve.services import Services
 
 
-def router(services: Services) -> APIRouter:
+def install(routes: FastAPI, services: Services) -> None:
+    """Add this module's routes to the app (on the app itself: its own route list is what the metrics labels and
+    the Allow header of a 405 read)."""
     options, model, products = services.options, services.model, services.products
-    routes = APIRouter()
 
     @routes.post("/v1/match", summary="The nearest catalog products of a photo and/or a title",
                  responses=documented(400, 401, 403, 404, 413, 415, 422),
@@ -41,4 +42,3 @@ def router(services: Services) -> APIRouter:
         return {"matches": found, "index_items": len(products), "model": services.name,
                 "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 
-    return routes

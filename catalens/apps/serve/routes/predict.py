@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
-from fastapi import APIRouter, Query, Request
+from fastapi import FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from catalens.apps.serve.errors import documented
@@ -15,9 +15,10 @@ from catalens.apps.serve.services import Services
 from catalens.inference.records import top_k_entries
 
 
-def router(services: Services) -> APIRouter:
+def install(routes: FastAPI, services: Services) -> None:
+    """Add this module's routes to the app (on the app itself: its own route list is what the metrics labels and
+    the Allow header of a 405 read)."""
     options, model, history, name = services.options, services.model, services.history, services.name
-    routes = APIRouter()
 
     @routes.post("/v1/predict", summary="Top-k classes for one or several images",
                  responses=documented(400, 401, 403, 413, 415, 422),
@@ -55,4 +56,3 @@ def router(services: Services) -> APIRouter:
             body = {"results": results}
         return {**body, "model": name, "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 
-    return routes

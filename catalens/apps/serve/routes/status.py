@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -16,9 +16,10 @@ from catalens.apps.serve.services import Services
 PAGE = Path(__file__).parents[1] / "page.html"
 
 
-def router(services: Services) -> APIRouter:
+def install(routes: FastAPI, services: Services) -> None:
+    """Add this module's routes to the app (on the app itself: its own route list is what the metrics labels and
+    the Allow header of a 405 read)."""
     options, model, batcher, history = services.options, services.model, services.batcher, services.history
-    routes = APIRouter()
 
     @routes.get("/v1/model", summary="The model card", responses=documented(401))
     async def model_card():
@@ -46,4 +47,3 @@ def router(services: Services) -> APIRouter:
     async def page():
         return HTMLResponse(PAGE.read_text())
 
-    return routes
