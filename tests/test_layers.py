@@ -5,6 +5,7 @@ not import each other."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import catalens
@@ -30,9 +31,17 @@ APPS = sorted(f"apps.{path.stem}" for path in (PACKAGE / "apps").iterdir()
               if path.name != "__init__.py" and (path.suffix == ".py" or (path / "__init__.py").is_file()))
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """Each file parsed once per run (CPython 3.11.7's parser raised "AST constructor recursion depth mismatch"
+    once in a run that parsed the package a dozen times)."""
+    return ast.parse(path.read_text())
+
+
+@functools.cache
 def lazy_names() -> dict[str, str]:
     """catalens/__init__.py's `_LAZY`: public name -> the module (catalens.X) it is imported from on first use."""
-    for node in ast.parse((PACKAGE / "__init__.py").read_text()).body:
+    for node in parsed(PACKAGE / "__init__.py").body:
         if isinstance(node, ast.Assign) and any(getattr(target, "id", "") == "_LAZY" for target in node.targets):
             return {name: f"catalens.{module}" for name, module in ast.literal_eval(node.value).items()}
     raise AssertionError("catalens/__init__.py has no _LAZY table")
@@ -48,7 +57,7 @@ def imports_of(path: Path, name: str | None = None) -> set[str]:
     name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -106,13 +115,13 @@ def test_the_public_names_are_imported_by_string_from_modules_that_define_them()
         path = PACKAGE.parent / module.replace(".", "/")
         path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         assert path.is_file(), f"_LAZY[{name!r}] names {module}, which does not exist"
-        tree = ast.parse(path.read_text())
+        tree = parsed(path)
         defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))} | \
                   {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
                    for alias in node.names}
         assert name in defined, f"_LAZY[{name!r}] names {module}, which does not define {name}"
     through_root = [f"{module_name(path)} imports {alias.name} from the root"
-                    for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                    for path in PACKAGE.rglob("*.py") for node in ast.walk(parsed(path))
                     if isinstance(node, ast.ImportFrom) and node.module == "catalens" and not node.level
                     for alias in node.names if alias.name in lazy_names()]
     assert not through_root, "\n".join(through_root)
@@ -169,7 +178,7 @@ def test_only_the_layout_names_the_run_directorys_files():
     from catalens.rundir import layout
 
     spelled = [f"{module_name(path)} spells {node.value!r}" for path in PACKAGE.rglob("*.py")
-               if path != PACKAGE / "rundir" / "layout.py" for node in ast.walk(ast.parse(path.read_text()))
+               if path != PACKAGE / "rundir" / "layout.py" for node in ast.walk(parsed(path))
                if isinstance(node, ast.Constant) and node.value in layout.FILES
                and (path.name, node.value) != ("files.py", layout.PROBLEMS_FILE)]  # shared with other outputs
     assert not spelled, "\n".join(spelled)
@@ -178,6 +187,6 @@ def test_only_the_layout_names_the_run_directorys_files():
 
 def test_no_function_is_longer_than_80_lines():
     long = [f"{module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
-            for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            for path in PACKAGE.rglob("*.py") for node in ast.walk(parsed(path))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
     assert not long, "split these:\n" + "\n".join(long)
