@@ -18,12 +18,13 @@ import pytest
 from conftest import CLASSES, add_bad_files, make_folder, missing, pattern, run_cli, shared
 from PIL import Image
 
-from catalens import CatalensError, placement
+from catalens import CatalensError
 from catalens.apps import sort as sorting
 from catalens.apps.sort import JOURNAL, MANIFEST, sort_folder
 from catalens.apps.zoomed import bootstrap
 from catalens.data import load_catalog
 from catalens.rundir.run import Model
+from catalens.support import placement
 
 LEDGER_FILES = {MANIFEST, JOURNAL, "errors.csv"}
 
