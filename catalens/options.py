@@ -411,7 +411,9 @@ def cli_parameter(option: Option, command: str) -> inspect.Parameter:
 
     own = option.on(command)
     setting = option.per_command.get(command, {})
-    required, argument = setting.get("required", False), setting.get("argument", False)
+    argument = setting.get("argument", False)
+    # an option with an old spelling is checked by with_options once the old spelling is merged in
+    required = setting.get("required", False) and command not in option.deprecated
     default = ... if required else (setting.get("default") if option.config else own.default)
     kind = setting.get("kind")
     annotation: Any = KIND_TYPES.get(kind, option.type)
@@ -463,6 +465,11 @@ def with_options(command: str) -> Callable:
                     warn(f"{option.deprecated[command]} is deprecated in `catalens {command}`: write {new} "
                          "(the old spelling goes in the next release)")
                     given[option.name] = old
+                if command in option.deprecated and option.setting(command, "required") and given.get(
+                        option.name) is None:
+                    import click
+
+                    raise click.UsageError(f"Missing option '{option.on(command).declaration.split('/')[0]}'.")
             return function(**given)
 
         parameters = cli_parameters(command)

@@ -218,3 +218,17 @@ def test_a_renamed_option_still_works_and_warns(tmp_path):
         assert (deprecated in result.stderr) == (flag == "--val-fraction"), result.stderr
     assert outputs["--val-share"] == outputs["--val-fraction"] and outputs["--val-share"]
     assert not any(name.startswith("train/") for name in outputs["--val-share"])  # 1: every photo in val/
+
+
+def test_a_renamed_required_option_takes_its_old_spelling_and_is_still_required(tmp_path):
+    """`bson generate --from` is required; its old spelling `--images` still fills it (with the warning), and
+    leaving both out is the usual one-line usage error."""
+    categories = tmp_path / "category_names.csv"
+    categories.write_text("category_id,category_level1,category_level2,category_level3\n")
+    missing = run_cli("bson", "generate", str(tmp_path / "a.bson"), "--categories", str(categories))
+    assert_one_line_error(missing, "Missing option '--from'")
+    old = run_cli("bson", "generate", str(tmp_path / "a.bson"), "--images", str(tmp_path / "nowhere"),
+                  "--categories", str(categories), "--products", "2")
+    assert "--images is deprecated in `catalens bson generate`: write --from" in old.stderr, old.stderr
+    assert old.stderr.strip().splitlines()[-1] == f"error: --from {tmp_path / 'nowhere'} is not a folder of photos"
+

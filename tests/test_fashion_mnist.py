@@ -57,7 +57,7 @@ def test_short_schedule_reaches_accuracy_floor(demo, fashion, tmp_path):
     assert card["preprocessing"]["channels"] == 1 and card["preprocessing"]["input_size"] == [28, 28]
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["items"] == 10_000
-    assert metrics["accuracy"] >= 0.80, metrics["accuracy"]  # measured 0.83 (seeded); chance is 0.10
+    assert metrics["accuracy"] >= 0.80, metrics["accuracy"]  # one seeded epoch of the default model; chance 0.10
     assert metrics["top_k_accuracy"]["5"] >= 0.99
     assert metrics["backend"] == "onnx"
     # the onnxruntime and PyTorch backends give the same predictions

@@ -209,7 +209,7 @@ def bootstrap(normal_dir: str | Path | list, out_dir: str | Path, crops_per_phot
         raise CatalensError("--crops-per-photo must be positive (a fraction such as 0.17 gives 1 zoomed per 6 "
                             "normal, like real catalogs)")
     if not 0 <= val_fraction <= 1:
-        raise CatalensError("--val-fraction must be in [0, 1] (1: every photo in val/, for a held-out test set)")
+        raise CatalensError("--val-share must be in [0, 1] (1: every photo in val/, for a held-out test set)")
     check_outside(out_dir, list(roots), "--out", "--from", "the crops would be read as photos next time")
     photos = [(root, path) for root in roots for path in walk_files(root) if is_image_file(path)]
     if not photos:

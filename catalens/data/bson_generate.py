@@ -51,7 +51,7 @@ def photo_pool(images: Path, quality: int, limit: int | None = None) -> dict[str
     not decode are left out with a warning that counts and names them."""
     paths = [path for path in walk_files(images) if is_image_file(path)]
     if not paths:
-        raise CatalensError(f"no photos found in {images}; give --images a folder of product photos")
+        raise CatalensError(f"no photos found in {images}; give --from a folder of product photos")
     if limit:
         paths = paths[:: max(1, len(paths) // limit)][:limit]
     groups: dict[str, list[bytes]] = {}
@@ -91,7 +91,7 @@ def generate_bson(out: str | Path, images: str | Path, categories: str | Path, s
         raise CatalensError("give --size (e.g. 2GB) or --products N")
     out, images = Path(out), Path(images).expanduser()
     if not images.is_dir():
-        raise CatalensError(f"--images {images} is not a folder of photos")
+        raise CatalensError(f"--from {images} is not a folder of photos")
     tree = CategoryTree.read(categories)
     rng = np.random.default_rng(seed)
     groups = photo_pool(images, quality, photos)

@@ -35,7 +35,7 @@ def feature_network(model: str | Path | None, backbone: str):
 
         loaded = Model.load(model, backend="torch")
         if loaded.module is None:
-            raise CatalensError(f"--model {model}: an exported .onnx file has no feature layer; give the run "
+            raise CatalensError(f"--run {model}: an exported .onnx file has no feature layer; give the run "
                                 "directory, or --backbone NAME")
         return loaded.module, loaded.preprocessing, f"the network of {model}"
     from catalens.models import canonical_model_name, create_model

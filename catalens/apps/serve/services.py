@@ -70,7 +70,8 @@ class Services:
 
     @property
     def client(self) -> AsyncSafeClient:
-        assert self.http is not None, "the HTTP client exists while the app runs"
+        if self.http is None:
+            raise RuntimeError("the HTTP client exists only while the app runs (its lifespan)")
         return self.http
 
 
