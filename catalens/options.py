@@ -55,6 +55,10 @@ class Option:
                        if key in ("default", "help", "flag", "show_default")}
         return replace(self, **differences) if differences else self
 
+    def spelled(self, command: str) -> str:
+        """The flag `command` spells this option with (--x of --x/--no-x)."""
+        return self.on(command).declaration.split("/")[0]
+
     def setting(self, command: str, key: str, fallback=None):
         return self.per_command.get(command, {}).get(key, fallback)
 
@@ -440,9 +444,9 @@ def alias_parameter(option: Option, command: str) -> inspect.Parameter:
                              annotation=annotation)
 
 
-def cli_parameters(command: str, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+def cli_parameters(command: str) -> list[inspect.Parameter]:
     """The typer parameters of `command`, from SCHEMA: its arguments in their order, then its options."""
-    chosen = [option for option in SCHEMA if command in option.commands and option.name not in skip]
+    chosen = [option for option in SCHEMA if command in option.commands]
     arguments = [option for option in chosen if option.setting(command, "argument")]
     flags = [option for option in chosen if not option.setting(command, "argument")]
     return [cli_parameter(option, command) for option in arguments + flags] + \
@@ -453,23 +457,23 @@ def with_options(command: str) -> Callable:
     """Decorator: `function(**options)` becomes the typer command `command`, its parameters all from SCHEMA. A
     renamed option's old spelling still works for one release, with a warning."""
 
+    renamed = [option for option in SCHEMA if command in option.deprecated]
+
     def decorate(function: Callable) -> Callable:
         @functools.wraps(function)
         def command_function(**given):
-            for option in SCHEMA:
+            for option in renamed:
                 old = given.pop(f"{option.name}__deprecated", None)
-                if old is not None and command in option.deprecated:
+                if old is not None:
                     from catalens.progress import warn
 
-                    new = option.on(command).declaration.split("/")[0]
-                    warn(f"{option.deprecated[command]} is deprecated in `catalens {command}`: write {new} "
-                         "(the old spelling goes in the next release)")
+                    warn(f"{option.deprecated[command]} is deprecated in `catalens {command}`: write "
+                         f"{option.spelled(command)} (the old spelling goes in the next release)")
                     given[option.name] = old
-                if command in option.deprecated and option.setting(command, "required") and given.get(
-                        option.name) is None:
+                if option.setting(command, "required") and given.get(option.name) is None:
                     import click
 
-                    raise click.UsageError(f"Missing option '{option.on(command).declaration.split('/')[0]}'.")
+                    raise click.UsageError(f"Missing option '{option.spelled(command)}'.")
             return function(**given)
 
         parameters = cli_parameters(command)

@@ -201,7 +201,7 @@ def test_every_command_takes_its_options_from_the_one_schema():
     flags = {}
     for option in SCHEMA:  # one flag, one option: no two entries spell the same flag
         for command in option.commands:
-            flag = option.on(command).declaration.split("/")[0]
+            flag = option.spelled(command)
             assert flags.setdefault(flag, option.name) == option.name, (flag, option.name, flags[flag])
 
 

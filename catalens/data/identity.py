@@ -47,10 +47,12 @@ def parse_hash(text: str) -> int | None:
 
 
 def popcount(values: np.ndarray) -> np.ndarray:
+    """The set bits of each 64-bit value (an array, or one value)."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(values)
-    bytes_view = values.view(np.uint8).reshape(-1, 8)
-    return np.unpackbits(bytes_view, axis=1).sum(1)
+    flat = np.atleast_1d(np.asarray(values, dtype=np.uint64))  # numpy 1.x: count the bits of its bytes
+    counts = np.unpackbits(flat.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
+    return counts.reshape(np.shape(values))
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int, bits: int = 64) -> np.ndarray:
@@ -161,7 +163,7 @@ def compute_phashes(paths: list[Path]) -> list[int | None]:
 
     def of(path):
         try:
-            image = load_image(path, draft_size=(128, 128))
+            image = draft(path)
             return phash(image) if min(image.size) >= MIN_SIDE else None
         except Exception:  # noqa: BLE001 - an unreadable image is reported by the caller
             return None
@@ -195,6 +197,11 @@ def pixel_key(pixels: np.ndarray) -> str:
     """The exact key of an image held as an array: its pixels and their shape."""
     pixels = np.ascontiguousarray(pixels)
     return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+def draft(source) -> Image.Image:
+    """The image decoded at about 128 px (JPEG's draft mode), all a perceptual hash needs."""
+    return load_image(source, draft_size=(128, 128))
 
 
 def phash(image: Image.Image) -> int:
@@ -244,7 +251,7 @@ def identify(catalog: Catalog, threads: int = THREADS, progress: bool = False) -
                     key, source = hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data)
                 with Image.open(source()) as header:  # the size as stored, before the draft decode
                     size = header.size
-                image = load_image(source(), draft_size=(128, 128))
+                image = draft(source())
             return key, size[0], size[1], phash(image), None
         except Exception as error:  # noqa: BLE001 - an unreadable image is reported by the caller
             return None, 0, 0, 0, describe_failure(error)

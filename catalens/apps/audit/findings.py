@@ -49,7 +49,7 @@ def duplicate_pairs(digest: list, phash: np.ndarray, hashed: np.ndarray, similar
     rows = np.flatnonzero(hashed & ~small)
     for a, b in near_pairs(phash[rows], phash_bits):
         i, j = sorted((int(rows[a]), int(rows[b])))
-        distance = int(popcount(phash[[i]] ^ phash[[j]])[0])
+        distance = int(popcount(phash[i] ^ phash[j]))
         pairs.setdefault((i, j), (1 - distance / 64, f"pHash {distance} bits apart"))
     close = np.argwhere(similarities >= cosine)
     for i, slot in close:
