@@ -86,7 +86,8 @@ def fusion_alternatives(train, test, x, y, score) -> list[str]:
     from sklearn.model_selection import StratifiedKFold
 
     from catalens.loading.preprocess import softmax_numpy
-    from catalens.models.fusion import TitleVectorizer, catalog_texts, unit_rows
+    from catalens.models.fusion import catalog_texts, unit_rows
+    from catalens.models.text import TitleVectorizer
 
     warnings.filterwarnings("ignore")
     classes = len(train.classes)

@@ -28,9 +28,9 @@ from catalens.data.sources.folder import folder_name, walk_files
 from catalens.errors import CatalensError
 from catalens.files import check_outside
 from catalens.inference.predict import catalog_of_files
-from catalens.loading.batches import make_batches
+from catalens.loading.batches import each_batch, make_batches
 from catalens.models.calibration import answered
-from catalens.progress import make_progress, warn
+from catalens.progress import warn
 from catalens.rundir.run import Model, top_k
 from catalens.support.placement import Ledger, destination_for, place, settle
 
@@ -125,10 +125,8 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
     # one thread places a batch's files while the next batch is predicted (copies wait on the disk, not the CPU);
     # the ledger is only touched from that thread, and leaving the block waits for the batch in flight
     placing = None
-    with make_progress(disable=not show_progress) as bar, \
-            ThreadPoolExecutor(1, thread_name_prefix="catalens-place") as placer:
-        task = bar.add_task("sorting", total=len(paths))
-        for batch in batches:
+    with ThreadPoolExecutor(1, thread_name_prefix="catalens-place") as placer:
+        for batch in each_batch(batches, "sorting", len(paths), show_progress=show_progress):
             rows = []
             if len(batch.rows):
                 for row_number, probabilities in zip(batch.rows.tolist(), model.probabilities(batch.images)):
@@ -153,7 +151,6 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
             if placing is not None:
                 placing.result()  # the batch before: placed (or its error raised here)
             placing = placer.submit(place_batch, rows)
-            bar.advance(task, len(rows))
         if placing is not None:
             placing.result()
 

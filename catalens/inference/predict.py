@@ -17,11 +17,11 @@ from catalens.data.sources.folder import FileReader, walk_files
 from catalens.errors import CatalensError
 from catalens.inference.products import average_by_product, catalog_has_products
 from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
-from catalens.loading.batches import make_batches
+from catalens.loading.batches import each_batch, make_batches
 from catalens.loading.preprocess import softmax_numpy
 from catalens.models.calibration import answered
 from catalens.models.fusion import catalog_texts, read_text_columns
-from catalens.progress import make_progress, warn
+from catalens.progress import warn
 from catalens.rundir.run import Model
 
 
@@ -52,20 +52,16 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
     probabilities, rows, failures = [], [], []
     heads: dict[str, list] = {}
-    with make_progress(disable=not show_progress) as bar:
-        task = bar.add_task(description, total=len(catalog))
-        for batch in batches:
-            failures += batch.failures
-            if len(batch.rows):
-                if texts is not None:
-                    logits = model.modal_logits(batch.images, [texts[i] for i in batch.rows.numpy()])
-                    for name, value in logits.items():
-                        heads.setdefault(name, []).append(value)
-                    probabilities.append(softmax_numpy(logits["used"]))
-                else:
-                    probabilities.append(model.scaled_probabilities(batch.images))
-                rows.append(batch.rows.numpy())
-            bar.advance(task, len(batch.rows) + len(batch.failures))
+    for batch in each_batch(batches, description, len(catalog), failures, show_progress):
+        if len(batch.rows):
+            if texts is not None:
+                logits = model.modal_logits(batch.images, [texts[i] for i in batch.rows.numpy()])
+                for name, value in logits.items():
+                    heads.setdefault(name, []).append(value)
+                probabilities.append(softmax_numpy(logits["used"]))
+            else:
+                probabilities.append(model.scaled_probabilities(batch.images))
+            rows.append(batch.rows.numpy())
     text_only = []
     if texts is not None and failures:  # no image, but a title: the text head answers
         row_of = {str(ref): row for row, ref in enumerate(catalog.table["ref"])}

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from catalens.data.catalog import Catalog
 from catalens.data.images import describe_failure
 from catalens.loading.preprocess import Preprocessing
+from catalens.progress import make_progress
 
 
 @dataclass
@@ -191,3 +192,17 @@ def make_batches(catalog: Catalog, preprocessing: Preprocessing, batch_size: int
     if catalog.arrays is not None:
         return ArrayBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed, shard)
     return FileBatches(catalog, preprocessing, batch_size, shuffle, balanced, seed, workers, shard)
+
+
+def each_batch(batches, description: str, total: int | None = None, failures: list | None = None,
+               show_progress: bool = True):
+    """The one batch loop of inference (predict, sort, embeddings, cached features): each batch in turn under a
+    progress bar, which counts items (read or failed) out of `total`, or batches when `total` is None; every
+    failure (ref, reason) is appended to `failures` before its batch is handed on."""
+    with make_progress(disable=not show_progress) as bar:
+        task = bar.add_task(description, total=len(batches) if total is None else total)
+        for batch in batches:
+            if failures is not None:
+                failures.extend(batch.failures)
+            yield batch
+            bar.advance(task, 1 if total is None else len(batch.rows) + len(batch.failures))

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalens.loading.batches import Batch, EpochOrder
+from catalens.loading.batches import Batch, EpochOrder, each_batch
 from catalens.models.onnx_backend import export_onnx, onnx_available
-from catalens.progress import make_progress, warn
+from catalens.progress import warn
 
 # Images per forward pass when extracting on CPU: for tf_efficientnet_lite0 at 224 px on 2 cores, batch 8 ran
 # at 47 images/s, batch 32 at 29 (BENCHMARKS.md): big activations fall out of cache.
@@ -74,20 +74,16 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
     module.eval()
     features = features or (lambda images: chunked_pre_logits(module, images))
     views, labels, failures = [], [], []
-    with make_progress() as bar:
-        task = bar.add_task(description, total=len(batches))
-        for batch in batches:
-            failures.extend(batch.failures)
-            if len(batch.labels):
-                images = prepare(batch.images.to(device, non_blocking=True))
-                outputs = [features(images)]
-                if flip:
-                    outputs.append(features(images.flip(3)))
-                views.append(torch.stack(outputs).to(dtype).cpu())
-                labels.append(batch.labels)
-                if rows is not None:
-                    rows.append(batch.rows)
-            bar.advance(task)
+    for batch in each_batch(batches, description, failures=failures):
+        if len(batch.labels):
+            images = prepare(batch.images.to(device, non_blocking=True))
+            outputs = [features(images)]
+            if flip:
+                outputs.append(features(images.flip(3)))
+            views.append(torch.stack(outputs).to(dtype).cpu())
+            labels.append(batch.labels)
+            if rows is not None:
+                rows.append(batch.rows)
     if not views:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), failures
     return torch.cat(views, dim=1), torch.cat(labels), failures

