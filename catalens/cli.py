@@ -320,7 +320,7 @@ def predict(run: Path, inputs: list[str], top_k: int, output_format: str, out: P
             batch_size: int, workers: int | None, backend: str, categories: str | None, sample: int | None,
             images: str | None, columns: str | None, text: str | None, submission: Path | None, engine: str,
             ray_address: str | None, actors: int | None, gpus_per_actor: float, threshold: float | None,
-            target_accuracy: float | None):
+            target_accuracy: float | None, min_confidence: float | None):
     """Top-k labels with probabilities for each image, as CSV or JSON Lines. For a product dump (bson:FILE) one
     row per product: its images' probabilities averaged, with the category level names.
 
@@ -328,6 +328,7 @@ def predict(run: Path, inputs: list[str], top_k: int, output_format: str, out: P
     Examples:
       catalens predict runs/fm photos/ --top-k 3 --format jsonl --out predictions.jsonl
       catalens predict runs/cd bson:test.bson --submission submission.csv
+      catalens predict runs/attributes photos/ --min-confidence 0.9 --out predictions.csv
     """
     from catalens.data import DataOptions
     from catalens.inference.predict import predict as run_predict
@@ -351,7 +352,8 @@ def predict(run: Path, inputs: list[str], top_k: int, output_format: str, out: P
                           workers=workers, split=split, backend=backend,
                           options=DataOptions(categories=categories, sample=sample, images=images, columns=columns),
                           engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
-                          text=text, threshold=threshold, target_accuracy=target_accuracy)
+                          text=text, threshold=threshold, target_accuracy=target_accuracy,
+                          min_confidence=min_confidence)
     if out:
         print(f"predictions for {summary['predicted']} images written to {out}"
               + (" (one row per product)" if summary["per_product"] else "")

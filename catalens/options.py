@@ -94,6 +94,9 @@ OPTIONS: list[Option] = [
     data_option("top_groups", int, None, "csv: keep the N largest label groups (applied before --dedupe)."),
     data_option("label_column", str, None, "csv/sql: the column with the labels (csv default: label_group; sql: "
                 "needed to train)."),
+    data_option("targets", str, None, "csv: several targets from one photo, e.g. articleType,baseColour,gender: "
+                "one column each, a linear head each on the same frozen backbone features; the first is the run's "
+                "own label. A row missing one target's value trains the other heads.", (TRAIN, STATS)),
     data_option("columns", str, None, "csv/sql: other names, key=name,... (csv keys: posting_id, image, "
                 "image_phash, title, label_group; sql: Product, Product.Title, Image.Url, ...)."),
     data_option("allow_private_urls", bool, False, "sql: also fetch image URLs at private, loopback or link-local "
@@ -155,6 +158,9 @@ OPTIONS: list[Option] = [
     Option("text", str, None, "Also read the products' text: title, or title,description (csv: and SQL sources). "
            "Fits text-only and fused image+text heads beside the image head, on a frozen pretrained backbone; "
            "predict, evaluate and serve then read the same columns."),
+    Option("tree", str, None, "With --targets: the targets that form a category tree, top level first (e.g. "
+           "masterCategory,subCategory,articleType); each value must have one parent [default: found in the data "
+           "when some targets form one]."),
     Option("recipe", str, None, "What the auto recipe chose (recipes.py), for the record.", ()),
 ]
 BY_NAME = {option.name: option for option in OPTIONS}
@@ -270,6 +276,9 @@ COMMAND_OPTIONS: list[Option] = [
                    flag="--format", **{EXPORT_MODEL: {"default": "onnx", "help": "onnx (the only format so far)."}}),
     command_option("threshold", float, None, "A top (calibrated) probability under P marks the image uncertain "
                    "(predict: an `uncertain` column; sort: the uncertain/ folder).", (PREDICT, SORT)),
+    command_option("min_confidence", float, None, "With a --targets run: also answer at the deepest level of its "
+                   "category tree (or the first target) whose calibrated probability is at least P, in the `answer` "
+                   "and `answered_level` columns (e.g. 0.9).", (PREDICT,)),
     command_option("target_accuracy", float, None, "Choose --threshold from the run's validation curve: the one "
                    "that answered the most validation photos at this accuracy (e.g. 0.98).", (PREDICT, SORT)),
     command_option("submission", str, None, "With bson:FILE: write the CDiscount submission (_id,category_id, one "

@@ -1,5 +1,5 @@
 """Every PNG catalens draws, in one place: confusion matrices, grids of example images (mistakes, audit
-suspects), calibration plots and training curves."""
+suspects), calibration plots, training curves and a category tree's answers."""
 
 from __future__ import annotations
 
@@ -86,6 +86,25 @@ def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) 
     axis.set(xlim=(0, 1.01), xlabel="coverage (share of items answered)", ylabel="accuracy of the answers",
              title="risk-coverage")
     axis.grid(alpha=0.3)
+    axis.legend(loc="lower left", fontsize=8)
+    return save(figure, out)
+
+
+def plot_tree_answers(tree: dict, out: Path) -> Path:
+    """A --targets run's tree under --min-confidence thresholds: stacked bars of the share of photos answered at
+    each depth, with the accuracy of those answered above each bar (report/targets.py)."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    rows = tree["thresholds"]
+    positions = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for level in tree["levels"]:
+        share = np.array([row["levels"][level]["answered"] / max(1, row["items"]) for row in rows])
+        axis.bar(positions, share, bottom=bottom, label=f"answered at {level}")
+        bottom += share
+    for x, row in zip(positions, rows):
+        axis.text(x, min(bottom[x] + 0.02, 1.03), f"{row['accuracy_answered']:.1%} right", ha="center", fontsize=8)
+    axis.set_xticks(positions, [f"{row['threshold']:g}" for row in rows])
+    axis.set(xlabel="--min-confidence", ylabel="share of photos", ylim=(0, 1.1), title="answers up the category tree")
     axis.legend(loc="lower left", fontsize=8)
     return save(figure, out)
 

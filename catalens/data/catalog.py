@@ -2,7 +2,8 @@
 
 One row per image: `item_id`, `product_id` (images of one product never straddle splits), `ref`
 (how the source's reader finds the image: a path, an array index, later a BSON offset), `label`,
-`split` ("train", "val", "test" or "" when not yet assigned), `title`, `description`.
+`split` ("train", "val", "test" or "" when not yet assigned), `title`, `description`; with `--targets`, one
+`target:NAME` column per target (data/targets.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Catalog:
             if values is None:
                 values = [str(i) for i in range(n)] if name == "item_id" else [""] * n
             columns[name] = values
+        columns.update({name: values for name, values in records.items() if name.startswith("target:")})
         table = pd.DataFrame(columns)
         if "product_id" not in records:
             table["product_id"] = table["item_id"]

@@ -27,7 +27,8 @@ from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.metrics import macro_f1
-from catalens.engine.modes import Inputs, Job, Setup, choose_mode
+from catalens.engine.modes import Inputs, Job, LinearHead, Setup, choose_mode
+from catalens.engine.targets import check_targets, fit_target_heads, target_names
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
 from catalens.files import atomic_path
@@ -258,6 +259,7 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     module, pretrained = build_network(config, len(catalog.classes), preprocessing, out, resume, device)
     plan = FreezePlan(module, config.model, config.freeze, config.unfreeze_every)
     mode = choose_mode(config, plan, module)
+    check_targets(config, train_catalog, isinstance(mode, LinearHead))
     if world.distributed and mode.single_process:  # cached modes take seconds to minutes: rank 0 runs them alone
         if not world.main:
             return TrainResult(out, 0, {}, 0.0)
@@ -387,6 +389,10 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
         if texts is not None:
             state.best_metrics = fit_text_heads(config, texts, setup.linear, setup.train_batches,
                                                 setup.val_batches, len(classes), card, out)
+        if target_names(train_catalog):
+            fit_target_heads(config, setup.linear, setup.train_batches, setup.val_batches, train_catalog,
+                             val_catalog, card, out)
+            write_json(out / CARD_FILE, card.to_dict())
 
     def evaluate(net, batches, to_inputs) -> dict:  # rank 0 validates; every rank gets its metrics
         return broadcast(evaluate_split(net, batches, to_inputs, device, len(classes)) if world.main else None, world)

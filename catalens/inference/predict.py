@@ -16,7 +16,14 @@ from catalens.data.sources import source_prefix
 from catalens.data.sources.folder import FileReader, walk_files
 from catalens.errors import CatalensError
 from catalens.inference.products import average_by_product, catalog_has_products
-from catalens.inference.records import failure_records, prediction_records, write_parquet, write_records
+from catalens.inference.records import (
+    add_answers,
+    add_targets,
+    failure_records,
+    prediction_records,
+    write_parquet,
+    write_records,
+)
 from catalens.loading.batches import each_batch, make_batches
 from catalens.loading.preprocess import softmax_numpy
 from catalens.models.calibration import answered
@@ -37,6 +44,7 @@ class Predictions:
     text_only: list[tuple[str, str]] = field(default_factory=list)
     # softmax(logits / temperature), before the top-label map (evaluate's calibration report reads it)
     scaled: np.ndarray | None = None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # a --targets run: each target's probabilities
 
     @property
     def images_per_s(self) -> float:
@@ -52,6 +60,7 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
     probabilities, rows, failures = [], [], []
     heads: dict[str, list] = {}
+    targets: dict[str, list] = {}
     for batch in each_batch(batches, description, len(catalog), failures, show_progress):
         if len(batch.rows):
             if texts is not None:
@@ -59,6 +68,11 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
                 for name, value in logits.items():
                     heads.setdefault(name, []).append(value)
                 probabilities.append(softmax_numpy(logits["used"]))
+            elif model.targets is not None:
+                scaled, per_target = model.target_probabilities(batch.images)
+                probabilities.append(scaled)
+                for name, value in per_target.items():
+                    targets.setdefault(name, []).append(value)
             else:
                 probabilities.append(model.scaled_probabilities(batch.images))
             rows.append(batch.rows.numpy())
@@ -80,7 +94,7 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
         return Predictions(np.zeros((0, len(model.classes)), np.float32), np.zeros(0, np.int64), failures, seconds)
     scaled = np.concatenate(probabilities)
     return Predictions(model.finish_probabilities(scaled), np.concatenate(rows), failures, seconds, by_head, text_only,
-                       scaled)
+                       scaled, {name: np.concatenate(parts) for name, parts in targets.items()})
 
 
 def catalog_of_inputs(inputs: list[str], split: str | None = None, options: DataOptions | None = None) -> Catalog:
@@ -117,7 +131,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
             split: str | None = None, backend: str = "auto", options: DataOptions | None = None,
             engine: str = "local", ray_address: str | None = None, actors: int | None = None,
             gpus_per_actor: float = 0.0, text: str | None = None, threshold: float | None = None,
-            target_accuracy: float | None = None) -> dict:
+            target_accuracy: float | None = None, min_confidence: float | None = None) -> dict:
     """Write top-k predictions for each input image (or product) as CSV, JSON Lines or Parquet; returns a summary.
     `engine="ray"` runs the decoding and the model on Ray Data (ray_engine.py), with the same output. With a
     `threshold` (or a `target_accuracy` that chooses one on the run's validation curve) each row also says whether
@@ -128,6 +142,8 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         raise CatalensError("--format parquet needs --out FILE.parquet")
     if engine not in ("local", "ray"):
         raise CatalensError(f"--engine {engine}: choose local or ray")
+    if min_confidence is not None and not 0 < min_confidence <= 1:
+        raise CatalensError(f"--min-confidence {min_confidence:g}: give a probability in (0, 1], e.g. 0.9")
     if engine == "ray":
         from catalens.inference.ray_engine import import_ray
 
@@ -136,6 +152,9 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
     threshold = model.answer_threshold(threshold, target_accuracy)
     catalog = catalog_of_inputs(inputs, split, options)
     read_text_columns(model, text, catalog, ", ".join(inputs))
+    if engine == "ray" and model.targets is not None:
+        raise CatalensError(f"{model_dir} predicts several targets (--targets): the Ray engine predicts one; use "
+                            "--engine local")
     if engine == "ray" and model.text is not None:
         raise CatalensError(f"{model_dir} reads text (--text {','.join(model.text_columns)}): the Ray engine predicts "
                             "from images only; use --engine local")
@@ -150,7 +169,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
                    "seconds": run["seconds"], "startup_s": run["startup_s"]}
     else:
         result = predict_catalog(model, catalog, batch_size, workers)
-        records, failures, with_ids, per_product = output_records(catalog, model, result, k)
+        records, failures, with_ids, per_product = output_records(catalog, model, result, k, min_confidence)
         summary = {"predicted": len(result.rows), "failed": len(result.failures),
                    "images_per_s": result.images_per_s, "per_product": per_product, "seconds": result.seconds}
     if threshold is not None:
@@ -191,7 +210,7 @@ def write_predictions(handle, output_format: str, catalog: Catalog, model: Model
     write_records(handle, output_format, records + failure_records(failures), model, with_ids, per_product)
 
 
-def output_records(catalog: Catalog, model: Model, result: Predictions, k: int):
+def output_records(catalog: Catalog, model: Model, result: Predictions, k: int, min_confidence: float | None = None):
     """(records, failures, with an id column, per product) of a prediction over a catalog."""
     per_product = catalog_has_products(catalog)
     inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
@@ -204,6 +223,10 @@ def output_records(catalog: Catalog, model: Model, result: Predictions, k: int):
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
+    if result.targets and not per_product:
+        add_targets(records, model, result.targets, k, min_confidence)
+    elif min_confidence is not None:
+        add_answers(records, min_confidence)
     return records, failures, with_ids, per_product
 
 

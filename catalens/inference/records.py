@@ -39,6 +39,35 @@ def prediction_records(model: Model, inputs, item_ids, probabilities: np.ndarray
     return records
 
 
+def add_targets(records: list[dict], model: Model, probabilities: dict[str, np.ndarray], k: int,
+                min_confidence: float | None = None) -> None:
+    """A --targets run: each record's `targets` ({name: label, probability, top_k}) and, with `min_confidence`, its
+    `answer` at the deepest sure level of the tree and `answered_level` (models/targets.Targets.answers)."""
+    answers = model.targets.answers(probabilities, min_confidence) if min_confidence is not None else None
+    for row, record in enumerate(records):
+        record["targets"] = target_entries(model, {name: value[row] for name, value in probabilities.items()}, k)
+        if answers is not None:
+            record["answer"], record["answered_level"] = answers[row]
+
+
+def target_entries(model: Model, probabilities: dict[str, np.ndarray], k: int) -> dict:
+    """One photo's (or product's) answer per target: {name: {"label", "probability", "top_k": [...]}}."""
+    entries = {}
+    for name, head in model.targets.heads.items():
+        best = [{"label": label, "probability": round(p, 6)}
+                for label, p in top_k(probabilities[name], head.classes, k)]
+        entries[name] = {**best[0], "top_k": best}
+    return entries
+
+
+def add_answers(records: list[dict], min_confidence: float) -> None:
+    """A single-target run under --min-confidence: the label when its probability is at least P, else ""."""
+    for record in records:
+        if not record["error"]:
+            sure = record["probability"] >= min_confidence
+            record["answer"], record["answered_level"] = (record["label"], "label") if sure else ("", "")
+
+
 def failure_records(failures: list[tuple[str, str]]) -> list[dict]:
     return [{"input": str(ref), "label": "", "probability": "", "top_k": [], "error": reason}
             for ref, reason in failures]
@@ -57,9 +86,11 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
     levels = [name for name in ("level1", "level2", "level3") if hierarchy and any(
         name in entry for entry in model.card.hierarchy.values())]
     thresholded = any("uncertain" in record for record in records)  # --threshold / --target-accuracy
+    targets = target_columns(records)
+    answers = ["answer", "answered_level"] if any("answer" in record for record in records) else []
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
                      *(["uncertain"] if thresholded else []), *(["images"] if per_product else []), *levels,
-                     "top_k", "error"])
+                     "top_k", *[name for name, _, _ in targets], *answers, "error"])
     for record in records:
         top = ";".join(f"{item['label']}:{item['probability']:.4f}" for item in record["top_k"])
         first = record["top_k"][0] if record["top_k"] else {}
@@ -67,7 +98,27 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
         writer.writerow([record["input"], *([record.get("id", "")] if with_ids else []), record["label"],
                          record["probability"], *([uncertain] if thresholded else []),
                          *([record.get("images", "")] if per_product else []),
-                         *[first.get(name, "") for name in levels], top, record["error"]])
+                         *[first.get(name, "") for name in levels], top,
+                         *[target_value(record, name, key) for _, name, key in targets],
+                         *[record.get(key, "") for key in answers], record["error"]])
+
+
+def target_columns(records: list[dict]) -> list[tuple[str, str, str]]:
+    """(CSV column, target, field) of a --targets run: TARGET, TARGET_probability and, when more than one class is
+    listed (--top-k), TARGET_top_k."""
+    first = next((record["targets"] for record in records if record.get("targets")), {})
+    listed = any(len(entry["top_k"]) > 1 for entry in first.values())
+    return [(f"{name}{suffix}", name, key) for name in first for suffix, key in
+            (("", "label"), ("_probability", "probability"), *((("_top_k", "top_k"),) if listed else ()))]
+
+
+def target_value(record: dict, name: str, key: str):
+    entry = record.get("targets", {}).get(name)
+    if entry is None:
+        return ""
+    if key == "top_k":
+        return ";".join(f"{item['label']}:{item['probability']:.4f}" for item in entry["top_k"])
+    return entry[key]
 
 
 def write_parquet(path: Path, records: list[dict], model: Model, with_ids: bool, per_product: bool) -> None:
@@ -83,4 +134,6 @@ def write_parquet(path: Path, records: list[dict], model: Model, with_ids: bool,
     buffer.seek(0)
     frame = pd.read_csv(buffer, dtype=str, keep_default_na=False)
     frame["probability"] = pd.to_numeric(frame["probability"], errors="coerce")
+    if any(record.get("targets") for record in records):  # nested too: one struct per target
+        frame["targets"] = [record.get("targets") or None for record in records]
     frame.to_parquet(path, index=False)

@@ -38,6 +38,7 @@ from catalens.models.calibration import (
 from catalens.models.fusion import catalog_texts, read_text_columns
 from catalens.plots import plot_confusion, plot_examples, plot_reliability, plot_risk_coverage
 from catalens.progress import console, info, warn
+from catalens.report.targets import target_lines, target_metrics
 from catalens.rundir.layout import CARD_FILE, WEIGHTS_FILE
 from catalens.rundir.run import Model, write_json
 
@@ -264,6 +265,8 @@ def evaluate(model_dir: str | Path, data: str, labels: str | None = None, out: s
     )
     if result.heads:  # a --text model: each input on its own and fused, on the same rows (those with an image)
         metrics.update(by_input(model, result, truth))
+    if result.targets:  # a --targets run: every target, and the tree's answers at a few thresholds
+        metrics.update(target_metrics(model, catalog, result, out))
     metrics["calibration"] = calibration_metrics(model, catalog, result, truth, out)
     metrics["recipe"] = model.card.recipe
     metrics["int8"] = model.card.int8
@@ -447,6 +450,7 @@ def render_report(metrics: dict, has_examples: bool) -> str:
         f"({metrics['evaluation_seconds']:.2f} s, {metrics['device']}, {metrics['backend']}, "
         f"{metrics['torch_threads']} threads) |",
         *by_input_lines(metrics),
+        *target_lines(metrics),
         "", "## Per class", "",
         "| class | precision | recall | F1 | NPV | support |", "|---|---|---|---|---|---|",
     ]

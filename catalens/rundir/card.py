@@ -38,6 +38,7 @@ class ModelCard:
     level: int | None = None
     recipe: dict | None = None  # the auto recipe: chosen, why, cv_accuracy, tried
     text: dict | None = None  # --text: columns, heads and their validation metrics (models/fusion.py)
+    targets: dict | None = None  # --targets: names, tree, each head's validation metrics (models/targets.py)
     # temperature scaling fitted on the validation split (models/calibration.py): temperature(s), NLL and ECE
     # before/after, the validation risk-coverage curve; {"status": "uncalibrated", ...} without a validation
     # split; None on cards written before catalens calibrated

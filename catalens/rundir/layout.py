@@ -11,6 +11,8 @@
       problems.csv             images that could not be read (only when there were some)
       text_model.json          --text runs: the title vectoriser and the text and fused heads
       text_model.safetensors
+      targets.json             --targets runs: each target's classes, temperature and the tree they form
+      targets.safetensors      and each target's head (models/targets.py)
       model.onnx               catalens export (the self-contained ONNX file)
       model.int8.onnx          catalens export --int8, used when the card's int8 check passed
 """
@@ -26,8 +28,10 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 TEXT_FILE = "text_model.json"
 TEXT_WEIGHTS_FILE = "text_model.safetensors"
+TARGETS_FILE = "targets.json"
+TARGETS_WEIGHTS_FILE = "targets.safetensors"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
 FILES = (CONFIG_FILE, CARD_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, CHECKPOINT_FILE, HISTORY_FILE, CURVES_FILE,
-         PROBLEMS_FILE, TEXT_FILE, TEXT_WEIGHTS_FILE, ONNX_FILE, INT8_FILE)
+         PROBLEMS_FILE, TEXT_FILE, TEXT_WEIGHTS_FILE, TARGETS_FILE, TARGETS_WEIGHTS_FILE, ONNX_FILE, INT8_FILE)

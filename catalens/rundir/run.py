@@ -33,7 +33,16 @@ from catalens.models import create_model
 from catalens.models.calibration import UNCALIBRATED, apply_top_label_map
 from catalens.models.onnx_backend import OnnxRunner, export_onnx, onnx_available
 from catalens.rundir.card import CARD_FORMAT, ModelCard  # noqa: F401 (CARD_FORMAT: its old home)
-from catalens.rundir.layout import CARD_FILE, INT8_FILE, ONNX_FILE, TEXT_FILE, TEXT_WEIGHTS_FILE, WEIGHTS_FILE
+from catalens.rundir.layout import (
+    CARD_FILE,
+    INT8_FILE,
+    ONNX_FILE,
+    TARGETS_FILE,
+    TARGETS_WEIGHTS_FILE,
+    TEXT_FILE,
+    TEXT_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+)
 
 # Images per model call on CPU, bounded by input pixels: 8 photos at 260 px, 668 Fashion-MNIST images. A batch of
 # 256 photos through a three-backbone ensemble needs GBs of activations; small batches run as fast on a CPU.
@@ -91,6 +100,7 @@ class Model:
         self.device = next(module.parameters()).device if module is not None else torch.device("cpu")
         self._fast: Any = None
         self.text: Any = None  # a TextModel (models/fusion.py) when the run was trained with --text
+        self.targets: Any = None  # the heads of a --targets run (models/targets.py)
         self._features: Any = None
 
     @classmethod
@@ -126,12 +136,17 @@ class Model:
         module = module.to(target)
         if target.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
-        runner, text = None, None
+        runner, text, targets = None, None, None
         if card.text:  # image + text: the image side is the backbone's features (onnxruntime through features.py)
             from catalens.models.fusion import TextModel
 
             text = TextModel.load(run_dir / TEXT_FILE, run_dir / TEXT_WEIGHTS_FILE)
-        elif backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available()):
+        if card.targets:  # several targets: every head reads the backbone's features, computed once
+            from catalens.models.targets import Targets
+
+            targets = Targets.load(run_dir / TARGETS_FILE, run_dir / TARGETS_WEIGHTS_FILE)
+        if text is None and targets is None and (
+                backend == "onnx" or (backend == "auto" and target.type == "cpu" and onnx_available())):
             try:
                 runner = int8_runner(card, run_dir, weights_path, latency) \
                     if int8 and weights == WEIGHTS_FILE else None
@@ -151,7 +166,7 @@ class Model:
 
             card.calibration = uncalibrated(f"the calibration was fitted for {WEIGHTS_FILE}, not {weights}")
         model = cls(module, card, run_dir, runner, weights_path)
-        model.text = text
+        model.text, model.targets = text, targets
         return model
 
     @classmethod
@@ -308,6 +323,17 @@ class Model:
         with torch.inference_mode():
             return self._features(batch).float().cpu().numpy()
 
+    def target_probabilities(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A --targets run, from one backbone pass: (its own head's softmax(logits / temperature), each target's
+        calibrated probabilities, a tree's upper levels summed from their children)."""
+        from catalens.models.timm_models import linear_classifier_of
+
+        self.say_if_uncalibrated()
+        features = self.image_features(images)
+        head = linear_classifier_of(self.network)
+        logits = features @ head.weight.detach().float().cpu().numpy().T + head.bias.detach().float().cpu().numpy()
+        return softmax_numpy(logits / self.temperature), self.targets.probabilities(features)
+
     def modal_logits(self, images: torch.Tensor | None, texts: list[str]) -> dict[str, np.ndarray]:
         """A text model's logits by head (image, text, fused) and `used` (fusion.modal_logits); images None:
         text only."""
@@ -333,6 +359,8 @@ class Model:
         if self.text is not None:
             texts = list(texts) if texts is not None else [""] * len(images)
             return softmax_numpy(self.modal_logits(images, texts)["used"])
+        if self.targets is not None:
+            return self.target_probabilities(images)[0]
         if self.runner is not None:
             return softmax_numpy(self._runner_logits(images) / self.temperature)
         return (self.logits(images) / self.temperature).softmax(dim=1).cpu().numpy()

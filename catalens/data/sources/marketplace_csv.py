@@ -4,7 +4,8 @@ images in a folder (`--images DIR`, default `train_images/` beside the CSV).
 `--top-groups N` keeps the N largest label groups; `--dedupe` then removes exact duplicates (the same file or
 identical bytes) and near duplicates (perceptual hashes within `--max-distance` bits: the CSV's image_phash when
 present, computed otherwise), one kept per cluster. `--columns image=file,label_group=category` maps other
-marketplaces' column names; `--label-column NAME` takes labels from another column.
+marketplaces' column names; `--label-column NAME` takes labels from another column. A `split` column (train,
+val, test on every row) is used as given; `--targets a,b,c` carries one column per target (data/targets.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from catalens.data.dedupe import find_duplicates
 from catalens.data.identity import compute_phashes, parse_hash
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
+from catalens.data.targets import column, parse_names
 from catalens.errors import CatalensError
 
+ID_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # an image column holding ids finds ID.jpg (Fashion Product's)
 DEFAULT_COLUMNS = {"posting_id": "posting_id", "image": "image", "image_phash": "image_phash", "title": "title",
                    "label_group": "label_group", "description": "description"}
 
@@ -69,7 +72,8 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     path = Path(rest).expanduser()
     table, problems = read_table(path)
     columns = parse_columns(options.columns, DEFAULT_COLUMNS)
-    label_column = options.label_column or columns["label_group"]
+    targets = target_names(options, table, path)
+    label_column = options.label_column or (targets[0] if targets else columns["label_group"])
     required = {columns["image"]: "image", label_column: "label"}
     missing = [name for name in required if name not in table.columns]
     if missing:
@@ -98,6 +102,9 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "group": table[group_column].where(table[group_column].notna() & (
                               table[group_column].astype(str) != ""), ids).astype(str).to_numpy()
                           if group_column else ids.to_numpy()})
+    frame["split"] = given_splits(table, path)
+    for name in targets:  # --targets: each target's values ride along with their rows
+        frame[column(name)] = table[name].where(table[name].notna(), "").astype(str).str.strip().to_numpy()
     frame = usable_rows(frame, images, problems)
     notes = []
     if options.top_groups:
@@ -116,7 +123,8 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                             + "; ".join(f"{p['ref']}: {p['reason']}" for p in problems[:3]))
     records = {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
                "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
-               "description": frame["description"].to_numpy()}
+               "description": frame["description"].to_numpy(), "split": frame["split"].to_numpy(),
+               **{column(name): frame[column(name)].to_numpy() for name in targets}}
     if group_column:  # rows sharing this column's value split (and fold) together (an empty value: its own row)
         notes.append(f"images grouped by the {group_column} column for splits and cross-validation")
     catalog = Catalog.from_records(
@@ -134,6 +142,30 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     return catalog
 
 
+def given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
+    """A `split` column (train, val, test) when the file has one, so several runs share one split; else ""."""
+    if "split" not in table.columns:
+        return np.full(len(table), "", object)
+    values = table["split"].where(table["split"].notna(), "").astype(str).str.strip().str.lower()
+    wrong = sorted(set(values) - {"train", "val", "test"})
+    if wrong:
+        raise CatalensError(f"{path.name}'s split column holds {', '.join(map(repr, wrong[:5]))}; use train, val "
+                            "or test on every row (or drop the column to let catalens split)")
+    return values.to_numpy(object)
+
+
+def target_names(options, table: pd.DataFrame, path: Path) -> list[str]:
+    """--targets: the columns named, each checked to exist (one line listing those that do)."""
+    if not options.targets:
+        return []
+    names = parse_names(options.targets)
+    absent = [name for name in names if name not in table.columns]
+    if absent:
+        raise CatalensError(f"--targets: {path.name} has no column {', '.join(map(repr, absent))}; its columns are: "
+                            f"{', '.join(map(str, table.columns))}")
+    return names
+
+
 def usable_rows(frame: pd.DataFrame, images: Path, problems: list[dict]) -> pd.DataFrame:
     """The rows with an image and a label whose file exists inside the image folder, with its real `path`; each
     other row is added to `problems` with why."""
@@ -142,6 +174,9 @@ def usable_rows(frame: pd.DataFrame, images: Path, problems: list[dict]) -> pd.D
     real_paths = []
     for i, row in enumerate(frame.itertuples()):
         reason, real = None, guard.resolve(row.image) if row.image else None
+        if real is not None and not os.path.isfile(real) and not os.path.splitext(row.image)[1]:
+            real = next((found for found in (guard.resolve(row.image + suffix) for suffix in ID_SUFFIXES)
+                         if found and os.path.isfile(found)), real)
         if not row.image or not row.label:
             reason = "empty image or label"
         elif real is None:

@@ -12,7 +12,7 @@ from catalens.apps.serve.errors import documented
 from catalens.apps.serve.inputs import decode_upload
 from catalens.apps.serve.requests import predict_body, read_images
 from catalens.apps.serve.services import Services
-from catalens.inference.records import top_k_entries
+from catalens.inference.records import target_entries, top_k_entries
 
 
 def install(routes: FastAPI, services: Services) -> None:
@@ -28,17 +28,22 @@ def install(routes: FastAPI, services: Services) -> None:
                                               "into one prediction.")):
         """Send images as multipart field `file` (one or several), or JSON `{"images": [{"url": ...} or
         {"base64": ...}]}`. One image, or `aggregate=true`: `{"predictions": [...]}`; several images:
-        `{"results": [{"filename", "predictions", "id"}, ...]}`. Every prediction is kept in the history."""
+        `{"results": [{"filename", "predictions", "id"}, ...]}`. A run trained with --targets also answers
+        `"targets": {name: {"label", "probability", "top_k"}}`. Every prediction is kept in the history."""
         started = time.perf_counter()
         uploads, title = await read_images(request, services)  # at most max_images: form(max_files), JSON check
         images = [await run_in_threadpool(decode_upload, data, filename, options.max_bytes, options.max_pixels,
                                          model.preprocessing)
                   for filename, data in uploads]
         batch = await run_in_threadpool(lambda: torch.stack([model.preprocessing.prepare(im) for im in images]))
+        targets = None
         if model.text is not None:  # image + title: the fused head (the image head when no title is sent)
             from catalens.models.text import clean_title
 
             probabilities = await run_in_threadpool(model.probabilities, batch, [clean_title(title)] * len(images))
+        elif model.targets is not None:  # several targets: one backbone pass, every head
+            scaled, targets = await run_in_threadpool(model.target_probabilities, batch)
+            probabilities = model.finish_probabilities(scaled)
         else:
             probabilities = await services.batcher.probabilities(batch)
         originals = [data if options.keep_originals else None for _, data in uploads]
@@ -47,12 +52,18 @@ def install(routes: FastAPI, services: Services) -> None:
             filename = uploads[0][0] if len(uploads) == 1 else f"{uploads[0][0]} (+{len(uploads) - 1})"
             item = await run_in_threadpool(history.add, filename, name, top, images[0], len(images), originals[0])
             body = {"predictions": top, "id": item["id"], "images": len(images)}
+            if targets is not None:
+                body["targets"] = target_entries(model, {name: value.mean(axis=0) for name, value in targets.items()},
+                                                 k)
         else:
             results = []
             for (filename, _), image, row, original in zip(uploads, images, probabilities, originals):
                 top = top_k_entries(model, row, k)
                 item = await run_in_threadpool(history.add, filename, name, top, image, 1, original)
                 results.append({"filename": filename, "predictions": top, "id": item["id"]})
+                if targets is not None:
+                    results[-1]["targets"] = target_entries(model, {name: value[len(results) - 1]
+                                                                    for name, value in targets.items()}, k)
             body = {"results": results}
         return {**body, "model": name, "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 

@@ -1,0 +1,150 @@
+"""Several targets from one photo, and a category tree (issue 30), on fashion-products: 9,583 real catalog photos
+with Fashion Product's own columns (styles.csv, mapped with --columns; images/ID.jpg).
+
+One split for every row: catalens's seeded split by product, stratified on articleType (what `catalens train`
+makes of this file), written into a `split` column so that every run below trains, chooses (C by cross-validation
+on train, temperatures on validation) and is scored on the same photos; the test split is scored once per run.
+
+Rows, in one run on the same machine (Lite0 ImageNet features, frozen, linear heads):
+- one multi-target run, `--targets articleType,baseColour,gender,usage,season`, against one catalens run per
+  target (`--targets T`) and one scikit-learn probe per target (LogisticRegression(C=0.5) on the same Lite0
+  features): test accuracy and macro-F1 per target; wall time of the one run against the single runs together
+  (targets: every target >= its probe and within 0.5 points of its single run; wall <= 0.5x);
+- the tree: `--targets articleType,subCategory,masterCategory` (the tree is found in the data): the parents
+  derived from the article-type head against runs trained for subCategory and masterCategory alone, and the
+  answers at --min-confidence 0.9: coverage and accuracy at each depth (target: >= 98 % of the answered photos
+  right at the depth answered, >= 90 % answered at some depth).
+
+    python bench/attributes.py --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import SHARED, catalens, lite0_features, publish
+
+PRODUCTS = SHARED / "fashion-products"
+IMAGES = str(PRODUCTS / "images")
+COLUMNS = "posting_id=id,image=id,title=productDisplayName"
+ATTRIBUTES = ["articleType", "baseColour", "gender", "usage", "season"]
+TREE = ["articleType", "subCategory", "masterCategory"]
+MODEL = ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "backbone"]
+
+
+def with_split(folder: Path) -> Path:
+    """styles.csv with catalens's own seeded split (articleType, seed 0) as a `split` column."""
+    from catalens.data import DataOptions, load_catalog
+    from catalens.data.splits import ensure_splits
+
+    source = folder / "unsplit.csv"
+    shutil.copyfile(PRODUCTS / "styles.csv", source)
+    options = DataOptions(images=IMAGES, columns=COLUMNS, label_column="articleType")
+    catalog = ensure_splits(load_catalog(f"csv:{source}", options, split=False), options.split_ratios,
+                            seed=options.seed, val_fraction=options.val_fraction, group_by=options.group_by)
+    split_of = dict(zip(catalog.table["item_id"].astype(str), catalog.table["split"]))
+    styles = pd.read_csv(source, dtype=str, keep_default_na=False)
+    styles["split"] = styles["id"].map(split_of).fillna("train")  # rows catalens could not use: never scored
+    path = folder / "styles.csv"
+    styles.to_csv(path, index=False)
+    return path
+
+
+def run(path: Path, out: Path, targets: list[str]) -> tuple[float, dict]:
+    """(train seconds, test metrics) of one catalens run."""
+    seconds = catalens("train", "--data", f"csv:{path}", "--images", IMAGES, "--columns", COLUMNS, "--targets",
+                       ",".join(targets), *MODEL, "--out", str(out))
+    catalens("evaluate", str(out), "--data", f"csv:{path}", "--split", "test", "--out", str(out / "eval"),
+             "--no-leakage-check")
+    return seconds, json.loads((out / "eval" / "metrics.json").read_text())
+
+
+def probes(path: Path, targets: list[str]) -> dict:
+    """The practitioner's probe per target: LogisticRegression(C=0.5) on Lite0 features of train, test scored."""
+    from sklearn.linear_model import LogisticRegression
+
+    from catalens.data import DataOptions, load_catalog
+    from catalens.data.targets import column, present
+    from catalens.engine.metrics import macro_f1
+
+    catalog = load_catalog(f"csv:{path}", DataOptions(images=IMAGES, columns=COLUMNS, targets=",".join(targets)))
+    train, test = catalog.split("train"), catalog.split("test")
+    x, _, _ = lite0_features({"train": train, "test": test})
+    found = {}
+    for name in targets:
+        values = {part: np.asarray(data.table[column(name)], object) for part, data in (("train", train),
+                                                                                         ("test", test))}
+        known = {part: present(values[part]) for part in values}
+        classes = sorted(set(values["train"][known["train"]]))
+        lookup = {value: i for i, value in enumerate(classes)}
+        model = LogisticRegression(C=0.5, max_iter=3000).fit(
+            x["train"][known["train"]], [lookup[value] for value in values["train"][known["train"]]])
+        truth = np.array([lookup.get(value, -1) for value in values["test"][known["test"]]])
+        predicted = model.predict(x["test"][known["test"]])
+        found[name] = {"accuracy": float((predicted == truth).mean()),
+                       "macro_f1": macro_f1(truth[truth >= 0], predicted[truth >= 0], len(classes))}
+    return found
+
+
+def score(entry: dict) -> str:
+    return f"{entry['accuracy']:.4f} / {entry['macro_f1']:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="catalens-attributes-"))
+    try:
+        path = with_split(folder)
+        multi_s, multi = run(path, folder / "multi", ATTRIBUTES)
+        tree_s, tree = run(path, folder / "tree", TREE)
+        single_s, single = {}, {}
+        for name in ATTRIBUTES + TREE[1:]:
+            single_s[name], single[name] = run(path, folder / f"single-{name}", [name])
+        probe = probes(path, ATTRIBUTES)
+        rows = []
+        met = True
+        for name in ATTRIBUTES:
+            ours, alone, base = multi["targets"][name], single[name]["targets"][name], probe[name]
+            ok = all(ours[key] >= base[key] and ours[key] >= alone[key] - 0.005 for key in ("accuracy", "macro_f1"))
+            met &= ok
+            rows.append(f"fashion-products test split ({ours['items']:,} photos with a {name}; "
+                        f"{ours['missing']} without): {name} accuracy / macro-F1: multi-target run "
+                        f"**{score(ours)}**, its own run {score(alone)}, scikit-learn probe {score(base)}: "
+                        f"{'>= probe and within 0.5 points' if ok else 'TARGET NOT MET'}")
+        together = sum(single_s[name] for name in ATTRIBUTES)
+        rows.append(f"wall time: one run for {len(ATTRIBUTES)} targets **{multi_s:.0f} s** against "
+                    f"{together:.0f} s for the {len(ATTRIBUTES)} single runs together = **{multi_s / together:.2f}x** "
+                    f"(target <= 0.5x); every target's quality target {'met' if met else 'NOT met'}")
+        for name in TREE[1:]:
+            derived, alone = tree["targets"][name], single[name]["targets"][name]
+            own = derived.get("own_head", {})
+            rows.append(f"tree {' > '.join(reversed(TREE))}: {name} derived from the article type head "
+                        f"**{score(derived)}**, a run for {name} alone {score(alone)}, the tree run's own {name} "
+                        f"head {score(own) if own else 'n/a'}: derived "
+                        f"{'>=' if derived['accuracy'] >= alone['accuracy'] else '<'} alone")
+        at = next(row for row in tree["tree"]["thresholds"] if row["threshold"] == 0.9)
+        depths = ", ".join(f"{level} {entry['answered']:,} ({entry['right'] / max(1, entry['answered']):.1%} right)"
+                           for level, entry in at["levels"].items())
+        rows.append(f"tree at --min-confidence 0.9 ({at['items']:,} test photos): answered at some depth "
+                    f"**{at['coverage']:.1%}**, right at the depth answered **{at['accuracy_answered']:.1%}**; by "
+                    f"depth: {depths} (targets >= 90 % answered, >= 98 % right)")
+        rows.append(f"training seconds: tree run {tree_s:.0f}; single runs "
+                    + ", ".join(f"{name} {seconds:.0f}" for name, seconds in single_s.items()))
+        publish(rows, args.record)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()
+    print(f"{time.time() - started:.0f} s")

@@ -1,0 +1,134 @@
+"""Several targets from one photo, and the category trees they form (issue 30).
+
+`catalens train --targets articleType,baseColour,gender` reads one column per target; the first is the run's own
+label (its network's classifier, what sort and serve answer by default), and every target gets a linear head on
+the same frozen backbone features: one backbone pass per photo, a head per target. A row whose value is missing
+for one target trains the other heads and is left out of that one (counted).
+
+When the values of some targets form a tree (every value of a finer target has one parent in a coarser one, such
+as articleType -> subCategory -> masterCategory, found in the training rows, or declared with --tree), the run
+stores it and predicts consistently: the finest level's head answers, and each parent's probability is the sum of
+its children's. `answer` walks up the tree to the deepest level whose probability reaches --min-confidence
+("Apparel > Topwear" when Topwear is sure and Tshirts is not).
+
+The heads live in targets.json (names, classes, tree, temperatures) and targets.safetensors (weights): no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catalens.errors import CatalensError
+
+OWN = "own head: "  # a tree level's own head, beside the sums of its children
+
+
+@dataclass
+class Head:
+    classes: list[str]
+    weight: np.ndarray  # (classes, features)
+    bias: np.ndarray  # (classes,)
+    temperature: float = 1.0
+    info: dict = field(default_factory=dict)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = (features @ self.weight.T + self.bias) / self.temperature
+        logits -= logits.max(1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(1, keepdims=True)
+
+
+@dataclass
+class Targets:
+    """The heads of a multi-target run, in the order given (the first is the run's own label), and its tree."""
+
+    heads: dict[str, Head]
+    tree: list[str] = field(default_factory=list)  # top level first; [] when the targets form none
+    parents: dict[str, dict[str, str]] = field(default_factory=dict)  # level -> value -> parent's value
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.heads)
+
+    def probabilities(self, features: np.ndarray, own_heads: bool = False) -> dict[str, np.ndarray]:
+        """Calibrated probabilities of every target for (N, D) features; a tree's upper levels are the sums of
+        their children's, and their own heads' answers are kept under OWN + name for comparison (`own_heads`:
+        each level's own head only)."""
+        features = np.asarray(features, np.float32)
+        out = {name: head.probabilities(features) for name, head in self.heads.items()}
+        if not own_heads:
+            for upper, lower in reversed(list(zip(self.tree, self.tree[1:]))):
+                out[OWN + upper] = out[upper]  # kept for evaluate's comparison
+                out[upper] = out[lower] @ self.membership(upper, lower)
+        return out
+
+    def membership(self, upper: str, lower: str) -> np.ndarray:
+        """(lower classes, upper classes) 0/1: which parent each child belongs to."""
+        up = {name: i for i, name in enumerate(self.heads[upper].classes)}
+        matrix = np.zeros((len(self.heads[lower].classes), len(up)), np.float32)
+        for i, name in enumerate(self.heads[lower].classes):
+            parent = self.parents.get(lower, {}).get(name)
+            if parent in up:
+                matrix[i, up[parent]] = 1.0
+        return matrix
+
+    def answers(self, probabilities: dict[str, np.ndarray], min_confidence: float) -> list[tuple[str, str]]:
+        """(answer, answered level) per row: the deepest tree level (or, without a tree, the first target) whose
+        top probability is at least `min_confidence`, the answer written as its path from the top ("Apparel >
+        Topwear"); ("", "") when not even the top level is sure."""
+        levels = self.tree or self.names[:1]
+        rows = len(next(iter(probabilities.values())))
+        found = []
+        for row in range(rows):
+            answer = ("", "")
+            for level in reversed(levels):
+                p = probabilities[level][row]
+                best = int(p.argmax())
+                if p[best] >= min_confidence:
+                    answer = (" > ".join(self.path(level, self.heads[level].classes[best])), level)
+                    break
+            found.append(answer)
+        return found
+
+    def path(self, level: str, value: str) -> list[str]:
+        """The value and its ancestors, top first."""
+        chain = [value]
+        if level in self.tree:
+            for lower in reversed(self.tree[1:self.tree.index(level) + 1]):
+                chain.append(self.parents.get(lower, {}).get(chain[-1], "?"))
+        return chain[::-1]
+
+    def save(self, description: Path, weights: Path) -> None:
+        from safetensors.numpy import save_file
+
+        from catalens.files import atomic_path, write_atomic
+
+        arrays = {}
+        for i, head in enumerate(self.heads.values()):
+            arrays[f"{i}.weight"] = np.ascontiguousarray(head.weight, np.float32)
+            arrays[f"{i}.bias"] = np.ascontiguousarray(head.bias, np.float32)
+        with atomic_path(weights) as temporary:
+            save_file(arrays, str(temporary))
+        saved = {"targets": [{"name": name, "classes": head.classes, "temperature": head.temperature,
+                              "info": head.info} for name, head in self.heads.items()],
+                 "tree": self.tree, "parents": self.parents}
+        write_atomic(description, json.dumps(saved, indent=1, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, description: Path, weights: Path) -> Targets:
+        from safetensors.numpy import load_file
+
+        try:
+            saved = json.loads(Path(description).read_text())
+            arrays = load_file(str(weights))
+            heads = {entry["name"]: Head(list(entry["classes"]), arrays[f"{i}.weight"], arrays[f"{i}.bias"],
+                                         float(entry.get("temperature", 1.0)), entry.get("info", {}))
+                     for i, entry in enumerate(saved["targets"])}
+            return cls(heads, list(saved.get("tree", [])), dict(saved.get("parents", {})))
+        except (OSError, ValueError, KeyError) as error:
+            raise CatalensError(f"cannot read the target heads in {Path(description).parent} ({str(error)[:100]}): "
+                                "the run directory is damaged; retrain it with --targets") from error

@@ -1,0 +1,98 @@
+"""evaluate for a --targets run: each target's accuracy and macro-F1 (a tree's upper levels as the sums of their
+children's, and from their own heads beside them), and the tree's answers under --min-confidence thresholds: how
+many photos are answered at each depth, and how many of those are right at the depth answered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from catalens.data.catalog import Catalog
+from catalens.data.targets import column, present
+from catalens.engine.metrics import macro_f1
+from catalens.models.targets import OWN
+from catalens.plots import plot_tree_answers
+
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def truth_of(catalog: Catalog, name: str, first: bool, rows: np.ndarray) -> np.ndarray:
+    return catalog.table["label" if first else column(name)].to_numpy(object)[rows]
+
+
+def scores(values: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
+    """accuracy and macro-F1 over the rows whose true value is given; a value the head never saw in training
+    counts as wrong (and is counted)."""
+    given = present(values)
+    lookup = {value: i for i, value in enumerate(classes)}
+    truth = np.array([lookup.get(str(value), -1) for value in values[given]], np.int64)
+    predicted = probabilities[given].argmax(1)
+    seen = truth >= 0
+    return {"accuracy": float((predicted == truth).mean()) if len(truth) else 0.0,
+            "macro_f1": macro_f1(truth[seen], predicted[seen], len(classes)) if seen.any() else 0.0,
+            "items": int(given.sum()), "missing": int((~given).sum()), "unseen_in_training": int((~seen).sum())}
+
+
+def target_metrics(model, catalog: Catalog, result, out: Path) -> dict:
+    targets = model.targets
+    rows = result.rows
+    found = {}
+    truths = {}
+    for index, (name, head) in enumerate(targets.heads.items()):
+        truths[name] = truth_of(catalog, name, index == 0, rows)
+        found[name] = scores(truths[name], result.targets[name], head.classes)
+        if OWN + name in result.targets:
+            found[name]["own_head"] = scores(truths[name], result.targets[OWN + name], head.classes)
+    metrics = {"targets": found}
+    if targets.tree:
+        metrics["tree"] = {"levels": targets.tree, "thresholds": tree_answers(targets, result.targets, truths)}
+        plot_tree_answers(metrics["tree"], out / "tree_coverage.png")
+    return metrics
+
+
+def tree_answers(targets, probabilities: dict, truths: dict) -> list[dict]:
+    """At each threshold: per depth, the photos answered there and how many of them are right there (the
+    answer's whole path compared with the truth's); with the totals."""
+    rows = []
+    for threshold in THRESHOLDS:
+        answers = targets.answers(probabilities, threshold)
+        levels = {level: {"answered": 0, "right": 0} for level in targets.tree}
+        for row, (answer, level) in enumerate(answers):
+            if not level:
+                continue
+            levels[level]["answered"] += 1
+            truth = str(truths[level][row])
+            levels[level]["right"] += int(answer.split(" > ")[-1] == truth)
+        answered = sum(entry["answered"] for entry in levels.values())
+        right = sum(entry["right"] for entry in levels.values())
+        total = len(answers)
+        rows.append({"threshold": threshold, "coverage": answered / max(1, total),
+                     "accuracy_answered": right / max(1, answered), "items": total, "levels": levels})
+    return rows
+
+
+def target_lines(metrics: dict) -> list[str]:
+    """report.md's section of a --targets run."""
+    if not metrics.get("targets"):
+        return []
+    lines = ["", "## Targets", "", "| target | accuracy | macro F1 | items | missing |", "|---|---|---|---|---|"]
+    for name, row in metrics["targets"].items():
+        lines.append(f"| {name} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | {row['items']:,} | "
+                     f"{row['missing']:,} |")
+        if "own_head" in row:
+            own = row["own_head"]
+            lines.append(f"| {name} (its own head) | {own['accuracy']:.4f} | {own['macro_f1']:.4f} | "
+                         f"{own['items']:,} | {own['missing']:,} |")
+    tree = metrics.get("tree")
+    if tree:
+        lines += ["", f"Tree {' > '.join(tree['levels'])}: upper levels are the sums of their children's "
+                  "probabilities. Answers at the deepest sure level (`--min-confidence`):", "",
+                  "| threshold | answered | right at the depth answered | " + " | ".join(
+                      f"at {level}" for level in tree["levels"]) + " |",
+                  "|---|---|---|" + "---|" * len(tree["levels"])]
+        for row in tree["thresholds"]:
+            lines.append(f"| {row['threshold']:g} | {row['coverage']:.1%} | {row['accuracy_answered']:.1%} | "
+                         + " | ".join(f"{row['levels'][level]['answered']:,}" for level in tree["levels"]) + " |")
+        lines += ["", "![tree](tree_coverage.png)"]
+    return lines

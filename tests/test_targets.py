@@ -1,0 +1,178 @@
+"""Several targets from one photo and category trees (issue 30): a 4-target run on real fashion-products photos
+(Fashion Product's own styles.csv columns, mapped with --columns), its tree (masterCategory > subCategory >
+articleType) found in the data, per-target output from predict (CSV, JSON Lines, Parquet), evaluate and serve, and
+--min-confidence answers up the tree; the tree arithmetic on a hand-made 3-level example."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli, shared
+from fastapi.testclient import TestClient
+
+from catalens.data.targets import check_tree, detect_tree
+from catalens.engine.train import train
+from catalens.errors import CatalensError
+from catalens.models.targets import Head, Targets
+
+KINDS = ["Tshirts", "Shirts", "Jeans", "Trousers", "Casual Shoes", "Sports Shoes", "Watches", "Handbags"]
+PER_KIND = 40
+TARGETS = "articleType,subCategory,masterCategory,gender"
+COLUMNS = "posting_id=id,image=id,title=productDisplayName"
+
+
+def subset() -> pd.DataFrame:
+    table = pd.read_csv(shared("fashion-products/styles.csv"), dtype=str, keep_default_na=False)
+    rows = pd.concat([table[table["articleType"] == kind].head(PER_KIND) for kind in KINDS], ignore_index=True)
+    rows.loc[rows.index % 10 == 3, "gender"] = ""  # a missing value: trains the other targets
+    return rows
+
+
+@pytest.fixture(scope="module")
+def targets_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("targets")
+    rows = subset()
+    path = folder / "styles.csv"
+    rows.to_csv(path, index=False)
+    run = folder / "run"
+    train(data=f"csv:{path}", images=str(shared("fashion-products/images")), columns=COLUMNS, targets=TARGETS,
+          model="tf_efficientnet_lite0", pretrained=True, freeze="backbone", out=str(run),
+          split_ratios=(0.6, 0.4, 0.0))
+    return path, run, rows
+
+
+def test_a_target_run_fits_a_head_per_target_and_finds_the_tree(targets_run):
+    _, run, rows = targets_run
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["targets"]["names"] == TARGETS.split(",")
+    assert card["targets"]["tree"] == ["masterCategory", "subCategory", "articleType"]
+    assert card["classes"] == sorted(KINDS)  # the first target is the run's own label
+    heads = card["targets"]["heads"]
+    chance = {"articleType": 1 / 8, "subCategory": 1 / 5, "masterCategory": 1 / 2, "gender": 1 / 2}
+    for name, head in heads.items():
+        assert head["validation"]["accuracy"] > min(0.95, chance[name] + 0.3), (name, head)
+    blank = int((rows["gender"] == "").sum())
+    assert blank == 32
+    assert 0 < heads["gender"]["missing"] < blank and heads["articleType"]["missing"] == 0
+    assert heads["gender"]["train_items"] + heads["gender"]["missing"] == heads["articleType"]["train_items"]
+
+
+def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
+    path, run, rows = targets_run
+    result = run_cli("evaluate", str(run), "--data", f"csv:{path}", "--split", "all", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    targets = metrics["targets"]
+    assert set(targets) == set(TARGETS.split(","))
+    assert targets["gender"]["missing"] == 32 and targets["gender"]["items"] == len(rows) - 32
+    assert targets["articleType"]["items"] == len(rows) and targets["articleType"]["missing"] == 0
+    assert targets["masterCategory"]["accuracy"] > 0.9 and "own_head" in targets["masterCategory"]
+    tree = metrics["tree"]
+    assert tree["levels"] == ["masterCategory", "subCategory", "articleType"]
+    row = next(row for row in tree["thresholds"] if row["threshold"] == 0.9)
+    assert sum(level["answered"] for level in row["levels"].values()) == round(row["coverage"] * len(rows))
+    assert (tmp_path / "tree_coverage.png").stat().st_size > 1000
+    assert "## Targets" in (tmp_path / "report.md").read_text()
+
+
+def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, tmp_path):
+    _, run, rows = targets_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image_id in rows["id"].iloc[::40]:
+        (photos / f"{image_id}.jpg").write_bytes(shared(f"fashion-products/images/{image_id}.jpg").read_bytes())
+    csv_out = tmp_path / "p.csv"
+    result = run_cli("predict", str(run), str(photos), "--min-confidence", "0.9", "--top-k", "2", "--out",
+                     str(csv_out))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(csv_out, dtype=str, keep_default_na=False)
+    for name in TARGETS.split(","):
+        assert {name, f"{name}_probability", f"{name}_top_k"} <= set(table.columns)
+    assert len(table) == 8 and set(table["articleType"]) <= set(KINDS)
+    assert (table["label"] == table["articleType"]).mean() >= 0.75  # the run's own head and the tree's leaf
+    for answer, level in zip(table["answer"], table["answered_level"]):
+        assert level in ("", "masterCategory", "subCategory", "articleType")
+        assert len(answer.split(" > ")) == (["", "masterCategory", "subCategory", "articleType"].index(level)
+                                            if level else 1)
+    assert (table["answered_level"] != "").mean() >= 0.75
+    jsonl = tmp_path / "p.jsonl"
+    assert run_cli("predict", str(run), str(photos), "--format", "jsonl", "--out", str(jsonl)).returncode == 0
+    record = json.loads(jsonl.read_text().splitlines()[0])
+    assert set(record["targets"]) == set(TARGETS.split(",")) and "top_k" in record["targets"]["gender"]
+    parquet = tmp_path / "p.parquet"
+    assert run_cli("predict", str(run), str(photos), "--format", "parquet", "--out", str(parquet)).returncode == 0
+    frame = pd.read_parquet(parquet)
+    assert "masterCategory_probability" in frame.columns and frame["targets"].iloc[0]["gender"]["label"]
+
+
+def test_serve_answers_every_target(targets_run, tmp_path):
+    from catalens.apps.serve import ServeOptions, create_app
+
+    _, run, rows = targets_run
+    image = shared(f"fashion-products/images/{rows['id'].iloc[0]}.jpg").read_bytes()
+    app = create_app(str(run), ServeOptions(db=f"sqlite:///{tmp_path / 'h.db'}"))
+    with TestClient(app) as client:
+        answer = client.post("/v1/predict", files={"file": ("a.jpg", image, "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body["targets"]) == set(TARGETS.split(","))
+    assert body["targets"]["articleType"]["label"] == rows["articleType"].iloc[0]
+
+
+def test_bad_target_input_says_what_to_do(targets_run, tmp_path):
+    path, run, _ = targets_run
+    with pytest.raises(CatalensError, match="has no column 'colour'; its columns are: id, gender"):
+        train(data=f"csv:{path}", images=str(shared("fashion-products/images")), columns=COLUMNS,
+              targets="articleType,colour", out=str(tmp_path / "bad"))
+    result = run_cli("predict", str(run), str(path.parent), "--min-confidence", "1.5")
+    assert result.returncode != 0 and "--min-confidence 1.5: give a probability in (0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def hand_made() -> Targets:
+    """Apparel > {Topwear > {Tshirts, Shirts}, Bottomwear > {Jeans}}, Footwear > {Shoes > {Boots, Sandals}}; the
+    leaf head reads a 5-d one-hot feature, the upper heads their own (unused unless compared)."""
+    leaf = ["Boots", "Jeans", "Sandals", "Shirts", "Tshirts"]
+    parents = {"leaf": {"Tshirts": "Topwear", "Shirts": "Topwear", "Jeans": "Bottomwear", "Boots": "Shoes",
+                        "Sandals": "Shoes"},
+               "sub": {"Topwear": "Apparel", "Bottomwear": "Apparel", "Shoes": "Footwear"}}
+    eye = np.eye(5, dtype=np.float32)
+    return Targets({"leaf": Head(leaf, eye * 10, np.zeros(5, np.float32)),
+                    "sub": Head(["Bottomwear", "Shoes", "Topwear"], np.zeros((3, 5), np.float32), np.zeros(3)),
+                    "top": Head(["Apparel", "Footwear"], np.zeros((2, 5), np.float32), np.zeros(2))},
+                   ["top", "sub", "leaf"], parents)
+
+
+def test_parents_are_the_sums_of_their_children_and_answers_back_off_up_the_tree():
+    targets = hand_made()
+    # Tshirts 0.55 / Shirts 0.42 (Topwear 0.97); Boots and Sandals even (Shoes sure); spread (Apparel 0.6); sure
+    probabilities = {"leaf": np.array([[0.01, 0.01, 0.01, 0.42, 0.55], [0.48, 0.02, 0.48, 0.01, 0.01],
+                                       [0.2, 0.3, 0.2, 0.15, 0.15], [0.0, 0.0, 0.0, 0.02, 0.98]])}
+    membership_sub = targets.membership("sub", "leaf")
+    probabilities["sub"] = probabilities["leaf"] @ membership_sub
+    probabilities["top"] = probabilities["sub"] @ targets.membership("top", "sub")
+    np.testing.assert_allclose(probabilities["sub"][0], [0.01, 0.02, 0.97])  # Bottomwear, Shoes, Topwear
+    np.testing.assert_allclose(probabilities["top"][2], [0.6, 0.4])
+    answers = targets.answers(probabilities, 0.9)
+    assert answers == [("Apparel > Topwear", "sub"), ("Footwear > Shoes", "sub"), ("", ""),
+                       ("Apparel > Topwear > Tshirts", "leaf")]
+    assert targets.answers(probabilities, 0.5)[2] == ("Apparel", "top")
+    # from features: the same sums, through the heads
+    features = np.eye(5, dtype=np.float32)[[4]]
+    out = targets.probabilities(features)
+    np.testing.assert_allclose(out["top"].sum(1), 1, rtol=1e-5)
+    np.testing.assert_allclose(out["sub"], out["leaf"] @ membership_sub, rtol=1e-6)
+    assert out["own head: top"].shape == (1, 2)
+
+
+def test_a_tree_is_found_and_a_value_with_two_parents_is_named():
+    values = {"leaf": np.array(["Tshirts", "Shirts", "Jeans", "Boots", "Sandals", "Tshirts"], object),
+              "top": np.array(["Apparel", "Apparel", "Apparel", "Footwear", "Footwear", "Apparel"], object),
+              "sub": np.array(["Topwear", "Topwear", "Bottomwear", "Shoes", "Shoes", "Topwear"], object),
+              "colour": np.array(["Red", "Blue", "Red", "Blue", "Red", "Blue"], object)}
+    assert detect_tree(list(values), values) == ["top", "sub", "leaf"]
+    assert check_tree(["top", "sub", "leaf"], values)["leaf"]["Jeans"] == "Bottomwear"
+    values["sub"][5] = "Bottomwear"
+    with pytest.raises(CatalensError, match="leaf 'Tshirts' has two parents in sub: 'Bottomwear' and 'Topwear'"):
+        check_tree(["top", "sub", "leaf"], values)
