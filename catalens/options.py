@@ -97,6 +97,9 @@ OPTIONS: list[Option] = [
     data_option("targets", str, None, "csv: several targets from one photo, e.g. articleType,baseColour,gender: "
                 "one column each, a linear head each on the same frozen backbone features; the first is the run's "
                 "own label. A row missing one target's value trains the other heads.", (TRAIN, STATS)),
+    data_option("tags", str, None, "csv: tags, several per photo: a column of |-separated tags (--tags style_tags) "
+                "or several 0/1 columns (--tags striped,long_sleeve); a sigmoid head with a threshold per tag "
+                "chosen on validation (F1). Tags in under 5 training rows are dropped and listed.", (TRAIN, STATS)),
     data_option("columns", str, None, "csv/sql: other names, key=name,... (csv keys: posting_id, image, "
                 "image_phash, title, label_group; sql: Product, Product.Title, Image.Url, ...)."),
     data_option("allow_private_urls", bool, False, "sql: also fetch image URLs at private, loopback or link-local "

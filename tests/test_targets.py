@@ -26,6 +26,8 @@ def subset() -> pd.DataFrame:
     table = pd.read_csv(shared("fashion-products/styles.csv"), dtype=str, keep_default_na=False)
     rows = pd.concat([table[table["articleType"] == kind].head(PER_KIND) for kind in KINDS], ignore_index=True)
     rows.loc[rows.index % 10 == 3, "gender"] = ""  # a missing value: trains the other targets
+    rows["style"] = rows["gender"] + "|" + rows["usage"] + "|" + rows["season"]  # tags, several per photo
+    rows.loc[[0, 1, 2], "style"] += "|Rare"  # in 3 rows: dropped and listed
     return rows
 
 
@@ -37,7 +39,7 @@ def targets_run(tmp_path_factory):
     rows.to_csv(path, index=False)
     run = folder / "run"
     train(data=f"csv:{path}", images=str(shared("fashion-products/images")), columns=COLUMNS, targets=TARGETS,
-          model="tf_efficientnet_lite0", pretrained=True, freeze="backbone", out=str(run),
+          tags="style", model="tf_efficientnet_lite0", pretrained=True, freeze="backbone", out=str(run),
           split_ratios=(0.6, 0.4, 0.0))
     return path, run, rows
 
@@ -56,6 +58,10 @@ def test_a_target_run_fits_a_head_per_target_and_finds_the_tree(targets_run):
     assert blank == 32
     assert 0 < heads["gender"]["missing"] < blank and heads["articleType"]["missing"] == 0
     assert heads["gender"]["train_items"] + heads["gender"]["missing"] == heads["articleType"]["train_items"]
+    tags = card["targets"]["tags"]
+    assert "Rare" not in tags["names"] and tags["dropped"] == ["Boys", "Rare", "Smart Casual", "Spring", "Unisex"]
+    assert {"Men", "Women", "Casual", "Summer"} <= set(tags["names"])
+    assert tags["validation"]["micro_f1"] > 0.6
 
 
 def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
@@ -73,6 +79,7 @@ def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
     row = next(row for row in tree["thresholds"] if row["threshold"] == 0.9)
     assert sum(level["answered"] for level in row["levels"].values()) == round(row["coverage"] * len(rows))
     assert (tmp_path / "tree_coverage.png").stat().st_size > 1000
+    assert metrics["tags"]["micro_f1"] > 0.6 and metrics["tags"]["per_tag"]["Men"]["support"] > 0
     assert "## Targets" in (tmp_path / "report.md").read_text()
 
 
@@ -96,6 +103,7 @@ def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, t
         assert len(answer.split(" > ")) == (["", "masterCategory", "subCategory", "articleType"].index(level)
                                             if level else 1)
     assert (table["answered_level"] != "").mean() >= 0.75
+    assert all(tag in set(card_tags(run)) for value in table["tags"] for tag in value.split("|") if tag)
     jsonl = tmp_path / "p.jsonl"
     assert run_cli("predict", str(run), str(photos), "--format", "jsonl", "--out", str(jsonl)).returncode == 0
     record = json.loads(jsonl.read_text().splitlines()[0])
@@ -104,6 +112,10 @@ def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, t
     assert run_cli("predict", str(run), str(photos), "--format", "parquet", "--out", str(parquet)).returncode == 0
     frame = pd.read_parquet(parquet)
     assert "masterCategory_probability" in frame.columns and frame["targets"].iloc[0]["gender"]["label"]
+
+
+def card_tags(run) -> list[str]:
+    return json.loads((run / "model_card.json").read_text())["targets"]["tags"]["names"]
 
 
 def test_serve_answers_every_target(targets_run, tmp_path):
@@ -118,6 +130,7 @@ def test_serve_answers_every_target(targets_run, tmp_path):
     body = answer.json()
     assert set(body["targets"]) == set(TARGETS.split(","))
     assert body["targets"]["articleType"]["label"] == rows["articleType"].iloc[0]
+    assert {entry["tag"] for entry in body["tags"]} <= set(card_tags(run))
 
 
 def test_bad_target_input_says_what_to_do(targets_run, tmp_path):
@@ -176,3 +189,22 @@ def test_a_tree_is_found_and_a_value_with_two_parents_is_named():
     values["sub"][5] = "Bottomwear"
     with pytest.raises(CatalensError, match="leaf 'Tshirts' has two parents in sub: 'Bottomwear' and 'Topwear'"):
         check_tree(["top", "sub", "leaf"], values)
+
+
+def test_tag_metrics_and_thresholds_against_a_hand_computed_example():
+    from catalens.engine.targets import best_threshold
+    from catalens.report.targets import tag_metrics
+
+    truth = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    given = np.array([[1, 1], [0, 1], [0, 1], [1, 0]], bool)
+    scores = np.array([[0.9, 0.6], [0.4, 0.8], [0.2, 0.7], [0.6, 0.1]])
+    found = tag_metrics(truth, given, scores, ["a", "b"])
+    # a: tp 1, predicted 2, support 2 -> P 0.5, R 0.5, F1 0.5; b: tp 2, predicted 3, support 2 -> P 2/3, R 1, F1 0.8
+    assert found["per_tag"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert found["per_tag"]["b"]["f1"] == pytest.approx(0.8) and found["per_tag"]["b"]["recall"] == 1.0
+    assert found["micro_f1"] == pytest.approx(2 * 3 / (5 + 4)) and found["macro_f1"] == pytest.approx(0.65)
+    # average precision: a ranks 0.9 (+), 0.6 (-), 0.4 (+) -> (1 + 2/3) / 2; b ranks 0.8, 0.7 (+ +) -> 1
+    assert found["map"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    # the threshold that maximises F1 on validation rows keeps both positives and drops the negative at 0.6
+    assert 0.6 < best_threshold(np.array([0.9, 0.7, 0.6, 0.1]), np.array([1, 1, 0, 0])) <= 0.7
+    assert best_threshold(np.array([0.9, 0.1]), np.array([0, 0])) == 0.5

@@ -3,7 +3,7 @@
 One row per image: `item_id`, `product_id` (images of one product never straddle splits), `ref`
 (how the source's reader finds the image: a path, an array index, later a BSON offset), `label`,
 `split` ("train", "val", "test" or "" when not yet assigned), `title`, `description`; with `--targets`, one
-`target:NAME` column per target (data/targets.py).
+`target:NAME` column per target, and with `--tags` a `tags` column (data/targets.py).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class Catalog:
             if values is None:
                 values = [str(i) for i in range(n)] if name == "item_id" else [""] * n
             columns[name] = values
-        columns.update({name: values for name, values in records.items() if name.startswith("target:")})
+        columns.update({name: values for name, values in records.items() if name.startswith("target:")
+                        or name == "tags"})
         table = pd.DataFrame(columns)
         if "product_id" not in records:
             table["product_id"] = table["item_id"]

@@ -71,3 +71,46 @@ def detect_tree(names: list[str], values: dict[str, np.ndarray]) -> list[str]:
         if len(chain) > len(best):
             best = chain
     return best[::-1] if len(best) >= 2 else []
+
+
+TAGS_COLUMN = "tags"  # a catalog's tags per row (--tags), joined by TAG_SEPARATOR; "" when it has none
+TAG_SEPARATOR = "|"
+
+
+def read_tags(table, names: list[str], where: str) -> tuple[list[str], list[str]]:
+    """(each row's tags joined by |, warnings): one column of |-separated tags, or several 0/1 columns (a tag each,
+    named after its column)."""
+    warnings = []
+    if len(names) == 1:
+        values = table[names[0]].where(table[names[0]].notna(), "").astype(str)
+        other = values.str.contains(r"[,;]") & ~values.str.contains(r"\|", regex=True)
+        if other.any():
+            warnings.append(f"--tags {names[0]}: {int(other.sum()):,} value(s) hold ',' or ';' but no '|' (e.g. "
+                            f"{values[other].iloc[0]!r}); tags are separated by |, so each is read as one tag")
+        rows = [sorted({part.strip() for part in value.split(TAG_SEPARATOR) if part.strip()}) for value in values]
+    else:
+        flags = {}
+        for name in names:
+            column = table[name].where(table[name].notna(), "").astype(str).str.strip().str.lower()
+            wrong = sorted(set(column) - {"0", "1", "true", "false", "yes", "no", ""})
+            if wrong:
+                raise CatalensError(f"--tags {','.join(names)}: the column {name!r} of {where} holds "
+                                    f"{', '.join(map(repr, wrong[:3]))}; several tag columns take 0 or 1 (one column "
+                                    "of |-separated tags: --tags COLUMN)")
+            flags[name] = column.isin(["1", "true", "yes"]).to_numpy()
+        rows = [[name for name in names if flags[name][i]] for i in range(len(table))]
+    empty = sum(1 for row in rows if not row)
+    if empty:
+        warnings.append(f"--tags: {empty:,} row(s) of {where} have no tag (trained as having none of them)")
+    return [TAG_SEPARATOR.join(row) for row in rows], warnings
+
+
+def tag_matrix(values, names: list[str]) -> np.ndarray:
+    """(rows, tags) 0/1 of |-joined tags over `names`."""
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(values), len(names)), np.float32)
+    for row, value in enumerate(values):
+        for tag in str(value or "").split(TAG_SEPARATOR):
+            if tag in index:
+                matrix[row, index[tag]] = 1.0
+    return matrix

@@ -12,14 +12,26 @@ import torch
 from torch import nn
 
 from catalens.data.catalog import Catalog
-from catalens.data.targets import COLUMN_PREFIX, check_tree, column, detect_tree, parse_names, present
+from catalens.data.targets import (
+    COLUMN_PREFIX,
+    TAG_SEPARATOR,
+    TAGS_COLUMN,
+    check_tree,
+    column,
+    detect_tree,
+    parse_names,
+    present,
+    tag_matrix,
+)
 from catalens.engine.metrics import macro_f1
 from catalens.errors import CatalensError
 from catalens.models.calibration import fit_temperature
-from catalens.models.linear_head import fit_linear_head
-from catalens.models.targets import Head, Targets
+from catalens.models.linear_head import DEFAULT_C, fit_linear_head, lbfgs_sigmoid
+from catalens.models.targets import Head, TagHead, Targets
 from catalens.progress import info, warn
 from catalens.rundir.layout import TARGETS_FILE, TARGETS_WEIGHTS_FILE
+
+MIN_TAG_ROWS = 5  # a tag in fewer training rows is dropped (and listed)
 
 
 def target_names(catalog: Catalog) -> list[str]:
@@ -27,18 +39,25 @@ def target_names(catalog: Catalog) -> list[str]:
     return [name[len(COLUMN_PREFIX):] for name in catalog.table.columns if name.startswith(COLUMN_PREFIX)]
 
 
+def has_targets(catalog: Catalog) -> bool:
+    """--targets or --tags: heads beside the run's own."""
+    return bool(target_names(catalog)) or TAGS_COLUMN in catalog.table.columns
+
+
 def check_targets(config, train_catalog: Catalog, linear: bool) -> None:
     """Before any image is read: --targets needs the linear head on cached features, and --tree must hold."""
     names = target_names(train_catalog)
     if config.tree and not names:
         raise CatalensError("--tree names levels among --targets: give --targets too")
-    if not names:
+    if not has_targets(train_catalog):
         return
     if config.text:
-        raise CatalensError("--targets and --text together are not supported yet: train one run with each")
+        raise CatalensError("--targets or --tags and --text together are not supported yet: train one run with "
+                            "each")
     if not linear:
-        raise CatalensError("--targets fits its heads on cached backbone features: give --pretrained with --freeze "
-                            "backbone and the linear head (no heavy --augment), or no model flags at all")
+        raise CatalensError("--targets and --tags fit their heads on cached backbone features: give --pretrained "
+                            "with --freeze backbone and the linear head (no heavy --augment), or no model flags at "
+                            "all")
     if config.tree:
         tree_of(config, names, {name: train_catalog.table["label" if i == 0 else column(name)].to_numpy(object)
                                 for i, name in enumerate(names)})
@@ -102,9 +121,12 @@ def fit_target_heads(config, head: nn.Linear, train_batches, val_batches, train_
             validate(head_entry, val_features, val_values[name])
         heads[name] = head_entry
         summary[name] = {key: head_entry.info.get(key) for key in ("train_items", "missing", "validation", "C")}
-    targets = Targets(heads, tree, parents)
+    tags = fit_tags(config, train_batches, val_batches, train_catalog, val_catalog) \
+        if TAGS_COLUMN in train_catalog.table.columns else None
+    targets = Targets(heads, tree, parents, tags)
     targets.save(out / TARGETS_FILE, out / TARGETS_WEIGHTS_FILE)
-    card.targets = {"names": names, "tree": tree, "heads": summary}
+    card.targets = {"names": names, "tree": tree, "heads": summary,
+                    **({"tags": {"names": tags.names, **tags.info}} if tags is not None else {})}
     info("targets: " + " | ".join(f"{name} val acc {entry['validation']['accuracy']:.4f}"
                                   for name, entry in summary.items() if entry.get("validation")))
     return targets
@@ -122,3 +144,49 @@ def validate(head: Head, features: np.ndarray, values: np.ndarray) -> None:
     predicted = logits.argmax(1)
     head.info["validation"] = {"accuracy": float((predicted == labels).mean()),
                                "macro_f1": macro_f1(labels, predicted, len(head.classes)), "items": int(known.sum())}
+
+
+def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_catalog: Catalog | None) -> TagHead:
+    """--tags: a sigmoid per tag on the same features (every view a sample; L2 as the practitioner's probe,
+    C=0.5), and each tag's threshold chosen on the validation split to maximise its F1 (0.5 without positives)."""
+    from collections import Counter
+
+    values = train_catalog.table[TAGS_COLUMN].to_numpy(object)[train_batches.rows.numpy()]
+    counts = Counter(tag for value in values for tag in str(value).split(TAG_SEPARATOR) if tag)
+    names = sorted(tag for tag, count in counts.items() if count >= MIN_TAG_ROWS)
+    rare = sorted(tag for tag, count in counts.items() if count < MIN_TAG_ROWS)
+    if rare:
+        warn(f"--tags: {len(rare)} tag(s) in fewer than {MIN_TAG_ROWS} training rows dropped: "
+             + ", ".join(rare[:20]) + (" ..." if len(rare) > 20 else ""))
+    if not names:
+        raise CatalensError(f"--tags: no tag is in {MIN_TAG_ROWS} or more training rows; give more data or other tags")
+    views = train_batches.features.double()
+    mean = views.reshape(-1, views.shape[-1]).mean(0)
+    y = torch.from_numpy(tag_matrix(values, names)).double()
+    weight, bias = lbfgs_sigmoid((views - mean).reshape(-1, views.shape[-1]), y.repeat(views.shape[0], 1),
+                                 DEFAULT_C)
+    bias = bias - weight @ mean
+    head = TagHead(names, weight.float().numpy(), bias.float().numpy(), np.full(len(names), 0.5, np.float32),
+                   {"C": DEFAULT_C, "train_rows": {tag: counts[tag] for tag in names}, "dropped": rare})
+    if val_batches is not None and len(val_batches.labels):
+        truth = tag_matrix(val_catalog.table[TAGS_COLUMN].to_numpy(object)[val_batches.rows.numpy()], names)
+        scores = head.probabilities(val_batches.features[0].float().numpy())
+        head.thresholds = np.array([best_threshold(scores[:, i], truth[:, i]) for i in range(len(names))],
+                                   np.float32)
+        given = head.given(scores)
+        tp = float((given * truth).sum())
+        head.info["validation"] = {"micro_f1": 2 * tp / max(1.0, given.sum() + truth.sum()), "items": len(truth)}
+    return head
+
+
+def best_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The probability from which a tag is given that maximises its F1 on these rows (0.5 when none has it)."""
+    if truth.sum() == 0:
+        return 0.5
+    best, chosen = -1.0, 0.5
+    for threshold in np.unique(np.concatenate([scores[truth > 0], np.linspace(0.05, 0.95, 19)])):
+        given = scores >= threshold
+        f1 = 2 * float((given & (truth > 0)).sum()) / max(1, int(given.sum() + truth.sum()))
+        if f1 > best + 1e-12:
+            best, chosen = f1, float(threshold)
+    return chosen

@@ -28,7 +28,7 @@ from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.metrics import macro_f1
 from catalens.engine.modes import Inputs, Job, LinearHead, Setup, choose_mode
-from catalens.engine.targets import check_targets, fit_target_heads, target_names
+from catalens.engine.targets import check_targets, fit_target_heads, has_targets
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
 from catalens.files import atomic_path
@@ -389,7 +389,7 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
         if texts is not None:
             state.best_metrics = fit_text_heads(config, texts, setup.linear, setup.train_batches,
                                                 setup.val_batches, len(classes), card, out)
-        if target_names(train_catalog):
+        if has_targets(train_catalog):
             fit_target_heads(config, setup.linear, setup.train_batches, setup.val_batches, train_catalog,
                              val_catalog, card, out)
             write_json(out / CARD_FILE, card.to_dict())

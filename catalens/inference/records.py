@@ -12,6 +12,7 @@ import numpy as np
 
 from catalens.errors import CatalensError
 from catalens.inference.products import level_names
+from catalens.models.targets import TAGS
 from catalens.rundir.run import Model, top_k
 
 
@@ -46,8 +47,18 @@ def add_targets(records: list[dict], model: Model, probabilities: dict[str, np.n
     answers = model.targets.answers(probabilities, min_confidence) if min_confidence is not None else None
     for row, record in enumerate(records):
         record["targets"] = target_entries(model, {name: value[row] for name, value in probabilities.items()}, k)
+        if TAGS in probabilities:
+            record["tags"] = tag_entries(model, probabilities[TAGS][row])
         if answers is not None:
             record["answer"], record["answered_level"] = answers[row]
+
+
+def tag_entries(model: Model, probabilities: np.ndarray) -> list[dict]:
+    """--tags: the tags given (probability at least the tag's threshold), most probable first."""
+    tags = model.targets.tags
+    given = np.flatnonzero(tags.given(probabilities))
+    return [{"tag": tags.names[i], "probability": round(float(probabilities[i]), 6)}
+            for i in given[np.argsort(-probabilities[given])]]
 
 
 def target_entries(model: Model, probabilities: dict[str, np.ndarray], k: int) -> dict:
@@ -88,6 +99,7 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
     thresholded = any("uncertain" in record for record in records)  # --threshold / --target-accuracy
     targets = target_columns(records)
     answers = ["answer", "answered_level"] if any("answer" in record for record in records) else []
+    answers = (["tags"] if any("tags" in record for record in records) else []) + answers
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",
                      *(["uncertain"] if thresholded else []), *(["images"] if per_product else []), *levels,
                      "top_k", *[name for name, _, _ in targets], *answers, "error"])
@@ -100,7 +112,12 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
                          *([record.get("images", "")] if per_product else []),
                          *[first.get(name, "") for name in levels], top,
                          *[target_value(record, name, key) for _, name, key in targets],
-                         *[record.get(key, "") for key in answers], record["error"]])
+                         *[joined_tags(record) if key == "tags" else record.get(key, "") for key in answers],
+                         record["error"]])
+
+
+def joined_tags(record: dict) -> str:
+    return "|".join(entry["tag"] for entry in record.get("tags", []))
 
 
 def target_columns(records: list[dict]) -> list[tuple[str, str, str]]:

@@ -82,6 +82,27 @@ def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float,
     return weight.detach(), bias.detach()
 
 
+def lbfgs_sigmoid(x: torch.Tensor, y: torch.Tensor, C: float, iterations: int = 300) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+    """Multi-label: one logistic regression per column of y (0/1, N x T), all fitted at once by full-batch
+    L-BFGS; per tag, scikit-learn's objective divided by C n. Returns (W (T, D), b (T,))."""
+    weight = torch.zeros(y.shape[1], x.shape[1], dtype=x.dtype, requires_grad=True)
+    bias = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-6,
+                                  tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    penalty = 1.0 / (C * len(y))
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ weight.T + bias, y, reduction="sum") / len(y) \
+            + 0.5 * penalty * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
 def folds_of(labels: np.ndarray, folds: int, seed: int,
              groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds over items, keeping each group (a product, a burst of near-identical photos) in one

@@ -25,6 +25,7 @@ import numpy as np
 from catalens.errors import CatalensError
 
 OWN = "own head: "  # a tree level's own head, beside the sums of its children
+TAGS = "#tags"  # the tags' probabilities among a run's target probabilities
 
 
 @dataclass
@@ -43,12 +44,29 @@ class Head:
 
 
 @dataclass
+class TagHead:
+    """--tags: a sigmoid per tag, and the probability from which each tag is given (chosen on validation, F1)."""
+    names: list[str]
+    weight: np.ndarray  # (tags, features)
+    bias: np.ndarray  # (tags,)
+    thresholds: np.ndarray  # (tags,)
+    info: dict = field(default_factory=dict)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(features @ self.weight.T + self.bias)))
+
+    def given(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities >= self.thresholds
+
+
+@dataclass
 class Targets:
     """The heads of a multi-target run, in the order given (the first is the run's own label), and its tree."""
 
     heads: dict[str, Head]
     tree: list[str] = field(default_factory=list)  # top level first; [] when the targets form none
     parents: dict[str, dict[str, str]] = field(default_factory=dict)  # level -> value -> parent's value
+    tags: TagHead | None = None
 
     @property
     def names(self) -> list[str]:
@@ -64,6 +82,8 @@ class Targets:
             for upper, lower in reversed(list(zip(self.tree, self.tree[1:]))):
                 out[OWN + upper] = out[upper]  # kept for evaluate's comparison
                 out[upper] = out[lower] @ self.membership(upper, lower)
+        if self.tags is not None:
+            out[TAGS] = self.tags.probabilities(features)
         return out
 
     def membership(self, upper: str, lower: str) -> np.ndarray:
@@ -82,6 +102,8 @@ class Targets:
         Topwear"); ("", "") when not even the top level is sure."""
         levels = self.tree or self.names[:1]
         rows = len(next(iter(probabilities.values())))
+        if not levels:  # tags only
+            return [("", "")] * rows
         found = []
         for row in range(rows):
             answer = ("", "")
@@ -111,11 +133,16 @@ class Targets:
         for i, head in enumerate(self.heads.values()):
             arrays[f"{i}.weight"] = np.ascontiguousarray(head.weight, np.float32)
             arrays[f"{i}.bias"] = np.ascontiguousarray(head.bias, np.float32)
-        with atomic_path(weights) as temporary:
-            save_file(arrays, str(temporary))
         saved = {"targets": [{"name": name, "classes": head.classes, "temperature": head.temperature,
                               "info": head.info} for name, head in self.heads.items()],
                  "tree": self.tree, "parents": self.parents}
+        if self.tags is not None:
+            arrays["tags.weight"] = np.ascontiguousarray(self.tags.weight, np.float32)
+            arrays["tags.bias"] = np.ascontiguousarray(self.tags.bias, np.float32)
+            saved["tags"] = {"names": self.tags.names, "thresholds": [float(t) for t in self.tags.thresholds],
+                             "info": self.tags.info}
+        with atomic_path(weights) as temporary:
+            save_file(arrays, str(temporary))
         write_atomic(description, json.dumps(saved, indent=1, ensure_ascii=False))
 
     @classmethod
@@ -128,7 +155,10 @@ class Targets:
             heads = {entry["name"]: Head(list(entry["classes"]), arrays[f"{i}.weight"], arrays[f"{i}.bias"],
                                          float(entry.get("temperature", 1.0)), entry.get("info", {}))
                      for i, entry in enumerate(saved["targets"])}
-            return cls(heads, list(saved.get("tree", [])), dict(saved.get("parents", {})))
+            tags = saved.get("tags")
+            tag_head = TagHead(list(tags["names"]), arrays["tags.weight"], arrays["tags.bias"],
+                               np.asarray(tags["thresholds"], np.float32), tags.get("info", {})) if tags else None
+            return cls(heads, list(saved.get("tree", [])), dict(saved.get("parents", {})), tag_head)
         except (OSError, ValueError, KeyError) as error:
             raise CatalensError(f"cannot read the target heads in {Path(description).parent} ({str(error)[:100]}): "
                                 "the run directory is damaged; retrain it with --targets") from error

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from catalens.data.catalog import Catalog
-from catalens.data.targets import column, present
+from catalens.data.targets import TAGS_COLUMN, column, present, tag_matrix
 from catalens.engine.metrics import macro_f1
-from catalens.models.targets import OWN
+from catalens.models.targets import OWN, TAGS
 from catalens.plots import plot_tree_answers
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -45,10 +45,37 @@ def target_metrics(model, catalog: Catalog, result, out: Path) -> dict:
         if OWN + name in result.targets:
             found[name]["own_head"] = scores(truths[name], result.targets[OWN + name], head.classes)
     metrics = {"targets": found}
+    if TAGS in result.targets:
+        tags = targets.tags
+        truth = tag_matrix(catalog.table[TAGS_COLUMN].to_numpy(object)[rows], tags.names)
+        metrics["tags"] = tag_metrics(truth, tags.given(result.targets[TAGS]), result.targets[TAGS], tags.names)
     if targets.tree:
         metrics["tree"] = {"levels": targets.tree, "thresholds": tree_answers(targets, result.targets, truths)}
         plot_tree_answers(metrics["tree"], out / "tree_coverage.png")
     return metrics
+
+
+def tag_metrics(truth: np.ndarray, given: np.ndarray, scores: np.ndarray, names: list[str]) -> dict:
+    """Multi-label scores: per tag precision, recall, F1 and support; micro-F1 (every decision pooled), macro-F1
+    (the mean over tags with support) and mAP (mean average precision of the scores, over tags with support)."""
+    from sklearn.metrics import average_precision_score
+
+    truth, given = truth > 0, np.asarray(given, bool)
+    per_tag, f1s, precisions = {}, [], []
+    for i, name in enumerate(names):
+        tp = int((given[:, i] & truth[:, i]).sum())
+        predicted, support = int(given[:, i].sum()), int(truth[:, i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (predicted + support) if predicted + support else 0.0
+        per_tag[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support:
+            f1s.append(f1)
+            precisions.append(float(average_precision_score(truth[:, i], scores[:, i])))
+    tp = int((given & truth).sum())
+    return {"per_tag": per_tag, "micro_f1": 2 * tp / max(1, int(given.sum() + truth.sum())),
+            "macro_f1": float(np.mean(f1s)) if f1s else 0.0, "map": float(np.mean(precisions)) if precisions else 0.0,
+            "items": int(len(truth))}
 
 
 def tree_answers(targets, probabilities: dict, truths: dict) -> list[dict]:
@@ -74,7 +101,7 @@ def tree_answers(targets, probabilities: dict, truths: dict) -> list[dict]:
 
 def target_lines(metrics: dict) -> list[str]:
     """report.md's section of a --targets run."""
-    if not metrics.get("targets"):
+    if not metrics.get("targets") and not metrics.get("tags"):
         return []
     lines = ["", "## Targets", "", "| target | accuracy | macro F1 | items | missing |", "|---|---|---|---|---|"]
     for name, row in metrics["targets"].items():
@@ -84,6 +111,13 @@ def target_lines(metrics: dict) -> list[str]:
             own = row["own_head"]
             lines.append(f"| {name} (its own head) | {own['accuracy']:.4f} | {own['macro_f1']:.4f} | "
                          f"{own['items']:,} | {own['missing']:,} |")
+    tags = metrics.get("tags")
+    if tags:
+        lines += ["", f"Tags ({tags['items']:,} photos): micro-F1 {tags['micro_f1']:.4f}, macro-F1 "
+                  f"{tags['macro_f1']:.4f}, mAP {tags['map']:.4f}", "",
+                  "| tag | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']:,} |"
+                  for name, row in tags["per_tag"].items()]
     tree = metrics.get("tree")
     if tree:
         lines += ["", f"Tree {' > '.join(tree['levels'])}: upper levels are the sums of their children's "

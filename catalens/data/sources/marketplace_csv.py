@@ -21,8 +21,9 @@ from catalens.data.dedupe import find_duplicates
 from catalens.data.identity import compute_phashes, parse_hash
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
-from catalens.data.targets import column, parse_names
+from catalens.data.targets import TAGS_COLUMN, column, parse_names, read_tags
 from catalens.errors import CatalensError
+from catalens.progress import warn
 
 ID_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # an image column holding ids finds ID.jpg (Fashion Product's)
 DEFAULT_COLUMNS = {"posting_id": "posting_id", "image": "image", "image_phash": "image_phash", "title": "title",
@@ -105,6 +106,10 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     frame["split"] = given_splits(table, path)
     for name in targets:  # --targets: each target's values ride along with their rows
         frame[column(name)] = table[name].where(table[name].notna(), "").astype(str).str.strip().to_numpy()
+    if options.tags:  # --tags: each row's tags, |-joined
+        frame[TAGS_COLUMN], tag_warnings = read_tags(table, tag_columns(options, table, path), path.name)
+        for message in tag_warnings:
+            warn(message)
     frame = usable_rows(frame, images, problems)
     notes = []
     if options.top_groups:
@@ -124,7 +129,8 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     records = {"item_id": frame["item_id"].to_numpy(), "ref": frame["path"].to_numpy(),
                "label": frame["label"].to_numpy(), "title": frame["title"].to_numpy(),
                "description": frame["description"].to_numpy(), "split": frame["split"].to_numpy(),
-               **{column(name): frame[column(name)].to_numpy() for name in targets}}
+               **{column(name): frame[column(name)].to_numpy() for name in targets},
+               **({TAGS_COLUMN: frame[TAGS_COLUMN].to_numpy()} if options.tags else {})}
     if group_column:  # rows sharing this column's value split (and fold) together (an empty value: its own row)
         notes.append(f"images grouped by the {group_column} column for splits and cross-validation")
     catalog = Catalog.from_records(
@@ -152,6 +158,15 @@ def given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
         raise CatalensError(f"{path.name}'s split column holds {', '.join(map(repr, wrong[:5]))}; use train, val "
                             "or test on every row (or drop the column to let catalens split)")
     return values.to_numpy(object)
+
+
+def tag_columns(options, table: pd.DataFrame, path: Path) -> list[str]:
+    names = parse_names(options.tags, "--tags")
+    absent = [name for name in names if name not in table.columns]
+    if absent:
+        raise CatalensError(f"--tags: {path.name} has no column {', '.join(map(repr, absent))}; its columns are: "
+                            f"{', '.join(map(str, table.columns))}")
+    return names
 
 
 def target_names(options, table: pd.DataFrame, path: Path) -> list[str]:

@@ -12,7 +12,8 @@ from catalens.apps.serve.errors import documented
 from catalens.apps.serve.inputs import decode_upload
 from catalens.apps.serve.requests import predict_body, read_images
 from catalens.apps.serve.services import Services
-from catalens.inference.records import target_entries, top_k_entries
+from catalens.inference.records import tag_entries, target_entries, top_k_entries
+from catalens.models.targets import TAGS
 
 
 def install(routes: FastAPI, services: Services) -> None:
@@ -53,8 +54,10 @@ def install(routes: FastAPI, services: Services) -> None:
             item = await run_in_threadpool(history.add, filename, name, top, images[0], len(images), originals[0])
             body = {"predictions": top, "id": item["id"], "images": len(images)}
             if targets is not None:
-                body["targets"] = target_entries(model, {name: value.mean(axis=0) for name, value in targets.items()},
-                                                 k)
+                mean = {name: value.mean(axis=0) for name, value in targets.items()}
+                body["targets"] = target_entries(model, mean, k)
+                if TAGS in mean:
+                    body["tags"] = tag_entries(model, mean[TAGS])
         else:
             results = []
             for (filename, _), image, row, original in zip(uploads, images, probabilities, originals):
@@ -62,8 +65,10 @@ def install(routes: FastAPI, services: Services) -> None:
                 item = await run_in_threadpool(history.add, filename, name, top, image, 1, original)
                 results.append({"filename": filename, "predictions": top, "id": item["id"]})
                 if targets is not None:
-                    results[-1]["targets"] = target_entries(model, {name: value[len(results) - 1]
-                                                                    for name, value in targets.items()}, k)
+                    one = {name: value[len(results) - 1] for name, value in targets.items()}
+                    results[-1]["targets"] = target_entries(model, one, k)
+                    if TAGS in one:
+                        results[-1]["tags"] = tag_entries(model, one[TAGS])
             body = {"results": results}
         return {**body, "model": name, "latency_ms": round(1000 * (time.perf_counter() - started), 2)}
 
