@@ -208,3 +208,15 @@ def test_tag_metrics_and_thresholds_against_a_hand_computed_example():
     # the threshold that maximises F1 on validation rows keeps both positives and drops the negative at 0.6
     assert 0.6 < best_threshold(np.array([0.9, 0.7, 0.6, 0.1]), np.array([1, 1, 0, 0])) <= 0.7
     assert best_threshold(np.array([0.9, 0.1]), np.array([0, 0])) == 0.5
+
+
+def test_min_confidence_on_a_single_target_run_answers_with_its_label(small_model_dir, image_folder, tmp_path):
+    out = tmp_path / "p.csv"
+    result = run_cli("predict", str(small_model_dir), str(image_folder), "--min-confidence", "0.9", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out, dtype={"answer": str, "answered_level": str}, keep_default_na=False)
+    sure = table["probability"] >= 0.9
+    assert (table.loc[sure, "answer"] == table.loc[sure, "label"]).all()
+    assert (table.loc[sure, "answered_level"] == "label").all()
+    assert (table.loc[~sure, "answer"] == "").all() and (table.loc[~sure, "answered_level"] == "").all()
+    assert 0 < sure.sum() <= len(table)

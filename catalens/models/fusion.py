@@ -2,7 +2,8 @@
 
 `catalens train --text title` (or `title,description`) fits, beside the image-only linear head that every cached-
 feature run fits, two more heads on the same training rows:
-- text-only: a logistic regression on TF-IDF over words (1-2 grams) and characters (2-5 grams within words);
+- text-only: a logistic regression on TF-IDF over words (1-2 grams) and characters (3-5 grams within words;
+  models/text.py, the set-up match uses too);
 - fused: one logistic regression on [image features (L2-normalised), word TF-IDF, character TF-IDF], each block
   of unit length: normalised, concatenated, one head.
 Both weight each class by its inverse frequency; their L2 strength is chosen on a held-out fifth of the training
@@ -147,7 +148,8 @@ def fit_text_model(columns: list[str], features: np.ndarray, texts: list[str], l
     details = {"columns": columns, "word_terms": len(vectorizer_.word.vocabulary_),
                "char_ngrams": len(vectorizer_.char.vocabulary_), "image_features": int(features.shape[1]),
                "heads": chosen, "empty_texts": empty, "seconds": round(time.time() - started, 1),
-               "method": "class-balanced logistic regressions on TF-IDF (words 1-2, characters 2-5) and, for the "
+               "method": f"class-balanced logistic regressions on TF-IDF (words 1-2, characters "
+                         f"{vectorizer_.char.ngram_range[0]}-{vectorizer_.char.ngram_range[1]}) and, for the "
                          "fused head, the L2-normalised image features beside them"}
     return TextModel(columns, vectorizer_, *heads["text"], *heads["fused"], details)
 

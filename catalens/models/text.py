@@ -23,16 +23,19 @@ def clean_title(text) -> str:
 
 
 # The one TF-IDF set-up of titles, for match, the --text heads and the product index: words (1-2 grams) and
-# characters within words, each block L2-normalised. CHAR_NGRAMS and MAX_CHAR_FEATURES were chosen by
-# bench/title_features.py on choice splits (BENCHMARKS.md, "Issue 29: one TF-IDF set-up").
-CHAR_NGRAMS = (2, 5)
-MAX_CHAR_FEATURES = 50_000
+# characters within words, each block L2-normalised. Characters 3-5 without a cap (match's) over 2-5 capped at
+# 50,000 (the --text heads'): on choice splits (bench/title_features.py) 2-5 gained 0.2 points of accuracy on
+# fashion-products' text head and lost 0.1 of F1 on Shopee, but made `catalens match` on 100,000 postings 20 %
+# slower (68-73 s against 56-58 s, over issue 19's 60 s); BENCHMARKS.md, "Issue 29: one TF-IDF set-up".
+CHAR_NGRAMS = (3, 5)
+MAX_CHAR_FEATURES = None
 WORD = {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "token_pattern": r"(?u)\b\w+\b"}
 # runs and indexes saved before the set-up was stored in them used these character n-grams
 SAVED_BEFORE = {"char_ngrams": (2, 5)}
 
 
 def char_settings(ngrams=None, cap: int | None | str = "default") -> dict:
+    """The character block's TfidfVectorizer settings: these n-grams (default CHAR_NGRAMS), this cap."""
     return {"analyzer": "char_wb", "ngram_range": tuple(ngrams or CHAR_NGRAMS), "sublinear_tf": True,
             "max_features": MAX_CHAR_FEATURES if cap == "default" else cap}
 

@@ -103,13 +103,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
                           "group": table[group_column].where(table[group_column].notna() & (
                               table[group_column].astype(str) != ""), ids).astype(str).to_numpy()
                           if group_column else ids.to_numpy()})
-    frame["split"] = given_splits(table, path)
-    for name in targets:  # --targets: each target's values ride along with their rows
-        frame[column(name)] = table[name].where(table[name].notna(), "").astype(str).str.strip().to_numpy()
-    if options.tags:  # --tags: each row's tags, |-joined
-        frame[TAGS_COLUMN], tag_warnings = read_tags(table, tag_columns(options, table, path), path.name)
-        for message in tag_warnings:
-            warn(message)
+    add_row_columns(frame, table, options, targets, path)
     frame = usable_rows(frame, images, problems)
     notes = []
     if options.top_groups:
@@ -146,6 +140,18 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
 
         catalog = drop_unreadable(catalog)
     return catalog
+
+
+def add_row_columns(frame: pd.DataFrame, table: pd.DataFrame, options, targets: list[str], path: Path) -> None:
+    """What rides along with each row: its split when the file gives one, each target's value (--targets), its
+    tags, |-joined (--tags)."""
+    frame["split"] = given_splits(table, path)
+    for name in targets:
+        frame[column(name)] = table[name].where(table[name].notna(), "").astype(str).str.strip().to_numpy()
+    if options.tags:
+        frame[TAGS_COLUMN], tag_warnings = read_tags(table, tag_columns(options, table, path), path.name)
+        for message in tag_warnings:
+            warn(message)
 
 
 def given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
