@@ -367,7 +367,7 @@ def predict(run: Path, inputs: list[str], top_k: int, output_format: str, out: P
 @with_options(SORT)
 def sort_command(run: Path, input_dir: Path, output_dir: Path, mode: str, threshold: float | None,
                  target_accuracy: float | None, top_k: int, dry_run: bool, batch_size: int, workers: int | None,
-                 backend: str):
+                 backend: str, min_confidence: float | None):
     """Sort a folder of images into one folder per predicted class, e.g. zoomed/ and normal/.
 
     OUTPUT_DIR gets a folder per class, uncertain/ (with --threshold), unreadable/ (zero-byte, not an image,
@@ -382,6 +382,7 @@ def sort_command(run: Path, input_dir: Path, output_dir: Path, mode: str, thresh
       catalens sort runs/zoomed photos/ sorted/ --target-accuracy 0.98
       catalens sort zoomed.onnx inbox/ sorted/ --mode move
       catalens sort runs/zoomed photos/ sorted/ --dry-run
+      catalens sort runs/tree photos/ sorted/ --min-confidence 0.9
     """
     from catalens.apps.sort import sort_folder, write_errors
     from catalens.rundir.run import Model
@@ -389,7 +390,7 @@ def sort_command(run: Path, input_dir: Path, output_dir: Path, mode: str, thresh
     loaded = Model.load(run, backend=backend)
     threshold = loaded.answer_threshold(threshold, target_accuracy)
     summary = sort_folder(loaded, input_dir, output_dir, mode=mode, threshold=threshold, k=top_k, dry_run=dry_run,
-                          batch_size=batch_size, workers=workers)
+                          batch_size=batch_size, workers=workers, min_confidence=min_confidence)
     if dry_run:
         for row in summary.plan:
             print(f"{row['source']} -> {row['destination'] or '(left in place)'}"

@@ -94,9 +94,12 @@ OPTIONS: list[Option] = [
     data_option("top_groups", int, None, "csv: keep the N largest label groups (applied before --dedupe)."),
     data_option("label_column", str, None, "csv/sql: the column with the labels (csv default: label_group; sql: "
                 "needed to train)."),
-    data_option("targets", str, None, "csv: several targets from one photo, e.g. articleType,baseColour,gender: "
-                "one column each, a linear head each on the same frozen backbone features; the first is the run's "
-                "own label. A row missing one target's value trains the other heads.", (TRAIN, STATS)),
+    data_option("targets", str, None, "Several targets from one photo, e.g. articleType,baseColour,gender: csv "
+                "columns, or a folder's class levels (level1,level2,... for train/Fruit/Apple/Golden/1.jpg); a "
+                "linear head each on the same frozen backbone features; the first is the run's own label. A row "
+                "missing one target's value trains the other heads.", (TRAIN, STATS)),
+    data_option("level_names", str, None, "folder: names of the class-folder levels, top first (e.g. "
+                "aisle,product,variety), for --targets [default: level1, level2, ...].", (TRAIN, STATS)),
     data_option("tags", str, None, "csv: tags, several per photo: a column of |-separated tags (--tags style_tags) "
                 "or several 0/1 columns (--tags striped,long_sleeve); a sigmoid head with a threshold per tag "
                 "chosen on validation (F1). Tags in under 5 training rows are dropped and listed.", (TRAIN, STATS)),
@@ -279,9 +282,10 @@ COMMAND_OPTIONS: list[Option] = [
                    flag="--format", **{EXPORT_MODEL: {"default": "onnx", "help": "onnx (the only format so far)."}}),
     command_option("threshold", float, None, "A top (calibrated) probability under P marks the image uncertain "
                    "(predict: an `uncertain` column; sort: the uncertain/ folder).", (PREDICT, SORT)),
-    command_option("min_confidence", float, None, "With a --targets run: also answer at the deepest level of its "
-                   "category tree (or the first target) whose calibrated probability is at least P, in the `answer` "
-                   "and `answered_level` columns (e.g. 0.9).", (PREDICT,)),
+    command_option("min_confidence", float, None, "Answer at the deepest level of a --targets run's category "
+                   "tree (or with the label) whose calibrated probability is at least P, e.g. 0.9 (predict: the "
+                   "`answer` and `answered_level` columns; sort: nested folders such as Apparel/Topwear/, "
+                   "uncertain/ when not even the top level is sure).", (PREDICT, SORT)),
     command_option("target_accuracy", float, None, "Choose --threshold from the run's validation curve: the one "
                    "that answered the most validation photos at this accuracy (e.g. 0.98).", (PREDICT, SORT)),
     command_option("submission", str, None, "With bson:FILE: write the CDiscount submission (_id,category_id, one "

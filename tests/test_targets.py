@@ -1,14 +1,16 @@
-"""Several targets from one photo and category trees (issue 30): a 4-target run on real fashion-products photos
-(Fashion Product's own styles.csv columns, mapped with --columns), its tree (masterCategory > subCategory >
-articleType) found in the data, per-target output from predict (CSV, JSON Lines, Parquet), evaluate and serve, and
---min-confidence answers up the tree; the tree arithmetic on a hand-made 3-level example."""
+"""Several targets from one photo and category trees (issue 30): a 4-target run with tags on real fashion-products
+photos (Fashion Product's own styles.csv columns, mapped with --columns; trained by the auto recipe), its tree
+(masterCategory > subCategory > articleType) found in the data, per-target output from predict (CSV, JSON Lines,
+Parquet), evaluate, serve and sort, and --min-confidence answers up the tree; the tree arithmetic and the tag
+metrics on hand-made examples."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, shared
+from conftest import missing, run_cli, shared
 from fastapi.testclient import TestClient
 
 from catalens.data.targets import check_tree, detect_tree
@@ -28,6 +30,7 @@ def subset() -> pd.DataFrame:
     rows.loc[rows.index % 10 == 3, "gender"] = ""  # a missing value: trains the other targets
     rows["style"] = rows["gender"] + "|" + rows["usage"] + "|" + rows["season"]  # tags, several per photo
     rows.loc[[0, 1, 2], "style"] += "|Rare"  # in 3 rows: dropped and listed
+    rows["split"] = np.where(np.arange(len(rows)) % 5 < 3, "train", "val")  # a split column, used as given
     return rows
 
 
@@ -38,9 +41,10 @@ def targets_run(tmp_path_factory):
     path = folder / "styles.csv"
     rows.to_csv(path, index=False)
     run = folder / "run"
-    train(data=f"csv:{path}", images=str(shared("fashion-products/images")), columns=COLUMNS, targets=TARGETS,
-          tags="style", model="tf_efficientnet_lite0", pretrained=True, freeze="backbone", out=str(run),
-          split_ratios=(0.6, 0.4, 0.0))
+    result = run_cli("train", "--data", f"csv:{path}", "--images", str(shared("fashion-products/images")),
+                     "--columns", COLUMNS, "--targets", TARGETS, "--tags", "style", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]  # no model flags: the auto recipe, with --targets
+    assert "auto recipe: chose" in result.stderr
     return path, run, rows
 
 
@@ -220,3 +224,85 @@ def test_min_confidence_on_a_single_target_run_answers_with_its_label(small_mode
     assert (table.loc[sure, "answered_level"] == "label").all()
     assert (table.loc[~sure, "answer"] == "").all() and (table.loc[~sure, "answered_level"] == "").all()
     assert 0 < sure.sum() <= len(table)
+
+
+def test_sort_files_each_photo_where_predict_answers_it(targets_run, tmp_path):
+    _, run, rows = targets_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image_id in rows["id"].iloc[::20]:
+        (photos / f"{image_id}.jpg").write_bytes(shared(f"fashion-products/images/{image_id}.jpg").read_bytes())
+    answers = tmp_path / "answers.csv"
+    assert run_cli("predict", str(run), str(photos), "--min-confidence", "0.99", "--out",
+                   str(answers)).returncode == 0
+    expected = {Path(row["input"]).name: row["answer"].replace(" > ", "/") or "uncertain"
+                for row in pd.read_csv(answers, dtype=str, keep_default_na=False).to_dict("records")}
+    result = run_cli("sort", str(run), str(photos), str(tmp_path / "sorted"), "--min-confidence", "0.99")
+    assert result.returncode == 0, result.stderr
+    placed = {path.name: str(path.parent.relative_to(tmp_path / "sorted"))
+              for path in (tmp_path / "sorted").rglob("*.jpg")}
+    assert placed == expected and len(placed) == 16
+    depths = {folder.count("/") for folder in placed.values()}
+    assert len(depths) >= 2  # some photos answered above the leaf: in their parent's folder
+
+
+def test_the_page_shows_every_target_as_a_labelled_chip(targets_run, tmp_path):
+    from test_serve import CHROMIUM, LAYOUT_PROBLEMS, start_server, stop_server
+
+    if not CHROMIUM.exists():
+        missing("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    _, run, rows = targets_run
+    upload = tmp_path / "upload.jpg"
+    upload.write_bytes(shared(f"fashion-products/images/{rows['id'].iloc[0]}.jpg").read_bytes())
+    process, url = start_server(run, f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(url)
+            page.set_input_files("#file", str(upload))
+            chips = page.locator("#chips .chip:not(.tag)")
+            expect(chips).to_have_count(4)
+            names = [chips.nth(i).locator(".name").inner_text() for i in range(4)]
+            assert names == TARGETS.split(",")
+            expect(chips.first).to_contain_text(rows["articleType"].iloc[0])
+            assert page.locator("#chips .chip.tag").count() >= 1
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate(LAYOUT_PROBLEMS) == []
+            browser.close()
+    finally:
+        stop_server(process)
+
+
+def test_a_nested_folder_gives_its_levels_as_targets(tmp_path):
+    """Generated images (learnable stripes and blobs; structure, not accuracy): shop/<kind>/<pattern>/*.png, 2 levels
+    deep; --targets level2,level1 makes the pattern the label and finds the tree; a photo at the wrong depth is
+    listed, not trained on."""
+    from conftest import pattern
+    from PIL import Image
+
+    from catalens.data import DataOptions, load_catalog
+
+    root = tmp_path / "shop"
+    kinds = {"stripes_h": "Stripes", "stripes_v": "Stripes", "blob": "Blobs"}
+    for c, (name, kind) in enumerate(kinds.items()):
+        folder = root / kind / name
+        folder.mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(pattern(name, 40, seed=c * 100 + i)).save(folder / f"{i}.png")
+    Image.fromarray(pattern("blob", 40, seed=999)).save(root / "Blobs" / "shallow.png")
+    catalog = load_catalog(str(root), DataOptions(targets="level2,level1"), split=False)
+    assert len(catalog) == 60 and catalog.classes == ["blob", "stripes_h", "stripes_v"]
+    assert catalog.problems == [{"ref": "Blobs/shallow.png", "reason": "not 2 class folders deep (level1/level2)"}]
+    assert sorted(set(catalog.table["target:level1"])) == ["Blobs", "Stripes"]
+    run = tmp_path / "run"
+    train(data=str(root), targets="level2,level1", model="tf_efficientnet_lite0", pretrained=True,
+          freeze="backbone", out=str(run), split_ratios=(0.6, 0.4, 0.0))
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["classes"] == ["blob", "stripes_h", "stripes_v"]
+    assert card["targets"]["names"] == ["level2", "level1"] and card["targets"]["tree"] == ["level1", "level2"]
+    with pytest.raises(CatalensError, match="the folder's class levels are aisle, product"):
+        load_catalog(str(root), DataOptions(targets="level1", level_names="aisle,product"))

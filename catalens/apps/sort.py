@@ -72,10 +72,13 @@ def check_folders(input_dir: Path, output_dir: Path) -> None:
 
 def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mode: str = "copy",
                 threshold: float | None = None, k: int = 3, dry_run: bool = False, batch_size: int = 64,
-                workers: int | None = None, show_progress: bool = True) -> SortSummary:
+                workers: int | None = None, show_progress: bool = True,
+                min_confidence: float | None = None) -> SortSummary:
     """Predict every image under `input_dir` and place it in `output_dir/<class>/` (see the module doc)."""
     if mode not in MODES:
         raise CatalensError(f"--mode must be one of {', '.join(MODES)}")
+    if min_confidence is not None and not 0 < min_confidence <= 1:
+        raise CatalensError(f"--min-confidence {min_confidence:g}: give a probability in (0, 1], e.g. 0.9")
     threshold = model.answer_threshold(threshold)
     check_folders(Path(input_dir), Path(output_dir))
     # absolute, canonical paths in the manifest: a run resumed from another folder or with another spelling of
@@ -103,7 +106,7 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
         started = time.perf_counter()
         if todo:
             predict_and_place(model, todo, ledger, output_dir, mode, threshold, k, dry_run, batch_size, workers,
-                              summary, show_progress)
+                              summary, show_progress, min_confidence)
         summary.seconds = time.perf_counter() - started
         complete = not summary.errors
     finally:
@@ -111,9 +114,34 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
     return summary
 
 
+def batch_folders(model: Model, images, k: int, threshold: float | None,
+                  min_confidence: float | None) -> list[tuple[list, str]]:
+    """Each photo's top-k and its folder: its class, or uncertain/ when its probability is under --threshold (or
+    --min-confidence); a --targets run with a category tree under --min-confidence: the deepest sure level, as
+    nested folders (Apparel/Topwear/ when Topwear is sure and Tshirts is not)."""
+    answers = None
+    if min_confidence is not None and model.targets is not None:
+        scaled, per_target = model.target_probabilities(images)
+        probabilities = model.finish_probabilities(scaled)
+        answers = model.targets.answers(per_target, min_confidence)
+    else:
+        probabilities = model.probabilities(images)
+    cut = min_confidence if min_confidence is not None else threshold
+    found = []
+    for row, values in enumerate(probabilities):
+        best = top_k(values, model.classes, k)
+        if answers is not None:
+            path = answers[row][0]
+            folder = "/".join(folder_name(part) for part in path.split(" > ")) if path else UNCERTAIN
+        else:
+            folder = folder_name(best[0][0]) if cut is None or answered(best[0][1], cut) else UNCERTAIN
+        found.append((best, folder))
+    return found
+
+
 def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_dir: Path, mode: str,
                       threshold: float | None, k: int, dry_run: bool, batch_size: int, workers: int | None,
-                      summary: SortSummary, show_progress: bool) -> None:
+                      summary: SortSummary, show_progress: bool, min_confidence: float | None = None) -> None:
     catalog = catalog_of_files(paths, str(paths[0].parent))
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
 
@@ -129,12 +157,10 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
         for batch in each_batch(batches, "sorting", len(paths), show_progress=show_progress):
             rows = []
             if len(batch.rows):
-                for row_number, probabilities in zip(batch.rows.tolist(), model.probabilities(batch.images)):
-                    best = top_k(probabilities, model.classes, k)
+                for row_number, (best, folder) in zip(batch.rows.tolist(),
+                                                      batch_folders(model, batch.images, k, threshold, min_confidence)):
                     label, probability = best[0]
-                    unsure = threshold is not None and not answered(probability, threshold)
-                    summary.uncertain += unsure
-                    folder = UNCERTAIN if unsure else folder_name(label)
+                    summary.uncertain += folder == UNCERTAIN
                     source = paths[row_number]
                     rows.append({"source": str(source), "label": label, "probability": round(probability, 6),
                                  "top_k": ";".join(f"{name}:{p:.4f}" for name, p in best), "error": "",

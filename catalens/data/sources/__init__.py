@@ -82,4 +82,4 @@ def open_source(spec: str, verify: bool = False, options=None) -> Catalog:
     prefix = source_prefix(spec)
     if prefix:
         return SOURCES[prefix](str(spec).partition(":")[2], verify=verify, options=options)
-    return open_folder(spec, verify=verify)
+    return open_folder(spec, verify=verify, options=options)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from catalens.data.catalog import ZERO_BYTE, Catalog
 from catalens.data.images import check_image, is_image_file, load_image
+from catalens.data.targets import column, parse_names
 from catalens.errors import CatalensError
 from catalens.progress import progress
 
@@ -81,12 +83,40 @@ def walk_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+@dataclass
+class Levels:
+    names: list[str]  # of the class-folder levels, top first
+    targets: list[str]  # the levels asked for (--targets); [] for the usual one class folder
+    depth: int
+
+
+def folder_levels(options, layout) -> Levels:
+    """--targets on a folder: the levels of its class folders (the depth of its deepest image), named level1, ...
+    or by --level-names; a target that names no level is refused with the names there are."""
+    if options is None or not options.targets:
+        return Levels([], [], 0)
+    depth = max((len(path.relative_to(base).parts) - 1 for base, _ in layout for path in walk_files(base)
+                 if is_image_file(path)), default=0)
+    names = parse_names(options.level_names, "--level-names") if options.level_names else \
+        [f"level{i}" for i in range(1, depth + 1)]
+    if len(names) != depth:
+        raise CatalensError(f"--level-names gives {len(names)} name(s), but the class folders are {depth} deep")
+    targets = parse_names(options.targets)
+    unknown = [name for name in targets if name not in names]
+    if unknown:
+        raise CatalensError(f"--targets {','.join(targets)}: the folder's class levels are {', '.join(names)} (top "
+                            "first; name them with --level-names)")
+    return Levels(names, targets, depth)
+
+
 def subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def open_folder(path: str | Path, verify: bool = False) -> Catalog:
-    """Build a Catalog from a class-per-subfolder tree. `verify=True` decodes every image to find bad ones."""
+def open_folder(path: str | Path, verify: bool = False, options=None) -> Catalog:
+    """Build a Catalog from a class-per-subfolder tree. `verify=True` decodes every image to find bad ones. With
+    `--targets level1,level2` (or the names of `--level-names`) the class folders are levels of a tree nested to
+    one depth (train/Fruit/Apple/Golden/1.jpg): each target is one level, the first is the label."""
     root = Path(path).expanduser()
     if not root.exists():
         raise CatalensError(f"data folder {root} does not exist; give a folder with one subfolder per class")
@@ -100,6 +130,9 @@ def open_folder(path: str | Path, verify: bool = False) -> Catalog:
     records = {"item_id": [], "ref": [], "label": [], "split": []}
     problems, skipped = [], []
     classes: list[str] = []
+    levels = folder_levels(options, layout)
+    for name in levels.targets:
+        records[column(name)] = []
     for base, split in layout:
         for path in walk_files(base):
             relative = path.relative_to(root)
@@ -113,7 +146,13 @@ def open_folder(path: str | Path, verify: bool = False) -> Catalog:
             if path.stat().st_size == 0:
                 problems.append({"ref": relative.as_posix(), "reason": ZERO_BYTE})
                 continue
-            label = parts[0]
+            if levels.targets and len(parts) - 1 != levels.depth:
+                problems.append({"ref": relative.as_posix(), "reason": f"not {levels.depth} class folders deep "
+                                 f"({'/'.join(levels.names)})"})
+                continue
+            for name in levels.targets:
+                records[column(name)].append(parts[levels.names.index(name)])
+            label = parts[levels.names.index(levels.targets[0])] if levels.targets else parts[0]
             if label not in classes:
                 classes.append(label)
             records["item_id"].append(relative.with_suffix("").as_posix())
