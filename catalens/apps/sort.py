@@ -2,7 +2,9 @@
 
     OUTPUT_DIR/
       zoomed/  normal/           one folder per class (names never collide: `a.jpg`, then `a_1.jpg`, ...)
-      uncertain/                 top probability under --threshold
+      uncertain/                 top probability under --threshold (or --min-confidence)
+      Apparel/Topwear/           a --targets run with a category tree under --min-confidence: the deepest sure
+                                 level, as nested folders (Apparel/Topwear/Tshirts/ when the leaf is sure)
       unreadable/                zero-byte, not an image, truncated (copy modes; move leaves them in place)
       manifest.csv               source, destination, label, probability, top_k, error: one row per finished file
       .catalens-sort-journal     the plan of each batch, written (and fsynced) before any file of it is touched
@@ -20,6 +22,7 @@ import errno
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +82,9 @@ def sort_folder(model: Model, input_dir: str | Path, output_dir: str | Path, mod
         raise CatalensError(f"--mode must be one of {', '.join(MODES)}")
     if min_confidence is not None and not 0 < min_confidence <= 1:
         raise CatalensError(f"--min-confidence {min_confidence:g}: give a probability in (0, 1], e.g. 0.9")
+    if min_confidence is not None and threshold is not None:
+        raise CatalensError("give --min-confidence or --threshold (--target-accuracy), not both: both say when a "
+                            "photo goes to uncertain/")
     threshold = model.answer_threshold(threshold)
     check_folders(Path(input_dir), Path(output_dir))
     # absolute, canonical paths in the manifest: a run resumed from another folder or with another spelling of
@@ -120,7 +126,7 @@ def batch_folders(model: Model, images, k: int, threshold: float | None,
     --min-confidence); a --targets run with a category tree under --min-confidence: the deepest sure level, as
     nested folders (Apparel/Topwear/ when Topwear is sure and Tshirts is not)."""
     answers = None
-    if min_confidence is not None and model.targets is not None:
+    if min_confidence is not None and model.targets is not None and model.targets.heads:
         scaled, per_target = model.target_probabilities(images)
         probabilities = model.finish_probabilities(scaled)
         answers = model.targets.answers(per_target, min_confidence)
@@ -154,29 +160,30 @@ def predict_and_place(model: Model, paths: list[Path], ledger: Ledger, output_di
     # the ledger is only touched from that thread, and leaving the block waits for the batch in flight
     placing = None
     with ThreadPoolExecutor(1, thread_name_prefix="catalens-place") as placer:
-        for batch in each_batch(batches, "sorting", len(paths), show_progress=show_progress):
-            rows = []
-            if len(batch.rows):
-                for row_number, (best, folder) in zip(batch.rows.tolist(),
-                                                      batch_folders(model, batch.images, k, threshold, min_confidence)):
-                    label, probability = best[0]
-                    summary.uncertain += folder == UNCERTAIN
-                    source = paths[row_number]
-                    rows.append({"source": str(source), "label": label, "probability": round(probability, 6),
-                                 "top_k": ";".join(f"{name}:{p:.4f}" for name, p in best), "error": "",
-                                 "destination": destination_for(output_dir, folder, source, ledger.reserved)})
-                    ledger.reserved.add(rows[-1]["destination"])
-                summary.predicted += len(batch.rows)
-            for ref, reason in batch.failures:
-                summary.unreadable.append((ref, reason))
-                destination = "" if mode == "move" else destination_for(output_dir, UNREADABLE, Path(ref),
-                                                                        ledger.reserved)
-                ledger.reserved.add(destination)
-                rows.append({"source": ref, "destination": destination, "label": "", "probability": "",
-                             "top_k": "", "error": reason})
-            if placing is not None:
-                placing.result()  # the batch before: placed (or its error raised here)
-            placing = placer.submit(place_batch, rows)
+        with closing(each_batch(batches, "sorting", len(paths), show_progress=show_progress)) as stream:
+            for batch in stream:
+                rows = []
+                if len(batch.rows):
+                    answers = batch_folders(model, batch.images, k, threshold, min_confidence)
+                    for row_number, (best, folder) in zip(batch.rows.tolist(), answers):
+                        label, probability = best[0]
+                        summary.uncertain += folder == UNCERTAIN
+                        source = paths[row_number]
+                        rows.append({"source": str(source), "label": label, "probability": round(probability, 6),
+                                     "top_k": ";".join(f"{name}:{p:.4f}" for name, p in best), "error": "",
+                                     "destination": destination_for(output_dir, folder, source, ledger.reserved)})
+                        ledger.reserved.add(rows[-1]["destination"])
+                    summary.predicted += len(batch.rows)
+                for ref, reason in batch.failures:
+                    summary.unreadable.append((ref, reason))
+                    destination = "" if mode == "move" else destination_for(output_dir, UNREADABLE, Path(ref),
+                                                                            ledger.reserved)
+                    ledger.reserved.add(destination)
+                    rows.append({"source": ref, "destination": destination, "label": "", "probability": "",
+                                 "top_k": "", "error": reason})
+                if placing is not None:
+                    placing.result()  # the batch before: placed (or its error raised here)
+                placing = placer.submit(place_batch, rows)
         if placing is not None:
             placing.result()
 

@@ -38,6 +38,14 @@ def parents_of(child: np.ndarray, parent: np.ndarray) -> dict[str, set[str]]:
     return found
 
 
+def is_parent(child: np.ndarray, parent: np.ndarray) -> bool:
+    """Every child value has exactly one parent value, in every row that has it (none without one)."""
+    found = parents_of(child, parent)
+    given = present(child)
+    return all(len(ups) == 1 for ups in found.values()) and set(map(str, child[given])) == set(found) \
+        and present(parent)[given].all()
+
+
 def check_tree(levels: list[str], values: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
     """A declared tree (top level first): each level's value -> its parent's value; one line naming the first
     value with two parents."""
@@ -49,6 +57,10 @@ def check_tree(levels: list[str], values: dict[str, np.ndarray]) -> dict[str, di
                 first, second = sorted(ups)[:2]
                 raise CatalensError(f"--tree {','.join(levels)}: {lower} {value!r} has two parents in {upper}: "
                                     f"{first!r} and {second!r}; fix the data or leave --tree out")
+        orphans = sorted(set(map(str, values[lower][present(values[lower])])) - set(found))
+        if orphans:
+            raise CatalensError(f"--tree {','.join(levels)}: {lower} {', '.join(map(repr, orphans[:3]))} has no "
+                                f"{upper} value in any row; fill it in or leave --tree out")
         parents[lower] = {value: next(iter(ups)) for value, ups in found.items()}
     return parents
 
@@ -60,7 +72,7 @@ def detect_tree(names: list[str], values: dict[str, np.ndarray]) -> list[str]:
     above: dict[str, str] = {}  # a target -> the nearest coarser target its values determine
     for lower in names:
         candidates = [upper for upper in names if upper != lower and 1 < distinct[upper] < distinct[lower]
-                      and all(len(ups) == 1 for ups in parents_of(values[lower], values[upper]).values())]
+                      and is_parent(values[lower], values[upper])]
         if candidates:
             above[lower] = max(candidates, key=lambda upper: (distinct[upper], -names.index(upper)))
     best: list[str] = []
@@ -75,24 +87,28 @@ def detect_tree(names: list[str], values: dict[str, np.ndarray]) -> list[str]:
 
 TAGS_COLUMN = "tags"  # a catalog's tags per row (--tags), joined by TAG_SEPARATOR; "" when it has none
 TAG_SEPARATOR = "|"
+FLAGS = {"0", "1", "true", "false", "yes", "no", ""}  # the values of a 0/1 tag column
 
 
 def read_tags(table, names: list[str], where: str) -> tuple[list[str], list[str]]:
-    """(each row's tags joined by |, warnings): one column of |-separated tags, or several 0/1 columns (a tag each,
-    named after its column)."""
+    """(each row's tags joined by |, warnings): one column of |-separated tags, or 0/1 columns (a tag each, named
+    after its column; a single column whose values are all 0/1 is one such tag)."""
     warnings = []
-    if len(names) == 1:
-        values = table[names[0]].where(table[names[0]].notna(), "").astype(str)
-        other = values.str.contains(r"[,;]") & ~values.str.contains(r"\|", regex=True)
+    single = table[names[0]].where(table[names[0]].notna(), "").astype(str) if len(names) == 1 else None
+    if single is not None and not set(single.str.strip().str.lower()) <= FLAGS:  # one column of |-separated tags
+        other = single.str.contains(r"[,;]")
+        if other.any() and not single.str.contains(r"\|", regex=True).any():
+            raise CatalensError(f"--tags {names[0]}: its values hold ',' or ';' but never '|' (e.g. "
+                                f"{single[other].iloc[0]!r}); separate tags with |, or give 0/1 columns")
         if other.any():
-            warnings.append(f"--tags {names[0]}: {int(other.sum()):,} value(s) hold ',' or ';' but no '|' (e.g. "
-                            f"{values[other].iloc[0]!r}); tags are separated by |, so each is read as one tag")
-        rows = [sorted({part.strip() for part in value.split(TAG_SEPARATOR) if part.strip()}) for value in values]
+            warnings.append(f"--tags {names[0]}: {int(other.sum()):,} value(s) hold ',' or ';' (e.g. "
+                            f"{single[other].iloc[0]!r}); tags are separated by |, so these are read as part of a tag")
+        rows = [sorted({part.strip() for part in value.split(TAG_SEPARATOR) if part.strip()}) for value in single]
     else:
         flags = {}
         for name in names:
             column = table[name].where(table[name].notna(), "").astype(str).str.strip().str.lower()
-            wrong = sorted(set(column) - {"0", "1", "true", "false", "yes", "no", ""})
+            wrong = sorted(set(column) - FLAGS)
             if wrong:
                 raise CatalensError(f"--tags {','.join(names)}: the column {name!r} of {where} holds "
                                     f"{', '.join(map(repr, wrong[:3]))}; several tag columns take 0 or 1 (one column "

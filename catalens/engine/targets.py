@@ -47,6 +47,12 @@ def has_targets(catalog: Catalog) -> bool:
 def check_targets(config, train_catalog: Catalog, linear: bool) -> None:
     """Before any image is read: --targets needs the linear head on cached features, and --tree must hold."""
     names = target_names(train_catalog)
+    if config.targets and not names:
+        raise CatalensError(f"--targets is read from a csv file's columns or a folder's class levels; {config.data} "
+                            "has neither: train on one label, or export the data to csv")
+    if config.tags and TAGS_COLUMN not in train_catalog.table.columns:
+        raise CatalensError(f"--tags is read from a csv file's columns; {config.data} has none: export the data to "
+                            "csv with a tag column")
     if config.tree and not names:
         raise CatalensError("--tree names levels among --targets: give --targets too")
     if not has_targets(train_catalog):
@@ -73,6 +79,10 @@ def tree_of(config, names: list[str], values: dict[str, np.ndarray]) -> tuple[li
                                 "level first")
     else:
         levels = detect_tree(names, values)
+        if levels and names[0] in levels[:-1]:
+            warn(f"the first target, {names[0]}, is an upper level of the tree {' > '.join(levels)}: its column in "
+                 f"predict's output is the sum of its children's, its `label` column its own head's; put "
+                 f"{levels[-1]} first to have both agree")
         if levels:
             info(f"the targets form a category tree: {' > '.join(levels)}; upper levels are predicted as the sums "
                  "of their children")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,21 +62,22 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     probabilities, rows, failures = [], [], []
     heads: dict[str, list] = {}
     targets: dict[str, list] = {}
-    for batch in each_batch(batches, description, len(catalog), failures, show_progress):
-        if len(batch.rows):
-            if texts is not None:
-                logits = model.modal_logits(batch.images, [texts[i] for i in batch.rows.numpy()])
-                for name, value in logits.items():
-                    heads.setdefault(name, []).append(value)
-                probabilities.append(softmax_numpy(logits["used"]))
-            elif model.targets is not None:
-                scaled, per_target = model.target_probabilities(batch.images)
-                probabilities.append(scaled)
-                for name, value in per_target.items():
-                    targets.setdefault(name, []).append(value)
-            else:
-                probabilities.append(model.scaled_probabilities(batch.images))
-            rows.append(batch.rows.numpy())
+    with closing(each_batch(batches, description, len(catalog), failures, show_progress)) as stream:
+        for batch in stream:
+            if len(batch.rows):
+                if texts is not None:
+                    logits = model.modal_logits(batch.images, [texts[i] for i in batch.rows.numpy()])
+                    for name, value in logits.items():
+                        heads.setdefault(name, []).append(value)
+                    probabilities.append(softmax_numpy(logits["used"]))
+                elif model.targets is not None:
+                    scaled, per_target = model.target_probabilities(batch.images)
+                    probabilities.append(scaled)
+                    for name, value in per_target.items():
+                        targets.setdefault(name, []).append(value)
+                else:
+                    probabilities.append(model.scaled_probabilities(batch.images))
+                rows.append(batch.rows.numpy())
     text_only = []
     if texts is not None and failures:  # no image, but a title: the text head answers
         row_of = {str(ref): row for row, ref in enumerate(catalog.table["ref"])}
@@ -152,6 +154,8 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
     threshold = model.answer_threshold(threshold, target_accuracy)
     catalog = catalog_of_inputs(inputs, split, options)
     read_text_columns(model, text, catalog, ", ".join(inputs))
+    if engine == "ray" and min_confidence is not None:
+        raise CatalensError("--min-confidence runs on the local engine so far; leave out --engine ray")
     if engine == "ray" and model.targets is not None:
         raise CatalensError(f"{model_dir} predicts several targets (--targets): the Ray engine predicts one; use "
                             "--engine local")
@@ -223,9 +227,10 @@ def output_records(catalog: Catalog, model: Model, result: Predictions, k: int, 
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
+    tree_answers = min_confidence is not None and bool(result.targets) and bool(model.targets.heads)
     if result.targets and not per_product:
-        add_targets(records, model, result.targets, k, min_confidence)
-    elif min_confidence is not None:
+        add_targets(records, model, result.targets, k, min_confidence if tree_answers else None)
+    if min_confidence is not None and not tree_answers:  # one label (a tags-only run too): sure or not
         add_answers(records, min_confidence)
     return records, failures, with_ids, per_product
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from catalens.errors import CatalensError
 from catalens.inference.products import level_names
+from catalens.models.calibration import answered
 from catalens.models.targets import TAGS
 from catalens.rundir.run import Model, top_k
 
@@ -75,7 +76,7 @@ def add_answers(records: list[dict], min_confidence: float) -> None:
     """A single-target run under --min-confidence: the label when its probability is at least P, else ""."""
     for record in records:
         if not record["error"]:
-            sure = record["probability"] >= min_confidence
+            sure = bool(answered(record["probability"], min_confidence))
             record["answer"], record["answered_level"] = (record["label"], "label") if sure else ("", "")
 
 
@@ -150,7 +151,8 @@ def write_parquet(path: Path, records: list[dict], model: Model, with_ids: bool,
     write_records(buffer, "csv", records, model, with_ids, per_product)
     buffer.seek(0)
     frame = pd.read_csv(buffer, dtype=str, keep_default_na=False)
-    frame["probability"] = pd.to_numeric(frame["probability"], errors="coerce")
+    for name in [name for name in frame.columns if name == "probability" or name.endswith("_probability")]:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
     if any(record.get("targets") for record in records):  # nested too: one struct per target
         frame["targets"] = [record.get("targets") or None for record in records]
     frame.to_parquet(path, index=False)

@@ -2,7 +2,8 @@
 
 In-memory sources (Fashion-MNIST) are sliced straight from a tensor: no per-image Python work.
 File sources are decoded by DataLoader worker processes; an image that fails to decode is dropped
-from its batch and reported (ref, reason) so the caller can warn, count and list it.
+from its batch and reported (ref, reason) so the caller can warn, count and list it. `each_batch` is the one
+batch loop of inference: progress bar and failures (callers close it: `with closing(each_batch(...))`).
 """
 
 from __future__ import annotations

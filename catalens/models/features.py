@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -74,16 +75,17 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
     module.eval()
     features = features or (lambda images: chunked_pre_logits(module, images))
     views, labels, failures = [], [], []
-    for batch in each_batch(batches, description, failures=failures):
-        if len(batch.labels):
-            images = prepare(batch.images.to(device, non_blocking=True))
-            outputs = [features(images)]
-            if flip:
-                outputs.append(features(images.flip(3)))
-            views.append(torch.stack(outputs).to(dtype).cpu())
-            labels.append(batch.labels)
-            if rows is not None:
-                rows.append(batch.rows)
+    with closing(each_batch(batches, description, failures=failures)) as stream:
+        for batch in stream:
+            if len(batch.labels):
+                images = prepare(batch.images.to(device, non_blocking=True))
+                outputs = [features(images)]
+                if flip:
+                    outputs.append(features(images.flip(3)))
+                views.append(torch.stack(outputs).to(dtype).cpu())
+                labels.append(batch.labels)
+                if rows is not None:
+                    rows.append(batch.rows)
     if not views:
         return torch.empty(0), torch.empty(0, dtype=torch.int64), failures
     return torch.cat(views, dim=1), torch.cat(labels), failures

@@ -7,8 +7,8 @@ feature run fits, two more heads on the same training rows:
 - fused: one logistic regression on [image features (L2-normalised), word TF-IDF, character TF-IDF], each block
   of unit length: normalised, concatenated, one head.
 Both weight each class by its inverse frequency; their L2 strength is chosen on a held-out fifth of the training
-split. The vocabularies go into text_model.json
-and the arrays into text_model.safetensors (no pickle anywhere). At prediction a row with both an image and text
+split (models/linear_head.py). The vocabularies go into text_model.json and the arrays into
+text_model.safetensors (no pickle anywhere). At prediction a row with both an image and text
 uses the fused head, a row without text the image-only head, and a row whose image is missing the text head.
 """
 

@@ -1,8 +1,9 @@
 """Several targets from one photo, and the category trees they form (issue 30).
 
-`catalens train --targets articleType,baseColour,gender` reads one column per target; the first is the run's own
-label (its network's classifier, what sort and serve answer by default), and every target gets a linear head on
-the same frozen backbone features: one backbone pass per photo, a head per target. A row whose value is missing
+`catalens train --targets articleType,baseColour,gender` reads one column per target (csv), or one class-folder
+level per target (folders: level1, level2, ...; data/targets.py); the first is the run's own label (its network's
+classifier, what sort and serve answer by default), and every target gets a linear head on the same frozen
+backbone features: one backbone pass per photo, a head per target. A row whose value is missing
 for one target trains the other heads and is left out of that one (counted).
 
 When the values of some targets form a tree (every value of a finer target has one parent in a coarser one, such

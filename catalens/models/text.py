@@ -47,8 +47,8 @@ def vectorizer(settings: dict, vocabulary: dict | None = None):
 
 
 class TitleVectorizer:
-    """TF-IDF over words and characters (scikit-learn), each block L2-normalised: `transform` stacks them side by
-    side (scipy CSR), `block` gives one of them (match compares titles on each block separately)."""
+    """TF-IDF over words and characters (scikit-learn), each block L2-normalised, stacked side by side (scipy CSR);
+    match compares titles on each block separately (title_blocks)."""
 
     def __init__(self, word, char):
         self.word, self.char = word, char
@@ -61,9 +61,6 @@ class TitleVectorizer:
     @property
     def width(self) -> int:
         return len(self.word.vocabulary_) + len(self.char.vocabulary_)
-
-    def block(self, name: str, texts: list[str]):
-        return (self.word if name == "word" else self.char).transform(texts).tocsr()
 
     def transform(self, texts: list[str]):
         from scipy.sparse import hstack
@@ -95,8 +92,9 @@ def title_blocks(titles: list[str], names) -> dict:
         from scipy.sparse import csr_matrix
 
         return {name: csr_matrix((len(titles), 1), dtype=np.float32) for name in names}
-    fitted = TitleVectorizer.fit(titles)
-    return {name: fitted.block(name, titles) for name in names}
+    filled = [title or " " for title in titles]
+    return {name: vectorizer(WORD if name == "word" else char_settings()).fit_transform(filled).tocsr()
+            for name in names}
 
 
 def sentence_encoder_available() -> bool:

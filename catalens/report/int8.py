@@ -37,6 +37,8 @@ def check_int8(run_dir: str | Path, data: str | None = None, tolerance: float = 
     model = Model.load(run_dir, backend="torch", device="cpu")
     if model.text is not None:
         raise CatalensError(f"{run_dir} also reads text (--text); int8 export covers image-only models")
+    if model.targets is not None:
+        raise CatalensError(f"{run_dir} has several targets (--targets/--tags); int8 export covers one-label models")
     spec = data or model.card.data.get("spec")
     if not spec:
         raise CatalensError(f"{run_dir}'s card does not say what it was trained on; give --data DATA")

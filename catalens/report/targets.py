@@ -13,6 +13,7 @@ from catalens.data.targets import TAGS_COLUMN, column, present, tag_matrix
 from catalens.engine.metrics import macro_f1
 from catalens.models.targets import OWN, TAGS
 from catalens.plots import plot_tree_answers
+from catalens.progress import warn
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 
@@ -37,6 +38,11 @@ def scores(values: np.ndarray, probabilities: np.ndarray, classes: list[str]) ->
 def target_metrics(model, catalog: Catalog, result, out: Path) -> dict:
     targets = model.targets
     rows = result.rows
+    absent = [name for name in targets.names[1:] if column(name) not in catalog.table.columns]
+    if absent or (targets.tags is not None and TAGS_COLUMN not in catalog.table.columns):
+        warn(f"{catalog.source} does not hold every target of this run ({', '.join(absent) or 'its tags'}): "
+             "scored on the run's own label only")
+        return {}
     found = {}
     truths = {}
     for index, (name, head) in enumerate(targets.heads.items()):

@@ -458,6 +458,11 @@ def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FI
 
         warn(f"{run_dir} also reads text (--text): the ONNX file holds the image model only; predict with the run "
              "directory to use the titles")
+    if model.targets is not None:
+        from catalens.progress import warn
+
+        warn(f"{run_dir} has several targets (--targets/--tags): the ONNX file holds the first one only; predict "
+             "with the run directory for every target")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _, difference = export_weights(model.module, model.card, model.weights_path, out)

@@ -4,6 +4,7 @@ trained run's), written batch by batch into a memory-mapped .npy, with the image
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +66,17 @@ def embed(catalog: Catalog, module, preprocessing: Preprocessing, source: str, p
     batches = make_batches(catalog, preprocessing, batch_size, workers=workers)
     failed: list[tuple[str, str]] = []
     with torch.inference_mode():
-        for batch in each_batch(batches, "features", n, failed):
-            if len(batch.rows):
-                vectors = extract(preprocessing.normalize(batch.images)).float().numpy()
-                if features is None:
-                    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, vectors.shape[1]))
-                rows = batch.rows.numpy()
-                features[rows] = vectors
-                readable[rows] = True
-                pixel_std[rows] = batch.images.float().flatten(1).std(1).numpy()
+        with closing(each_batch(batches, "features", n, failed)) as stream:
+            for batch in stream:
+                if len(batch.rows):
+                    vectors = extract(preprocessing.normalize(batch.images)).float().numpy()
+                    if features is None:
+                        features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                                             shape=(n, vectors.shape[1]))
+                    rows = batch.rows.numpy()
+                    features[rows] = vectors
+                    readable[rows] = True
+                    pixel_std[rows] = batch.images.float().flatten(1).std(1).numpy()
     failures.update(failed)
     if features is None:
         raise CatalensError(f"no image of {catalog.source} could be read; check the data with "

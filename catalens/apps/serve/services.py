@@ -90,7 +90,8 @@ def start_services(model_path: str | Path, options: ServeOptions, backend: str =
         if model.module is None or products.meta["weights_sha256"] != model_digest(model):
             raise CatalensError(f"the product index {options.match_index} was built with another model "
                                 f"({products.meta['model']}): serve that model, or build the index with this one")
-    if model.text is not None or products is not None:  # the feature network is exported once, before any request
+    if model.text is not None or model.targets is not None or products is not None:  # the feature network is
+        # exported once, before any request
         height, width = model.preprocessing.input_size
         model.image_features(torch.zeros(1, model.preprocessing.channels, height, width, dtype=torch.uint8))
     return Services(options, model, Path(model_path).name, History(options.db), metrics, batcher, products)

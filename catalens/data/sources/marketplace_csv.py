@@ -74,6 +74,9 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     table, problems = read_table(path)
     columns = parse_columns(options.columns, DEFAULT_COLUMNS)
     targets = target_names(options, table, path)
+    if targets and options.label_column and options.label_column != targets[0]:
+        raise CatalensError(f"--label-column {options.label_column} and --targets {','.join(targets)}: the first "
+                            "target is the label; leave out --label-column or put it first in --targets")
     label_column = options.label_column or (targets[0] if targets else columns["label_group"])
     required = {columns["image"]: "image", label_column: "label"}
     missing = [name for name in required if name not in table.columns]
