@@ -62,45 +62,38 @@ def pick_C(scores: dict[float, float], default: float) -> float:
     return min(C for C, score in scores.items() if score >= best - 1e-9)
 
 
-def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, class_weight=None,
-                   iterations: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean cross-entropy + ||W||^2 / (2 C n) (scikit-learn's LogisticRegression objective, divided
-    by C n) with full-batch L-BFGS; returns (W, b)."""
-    weight = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+def lbfgs(x: torch.Tensor, outputs: int, data_loss, C: float, rows: int, iterations: int = 300):
+    """Minimise data_loss(logits) + ||W||^2 / (2 C n) over a linear map (W, b) by full-batch L-BFGS."""
+    weight = torch.zeros(outputs, x.shape[1], dtype=x.dtype, requires_grad=True)
+    bias = torch.zeros(outputs, dtype=x.dtype, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-6,
                                   tolerance_change=1e-9, line_search_fn="strong_wolfe")
-    penalty = 1.0 / (C * len(y))
+    penalty = 1.0 / (C * rows)
 
     def closure():
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, y, weight=class_weight) + 0.5 * penalty * weight.pow(2).sum()
+        loss = data_loss(x @ weight.T + bias) + 0.5 * penalty * weight.pow(2).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
     return weight.detach(), bias.detach()
+
+
+def lbfgs_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, C: float, class_weight=None,
+                   iterations: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise mean cross-entropy + ||W||^2 / (2 C n) (scikit-learn's LogisticRegression objective, divided
+    by C n) with full-batch L-BFGS; returns (W, b)."""
+    return lbfgs(x, num_classes, lambda logits: F.cross_entropy(logits, y, weight=class_weight), C, len(y),
+                 iterations)
 
 
 def lbfgs_sigmoid(x: torch.Tensor, y: torch.Tensor, C: float, iterations: int = 300) -> tuple[torch.Tensor,
                                                                                              torch.Tensor]:
     """Multi-label: one logistic regression per column of y (0/1, N x T), all fitted at once by full-batch
     L-BFGS; per tag, scikit-learn's objective divided by C n. Returns (W (T, D), b (T,))."""
-    weight = torch.zeros(y.shape[1], x.shape[1], dtype=x.dtype, requires_grad=True)
-    bias = torch.zeros(y.shape[1], dtype=x.dtype, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=iterations, history_size=20, tolerance_grad=1e-6,
-                                  tolerance_change=1e-9, line_search_fn="strong_wolfe")
-    penalty = 1.0 / (C * len(y))
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ weight.T + bias, y, reduction="sum") / len(y) \
-            + 0.5 * penalty * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
+    return lbfgs(x, y.shape[1], lambda logits: F.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+                 / len(y), C, len(y), iterations)
 
 
 def folds_of(labels: np.ndarray, folds: int, seed: int,

@@ -73,7 +73,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     path = Path(rest).expanduser()
     table, problems = read_table(path)
     columns = parse_columns(options.columns, DEFAULT_COLUMNS)
-    targets = target_names(options, table, path)
+    targets = named_columns(options.targets, "--targets", table, path)
     if targets and options.label_column and options.label_column != targets[0]:
         raise CatalensError(f"--label-column {options.label_column} and --targets {','.join(targets)}: the first "
                             "target is the label; leave out --label-column or put it first in --targets")
@@ -152,7 +152,8 @@ def add_row_columns(frame: pd.DataFrame, table: pd.DataFrame, options, targets: 
     for name in targets:
         frame[column(name)] = table[name].where(table[name].notna(), "").astype(str).str.strip().to_numpy()
     if options.tags:
-        frame[TAGS_COLUMN], tag_warnings = read_tags(table, tag_columns(options, table, path), path.name)
+        tag_names = named_columns(options.tags, "--tags", table, path)
+        frame[TAGS_COLUMN], tag_warnings = read_tags(table, tag_names, path.name)
         for message in tag_warnings:
             warn(message)
 
@@ -169,23 +170,14 @@ def given_splits(table: pd.DataFrame, path: Path) -> np.ndarray:
     return values.to_numpy(object)
 
 
-def tag_columns(options, table: pd.DataFrame, path: Path) -> list[str]:
-    names = parse_names(options.tags, "--tags")
-    absent = [name for name in names if name not in table.columns]
-    if absent:
-        raise CatalensError(f"--tags: {path.name} has no column {', '.join(map(repr, absent))}; its columns are: "
-                            f"{', '.join(map(str, table.columns))}")
-    return names
-
-
-def target_names(options, table: pd.DataFrame, path: Path) -> list[str]:
-    """--targets: the columns named, each checked to exist (one line listing those that do)."""
-    if not options.targets:
+def named_columns(spec: str | None, option: str, table: pd.DataFrame, path: Path) -> list[str]:
+    """--targets or --tags: the columns named, each checked to exist (one line listing those that do)."""
+    if not spec:
         return []
-    names = parse_names(options.targets)
+    names = parse_names(spec, option)
     absent = [name for name in names if name not in table.columns]
     if absent:
-        raise CatalensError(f"--targets: {path.name} has no column {', '.join(map(repr, absent))}; its columns are: "
+        raise CatalensError(f"{option}: {path.name} has no column {', '.join(map(repr, absent))}; its columns are: "
                             f"{', '.join(map(str, table.columns))}")
     return names
 
