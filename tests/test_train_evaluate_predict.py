@@ -32,9 +32,10 @@ def test_run_directory_contents(trained):
     from catalens.rundir import layout
 
     # the one place that names the run directory's files: this run (with unreadable images) writes all of them but
-    # those of --text runs and of `catalens export`, and nothing else
+    # those of --text and --targets runs and of `catalens export`, and nothing else
     assert sorted(path.name for path in run.iterdir()) == sorted(
-        set(layout.FILES) - {layout.TEXT_FILE, layout.TEXT_WEIGHTS_FILE, layout.ONNX_FILE, layout.INT8_FILE})
+        set(layout.FILES) - {layout.TEXT_FILE, layout.TEXT_WEIGHTS_FILE, layout.TARGETS_FILE,
+                             layout.TARGETS_WEIGHTS_FILE, layout.ONNX_FILE, layout.INT8_FILE})
     card = json.loads((run / "model_card.json").read_text())
     assert card["architecture"] == "cnn3" and card["classes"] == sorted(CLASSES)
     assert card["preprocessing"]["input_size"] == [32, 32] and card["preprocessing"]["channels"] == 3

@@ -59,7 +59,9 @@ def predict_catalog(model: Model, catalog: Catalog, batch_size: int = 512, worke
     started = time.perf_counter()
     texts = catalog_texts(catalog.table, model.text_columns) if model.text is not None else None
     batches = make_batches(catalog, model.preprocessing, batch_size, workers=workers)
-    probabilities, rows, failures = [], [], []
+    probabilities: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    failures: list[tuple[str, str]] = []
     heads: dict[str, list] = {}
     targets: dict[str, list] = {}
     with closing(each_batch(batches, description, len(catalog), failures, show_progress)) as stream:
