@@ -88,12 +88,17 @@ def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
     assert "## Targets" in (tmp_path / "report.md").read_text()
 
 
+def copy_photos(ids, folder: Path) -> Path:
+    """These fashion-products photos, copied into a folder of their own (ID.jpg)."""
+    folder.mkdir()
+    for image_id in ids:
+        (folder / f"{image_id}.jpg").write_bytes(shared(f"fashion-products/images/{image_id}.jpg").read_bytes())
+    return folder
+
+
 def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, tmp_path):
     _, run, rows = targets_run
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for image_id in rows["id"].iloc[::40]:
-        (photos / f"{image_id}.jpg").write_bytes(shared(f"fashion-products/images/{image_id}.jpg").read_bytes())
+    photos = copy_photos(rows["id"].iloc[::40], tmp_path / "photos")
     csv_out = tmp_path / "p.csv"
     result = run_cli("predict", str(run), str(photos), "--min-confidence", "0.9", "--top-k", "2", "--out",
                      str(csv_out))
@@ -229,10 +234,7 @@ def test_min_confidence_on_a_single_target_run_answers_with_its_label(small_mode
 
 def test_sort_files_each_photo_where_predict_answers_it(targets_run, tmp_path):
     _, run, rows = targets_run
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for image_id in rows["id"].iloc[::20]:
-        (photos / f"{image_id}.jpg").write_bytes(shared(f"fashion-products/images/{image_id}.jpg").read_bytes())
+    photos = copy_photos(rows["id"].iloc[::20], tmp_path / "photos")
     answers = tmp_path / "answers.csv"
     assert run_cli("predict", str(run), str(photos), "--min-confidence", "0.99", "--out",
                    str(answers)).returncode == 0
