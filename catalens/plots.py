@@ -5,17 +5,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+def figure_of(*args, **kwargs):
+    """A new figure and its axes (pyplot's subplots) on the Agg backend. matplotlib is imported at the first plot,
+    not by every command that might draw one: it was a tenth of each command's start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
 
 
 def save(figure, out: Path, dpi: int = 110) -> Path:
     figure.tight_layout()
     figure.savefig(out, dpi=dpi)
+    import matplotlib.pyplot as plt
+
     plt.close(figure)
     return out
 
@@ -26,7 +35,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], out: Path, normalize:
         values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
     n = len(classes)
     size = max(5.0, min(0.55 * n + 2.5, 40))
-    figure, axis = plt.subplots(figsize=(size, size * 0.85))
+    figure, axis = figure_of(figsize=(size, size * 0.85))
     image = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     if n <= 40:
@@ -49,7 +58,7 @@ def plot_examples(images: list, captions: list[str], out: Path, columns: int = 8
     if not images:
         return None
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell[0], rows * cell[1]), squeeze=False)
+    figure, axes = figure_of(rows, columns, figsize=(columns * cell[0], rows * cell[1]), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, captions):
@@ -63,7 +72,7 @@ def plot_examples(images: list, captions: list[str], out: Path, columns: int = 8
 def plot_reliability(before: list[dict], after: list[dict], out: Path) -> Path:
     """The reliability diagram: accuracy against mean confidence per equal-mass bin, before and after
     temperature scaling; a calibrated model lies on the diagonal."""
-    figure, axis = plt.subplots(figsize=(5.5, 5.2))
+    figure, axis = figure_of(figsize=(5.5, 5.2))
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     for bins, label, style in ((before, "uncalibrated", "o--"), (after, "calibrated", "s-")):
         if bins:
@@ -79,7 +88,7 @@ def plot_reliability(before: list[dict], after: list[dict], out: Path) -> Path:
 def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) -> Path:
     """Accuracy of the answers kept against the share of items answered, when only answers whose probability
     reaches a threshold are given; `marks`: chosen thresholds (coverage, accuracy, label)."""
-    figure, axis = plt.subplots(figsize=(6, 4.5))
+    figure, axis = figure_of(figsize=(6, 4.5))
     axis.plot(curve["coverage"], curve["accuracy"], "-", label="answers with probability >= threshold")
     for mark in marks or []:
         axis.plot([mark["coverage"]], [mark["accuracy"]], "o", label=mark["label"])
@@ -93,7 +102,7 @@ def plot_risk_coverage(curve: dict, out: Path, marks: list[dict] | None = None) 
 def plot_tree_answers(tree: dict, out: Path) -> Path:
     """A --targets run's tree under --min-confidence thresholds: stacked bars of the share of photos answered at
     each depth, with the accuracy of those answered above each bar (report/targets.py)."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = figure_of(figsize=(7, 4))
     rows = tree["thresholds"]
     positions = np.arange(len(rows))
     bottom = np.zeros(len(rows))
@@ -114,7 +123,7 @@ def plot_history(history_csv: Path, out: Path) -> Path | None:
     history = pd.read_csv(history_csv)
     if history.empty:
         return None
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axis, accuracy_axis) = figure_of(1, 2, figsize=(11, 4))
     loss_axis.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     accuracy_axis.plot(history["epoch"], history["train_accuracy"], marker="o", label="train")
     if history["val_loss"].notna().any():

@@ -10,11 +10,12 @@ true class.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support
 
 
 def per_class_scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int):
     """(precision, recall, f1, support) per class index 0..num_classes-1 (0 where undefined)."""
+    from sklearn.metrics import precision_recall_fscore_support  # a second of every command's start, imported here
+
     return precision_recall_fscore_support(truth, predicted, labels=list(range(num_classes)), zero_division=0)
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.table import Table
-from sklearn.metrics import confusion_matrix
 
 from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog, source_identity
@@ -148,6 +147,8 @@ def classification_metrics(truth: np.ndarray, probabilities: np.ndarray, classes
     n = len(classes)
     predicted = probabilities.argmax(1)
     labels = list(range(n))
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(truth, predicted, labels=labels)
     precision, recall, f1, support = per_class_scores(truth, predicted, n)
     total = matrix.sum()
