@@ -4,6 +4,7 @@ grouped splits, product-level aggregation and the submission file."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -162,6 +163,54 @@ def test_levels_follow_the_real_tree(dump):
         expected = {str(c) if level == 3 else tree.table.loc[c, f"level{level}"] for c in categories}
         assert set(catalog.classes) <= expected | set(level2) and catalog.hierarchy
         assert all(f"level{level}" in entry for entry in catalog.hierarchy.values())
+
+
+def test_targets_are_the_category_levels_and_form_the_tree(dump, tmp_path):
+    """--targets level3,level2,level1 on a dump: the first is the label, each level a target column per image (the
+    product's), and the levels form the tree that training finds; mistakes are one line."""
+    from catalens.data.targets import column, detect_tree
+
+    tree = CategoryTree.read(shared("cdiscount/category_names.csv"))
+    spec = f"bson:{dump / 'train.bson'}"
+    catalog = load_catalog(spec, DataOptions(targets="level3,level2,level1"), split=False)
+    table = catalog.table
+    assert list(table["label"]) == list(load_catalog(spec, split=False).table["label"])  # level 3: category ids
+    leaf = table["label"].astype("int64").to_numpy()
+    for level in (1, 2, 3):
+        assert list(table[column(f"level{level}")]) == list(tree.labels_for(leaf, level))
+    upper = load_catalog(spec, DataOptions(targets="level2,level1"), split=False)
+    assert upper.classes == sorted(set(upper.table[column("level2")])) and upper.level == 2
+    with pytest.raises(CatalensError, match="category levels level1, level2, level3 .*; category is not one"):
+        load_catalog(spec, DataOptions(targets="level3,category"), split=False)
+    with pytest.raises(CatalensError, match="needs a labelled BSON dump"):
+        load_catalog(f"bson:{dump / 'test.bson'}", DataOptions(targets="level3"), split=False)
+    rows = [(1000000001, "A", "AA", "x"), (1000000002, "A", "AA", "y"), (1000000003, "A", "AB", "z"),
+            (1000000004, "B", "BA", "w")]  # 4 leaves under 3 level-2 names under 2 level-1 names
+    path = write_documents(tmp_path / "t.bson", [good(i, category=rows[i % 4][0]) for i in range(8)], rows)
+    hand_made = load_catalog(f"bson:{path}", DataOptions(targets="level3,level2,level1"), split=False).table
+    values = {name: hand_made[column(name)].to_numpy(object) for name in ("level3", "level2", "level1")}
+    assert list(values["level2"]) == ["AA", "AA", "AB", "BA"] * 2
+    assert detect_tree(["level3", "level2", "level1"], values) == ["level1", "level2", "level3"]
+    from types import SimpleNamespace
+
+    from catalens.inference.records import write_records
+
+    entry = {"label": "x", "probability": 0.9, "top_k": [{"label": "x", "probability": 0.9}]}
+    record = {"input": "1", "label": "x", "probability": 0.9, "images": 2, "error": "",
+              "top_k": [{"label": "x", "probability": 0.9, "level1": "A", "level2": "AA"}],
+              "targets": {"level3": entry, "level2": {**entry, "label": "AA"}, "level1": {**entry, "label": "A"}}}
+    model = SimpleNamespace(card=SimpleNamespace(hierarchy={"x": {"level1": "A", "level2": "AA"}}))
+    handle = io.StringIO()
+    write_records(handle, "csv", [record], model, with_ids=False, per_product=True)
+    header, row = handle.getvalue().splitlines()
+    assert header.split(",") == ["input", "label", "probability", "images", "top_k", "level3", "level3_probability",
+                                 "level2", "level2_probability", "level1", "level1_probability", "error"]
+    assert row.split(",")[5:11] == ["x", "0.9", "AA", "0.9", "A", "0.9"]  # each level once: the target's answer
+    path.with_name("category_names.csv").unlink()
+    with pytest.raises(CatalensError, match="need the category tree"):
+        load_catalog(f"bson:{path}", DataOptions(targets="level3,level1"), split=False)
+    assert load_catalog(f"bson:{path}", DataOptions(targets="level3"), split=False).classes == [
+        "1000000001", "1000000002", "1000000003", "1000000004"]
 
 
 def test_sampling_filters_and_grouped_splits(dump):

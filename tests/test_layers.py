@@ -210,7 +210,8 @@ def test_commands_start_without_scikit_learn_or_pyplot():
     import sys
 
     code = ("import sys, catalens.cli, catalens.engine.train, catalens.report.evaluate, catalens.inference.predict, "
-            "catalens.apps.sort; print(sorted(m for m in ('sklearn', 'matplotlib.pyplot', 'scipy') if m in sys.modules))")
+            "catalens.apps.sort; "
+            "print(sorted(m for m in ('sklearn', 'matplotlib.pyplot', 'scipy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -124,6 +124,33 @@ def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, t
     assert "masterCategory_probability" in frame.columns and frame["targets"].iloc[0]["gender"]["label"]
 
 
+def test_a_product_is_answered_per_target_from_all_its_images(targets_run):
+    """A product dump (several images per product, as BSON gives): each target's and tag's probabilities are the
+    mean of the product's images', as the label's are, and the tree answers from those means."""
+    from catalens.data import DataOptions, load_catalog
+    from catalens.inference.predict import output_records, predict_catalog
+    from catalens.rundir.run import Model
+
+    path, run, _ = targets_run
+    catalog = load_catalog(f"csv:{path}", DataOptions(images=str(shared("fashion-products/images")), columns=COLUMNS,
+                                                      label_column="articleType"), split=False)
+    catalog = catalog.subset(np.arange(len(catalog)) % 40 < 1)  # 8 photos
+    model = Model.load(run)
+    result = predict_catalog(model, catalog, show_progress=False)
+    singles, _, _, per_product = output_records(catalog, model, result, 1)
+    assert len(singles) == 8 and not per_product
+    catalog.table["product_id"] = [f"p{i // 2}" for i in range(len(catalog))]  # 4 products of 2 photos
+    products, _, _, per_product = output_records(catalog, model, result, 1, min_confidence=0.9)
+    assert per_product and len(products) == 4 and [record["images"] for record in products] == [2] * 4
+    for i, record in enumerate(products):
+        for name, head in model.targets.heads.items():
+            mean = (result.targets[name][2 * i] + result.targets[name][2 * i + 1]) / 2
+            assert record["targets"][name]["label"] == head.classes[int(mean.argmax())]
+            assert record["targets"][name]["probability"] == pytest.approx(float(mean.max()), abs=1e-6)
+        assert record["answered_level"] in ("", "masterCategory", "subCategory", "articleType")
+        assert all(tag["tag"] in model.targets.tags.names for tag in record["tags"])
+
+
 def card_tags(run) -> list[str]:
     return json.loads((run / "model_card.json").read_text())["targets"]["tags"]["names"]
 

@@ -222,16 +222,17 @@ def output_records(catalog: Catalog, model: Model, result: Predictions, k: int, 
     inputs = catalog.table["ref"].astype(str).to_numpy()[result.rows]
     item_ids = catalog.table["item_id"].astype(str).to_numpy()[result.rows]
     with_ids = not per_product and not np.array_equal(item_ids, inputs)  # csv/sql: posting or product id
-    probabilities, failures, images = result.probabilities, result.failures, None
-    if per_product:
-        inputs, probabilities, images = average_by_product(catalog.table["product_id"].to_numpy()[result.rows],
-                                                           probabilities)
+    probabilities, failures, images, targets = result.probabilities, result.failures, None, result.targets
+    if per_product:  # each product's images averaged, for its label and for each target (and tag)
+        products = catalog.table["product_id"].to_numpy()[result.rows]
+        inputs, probabilities, images = average_by_product(products, probabilities)
+        targets = {name: average_by_product(products, values)[1] for name, values in targets.items()}
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
-    tree_answers = min_confidence is not None and bool(result.targets) and bool(model.targets.heads)
-    if result.targets and not per_product:
-        add_targets(records, model, result.targets, k, min_confidence if tree_answers else None)
+    tree_answers = min_confidence is not None and bool(targets) and bool(model.targets.heads)
+    if targets:
+        add_targets(records, model, targets, k, min_confidence if tree_answers else None)
     if min_confidence is not None and not tree_answers:  # one label (a tags-only run too): sure or not
         add_answers(records, min_confidence)
     return records, failures, with_ids, per_product

@@ -99,6 +99,7 @@ def write_records(handle, output_format: str, records: list[dict], model: Model,
         name in entry for entry in model.card.hierarchy.values())]
     thresholded = any("uncertain" in record for record in records)  # --threshold / --target-accuracy
     targets = target_columns(records)
+    levels = [name for name in levels if name not in {column for column, _, _ in targets}]  # BSON --targets level1..
     answers = ["answer", "answered_level"] if any("answer" in record for record in records) else []
     answers = (["tags"] if any("tags" in record for record in records) else []) + answers
     writer.writerow(["input", *(["id"] if with_ids else []), "label", "probability",

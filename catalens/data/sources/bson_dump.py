@@ -22,6 +22,7 @@ from catalens.data.categories import find_categories
 from catalens.data.images import describe_failure, load_image
 from catalens.data.options import DataOptions
 from catalens.data.sources.bson_index import FLAG_BAD_ID, FLAG_NO_CATEGORY, FLAG_NO_IMGS, open_index
+from catalens.data.targets import column, parse_names
 from catalens.errors import CatalensError
 
 IMAGES_PER_REF = 128  # ref = document offset * 128 + image number
@@ -76,8 +77,10 @@ def usable_products(records: np.ndarray, labelled: bool) -> np.ndarray:
     return usable
 
 
-def image_catalog(path: Path, products: np.ndarray, labels: np.ndarray | None = None) -> Catalog:
-    """One catalog row per JPEG image of the given index records (products), in their order."""
+def image_catalog(path: Path, products: np.ndarray, labels: np.ndarray | None = None,
+                  extra: dict[str, np.ndarray] | None = None) -> Catalog:
+    """One catalog row per JPEG image of the given index records (products), in their order; `extra`: more columns,
+    one value per product."""
     images = products["images"].astype(np.int64)
     product = np.repeat(np.arange(len(products)), images)
     number = np.arange(len(product)) - np.repeat(np.cumsum(images) - images, images)
@@ -88,7 +91,8 @@ def image_catalog(path: Path, products: np.ndarray, labels: np.ndarray | None = 
     table_labels = labels[product] if labels is not None else np.full(len(product), "", dtype=object)
     catalog = Catalog.from_records(
         {"item_id": (pd.Series(ids) + "-" + pd.Series(number).astype(str)).to_numpy(dtype=object),
-         "product_id": ids, "ref": products["offset"][product] * IMAGES_PER_REF + number, "label": table_labels},
+         "product_id": ids, "ref": products["offset"][product] * IMAGES_PER_REF + number, "label": table_labels,
+         **{name: values[product] for name, values in (extra or {}).items()}},
         classes=sorted(set(table_labels) - {""}), reader=BsonReader(path), source=f"bson:{path}",
     )
     catalog.filtered = True
@@ -108,6 +112,26 @@ def product_labels(index_records: np.ndarray, tree, level: int, labelled: bool) 
     labels = categories.astype(str).astype(object)
     labels[categories < 0] = ""
     return labels
+
+
+LEVELS = {"level1": 1, "level2": 2, "level3": 3}  # --targets on a BSON dump: its category levels
+
+
+def target_levels(spec, tree, labelled: bool) -> list[int]:
+    """--targets level3,level2,level1 (any of them, the first is the label) -> the levels; [] without --targets."""
+    if not spec:
+        return []
+    names = parse_names(spec)
+    unknown = [name for name in names if name not in LEVELS]
+    if unknown:
+        raise CatalensError(f"--targets {','.join(names)}: a BSON dump's targets are its category levels "
+                            f"{', '.join(LEVELS)} (level3: the leaf category_id); {unknown[0]} is not one")
+    if not labelled:
+        raise CatalensError("--targets needs a labelled BSON dump (train.bson: each product has a category_id)")
+    if tree is None and names != ["level3"]:
+        raise CatalensError("--targets level1/level2 need the category tree: give --categories category_names.csv "
+                            "or put it beside the BSON file")
+    return [LEVELS[name] for name in names]
 
 
 def sample_products(labels: np.ndarray, rows: np.ndarray, sample: int | None, min_per_class: int,
@@ -146,8 +170,9 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
     index = open_index(path)
     records = index.records
     tree = find_categories(path, options.categories)
-    level = int(options.level or 3)
     labelled = index.labelled
+    levels = target_levels(options.targets, tree, labelled)
+    level = levels[0] if levels else int(options.level or 3)
     problems = list(index.problems)
     usable = usable_products(records, labelled)
     labels = product_labels(records, tree, level, labelled)
@@ -160,7 +185,9 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
         usable &= ~unknown
     rows, notes = sample_products(labels, np.flatnonzero(usable), options.sample,
                                   options.min_per_class, options.max_per_class, options.seed)
-    catalog = image_catalog(path, records[rows], labels[rows])
+    targets = {column(name): product_labels(records[rows], tree, LEVELS[name], labelled)
+               for name in parse_names(options.targets)} if levels else None
+    catalog = image_catalog(path, records[rows], labels[rows], targets)
     catalog.problems = problems
     catalog.notes = [f"BSON index: {len(records):,} products ({'reused' if index.reused else 'built in'}"
                      f" {index.seconds:.1f} s)", *notes]
