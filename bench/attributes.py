@@ -152,7 +152,9 @@ def main() -> None:
     single_s, single = {}, {}
     for name in args.singles.split(",") if args.singles else ATTRIBUTES + TREE[1:]:
         single_s[name], single[name] = run(path, folder / f"single-{name}", [name])
-    probe = probes(path, ATTRIBUTES)
+    kept = folder / "probes.json"  # kept, like the runs: a bench run that stopped resumes here
+    probe = json.loads(kept.read_text()) if kept.is_file() else probes(path, ATTRIBUTES)
+    kept.write_text(json.dumps(probe))
     rows = []
     met = True
     for name in ATTRIBUTES:

@@ -106,7 +106,8 @@ def noise(root: Path, seed: int, fraction: float = 0.05) -> list[str]:
     ]
 
 
-def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: tuple = (1, 3, 10)) -> list[str]:
+def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: tuple = (1, 3, 10),
+          backbone: str = "tf_efficientnet_lite0") -> list[str]:
     from cleanlab.filter import find_label_issues
 
     train = load_catalog(str(SHARED / "clothing-small"), split=False).split("train")
@@ -120,7 +121,7 @@ def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: t
             for row in flipped:
                 table.at[row, "label"] = rng.choice([c for c in catalog.classes if c != table.at[row, "label"]])
             catalog.table = table
-            result = run_audit(catalog, root / f"small-{flips}-{seed}")
+            result = run_audit(catalog, root / f"small-{flips}-{seed}", backbone=backbone)
             truth = {int(row) for row in flipped}
             listed = {f.row for f in result.findings if f.kind == "label"}
             labels = np.array([catalog.classes.index(label) for label in table["label"].to_numpy()[result.scored_rows]])
@@ -136,7 +137,8 @@ def small(root: Path, seeds: range = range(3), photos: int = 150, flip_counts: t
     for flips in flip_counts:
         (hits, listed_n, planted), (b_hits, b_listed, _) = totals[(flips, "catalens")], totals[(flips, "cleanlab")]
         rows.append(f"small catalogs: {photos} clothing-small training photos with {flips} label(s) flipped, "
-                    f"{len(seeds)} seeds ({planted} flips in all): catalens audit's listed label findings: recall "
+                    f"{len(seeds)} seeds ({seeds.start}-{seeds.stop - 1}; {planted} flips in all; {backbone} "
+                    f"features): catalens audit's listed label findings: recall "
                     f"**{hits / planted:.3f}**, precision {hits / max(1, listed_n):.3f} ({listed_n} listed); same "
                     f"run, cleanlab's default find_label_issues on the same out-of-fold probabilities: recall "
                     f"{b_hits / planted:.3f}, precision {b_hits / max(1, b_listed):.3f} ({b_listed} listed)")
@@ -268,8 +270,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale-items", type=int, default=100_000)
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--small-seeds", default="0-2", help="small: the seeds, FIRST-LAST [default: 0-2]")
+    parser.add_argument("--small-flips", default="1,3,10", help="small: the flip counts [default: 1,3,10]")
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="small: the audit's features")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
+    first, last = (int(part) for part in args.small_seeds.split("-"))
     if args.scale_child:
         scale_child(args.scale_child, args.seed)
         return
@@ -278,7 +284,9 @@ def main() -> None:
     rows = []
     for name in wanted:
         found = {"noise": lambda: noise(root, args.seed), "duplicates": lambda: duplicates(root, args.seed),
-                 "small": lambda: small(root),
+                 "small": lambda: small(root, range(first, last + 1),
+                                        flip_counts=tuple(int(n) for n in args.small_flips.split(",")),
+                                        backbone=args.backbone),
                  "scale": lambda: scale(args.scale_items, args.seed), "fashion": lambda: fashion(root)}[name]()
         for row in found:
             print(row, flush=True)
