@@ -158,7 +158,7 @@ def validate(head: Head, features: np.ndarray, values: np.ndarray) -> None:
 
 def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_catalog: Catalog | None) -> TagHead:
     """--tags: a sigmoid per tag on the same features (every view a sample; L2 as the practitioner's probe,
-    C=0.5), and each tag's threshold chosen on the validation split to maximise its F1 (0.5 without positives)."""
+    C=0.5), and the tags' thresholds chosen on the validation split (choose_thresholds)."""
     from collections import Counter
 
     values = train_catalog.table[TAGS_COLUMN].to_numpy(object)[train_batches.rows.numpy()]
@@ -181,12 +181,40 @@ def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_cat
     if val_batches is not None and len(val_batches.labels):
         truth = tag_matrix(val_catalog.table[TAGS_COLUMN].to_numpy(object)[val_batches.rows.numpy()], names)
         scores = head.probabilities(val_batches.features[0].float().numpy())
-        head.thresholds = np.array([best_threshold(scores[:, i], truth[:, i]) for i in range(len(names))],
-                                   np.float32)
+        head.thresholds, head.info["thresholds"] = choose_thresholds(scores, truth, config.seed)
         given = head.given(scores)
-        tp = float((given * truth).sum())
-        head.info["validation"] = {"micro_f1": 2 * tp / max(1.0, given.sum() + truth.sum()), "items": len(truth)}
+        head.info["validation"] = {"micro_f1": micro_f1_of(given, truth), "items": len(truth)}
     return head
+
+
+def micro_f1_of(given: np.ndarray, truth: np.ndarray) -> float:
+    return 2 * float((given * truth).sum()) / max(1.0, float(given.sum() + truth.sum()))
+
+
+THRESHOLD_RULES = {
+    "each tag's F1": lambda scores, truth: np.array([best_threshold(scores[:, i], truth[:, i])
+                                                     for i in range(scores.shape[1])], np.float32),
+    "0.5": lambda scores, truth: np.full(scores.shape[1], 0.5, np.float32),
+}
+
+
+def choose_thresholds(scores: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Each tag's threshold on the validation rows, by the rule whose thresholds score the best micro-F1 out of
+    sample: the rows split in two halves, each rule chosen on one half and scored on the other (ties: 0.5).
+    The rules: per tag, the threshold that maximises that tag's F1; or 0.5 for every tag (the sigmoid's own
+    probability). Per-tag thresholds fit a rare tag's few validation rows: on fashion-products (gender, usage
+    and season as 14 tags, 974 validation photos) they scored a micro-F1 of 0.797 out of sample, 0.5 scored 0.826."""
+    order = np.random.default_rng(seed).permutation(len(truth))
+    halves = [order[: len(order) // 2], order[len(order) // 2:]]
+    out_of_sample = {}
+    for name, rule in THRESHOLD_RULES.items():
+        parts = [micro_f1_of(scores[held] >= rule(scores[chosen_on], truth[chosen_on]), truth[held])
+                 for chosen_on, held in (halves, halves[::-1]) if len(chosen_on) and len(held)]
+        out_of_sample[name] = float(np.mean(parts)) if parts else 0.0
+    best = max(out_of_sample.values())
+    chosen = "0.5" if out_of_sample["0.5"] >= best - 1e-12 else max(out_of_sample, key=out_of_sample.get)
+    return THRESHOLD_RULES[chosen](scores, truth), {"rule": chosen, "micro_f1_out_of_sample": {
+        name: round(value, 4) for name, value in out_of_sample.items()}}
 
 
 def best_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
