@@ -170,7 +170,7 @@ def main() -> None:
                     f"**{score(ours)}**, its own run {score(alone) if alone else 'not run'}, scikit-learn probe "
                     f"{score(base)}: {verdict}")
     tags = multi["tags"]
-    rows.append(f"tags (gender|usage|season as one multi-label column, {len(tags['per_tag'])} tags): multi-target "
+    rows.append(f"tags (gender, usage and season as one multi-label column, {len(tags['per_tag'])} tags): multi-target "
                 f"run micro-F1 **{tags['micro_f1']:.4f}** (macro-F1 {tags['macro_f1']:.4f}, mAP {tags['map']:.4f}; "
                 f"thresholds chosen on validation) vs one scikit-learn probe per tag at 0.5 "
                 f"{probe['tags']:.4f}: {'>=' if tags['micro_f1'] >= probe['tags'] else 'BELOW'} the probe")
