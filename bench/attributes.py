@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="A seeded sample of N rows of styles.csv (real photos; every row "
                         "says so): when the full set does not fit the time there is.")
     parser.add_argument("--singles", help="Only these single-target runs (comma-separated; default: every target "
-                        "and tree level). A single run costs as much as the multi-target run (15 min on 2 cores); the "
+                        "and tree level). A single run took 4-6.5 min on 2 cores, the multi-target run 12.5 min; the "
                         "rows say which were not run and estimate the wall time of the others.")
     args = parser.parse_args()
     folder = Path(tempfile.gettempdir()) / f"catalens-attributes-{args.rows or 'all'}"  # kept to resume

@@ -93,8 +93,9 @@ def all_cores(alone: bool):
         torch.set_num_threads(int(share))
 
 
-# Seconds each test file took in the README's test command (worker time, --durations=0 on a clean clone, see
-# BENCHMARKS.md "test suite"). pytest-xdist hands out whole files (--dist loadfile) in collection order (pyproject
+# About how many seconds each test file takes in the README's test command (worker time: a --durations=0 run of
+# an earlier session, the newer files from the clean-clone --durations=25 lists in BENCHMARKS.md; estimates, used
+# only for the order). pytest-xdist hands out whole files (--dist loadfile) in collection order (pyproject
 # turns off its own reorder, which puts the files with the most tests first): the heaviest go first, so that the
 # two workers finish together instead of one running a long file alone at the end.
 FILE_SECONDS = {

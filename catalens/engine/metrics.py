@@ -12,6 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def micro_f1(given: np.ndarray, truth: np.ndarray) -> float:
+    """Multi-label micro-F1: every (item, tag) decision pooled; `given` and `truth` 0/1 or bool, (items, tags)."""
+    given, truth = np.asarray(given, bool), np.asarray(truth) > 0
+    return 2 * int((given & truth).sum()) / max(1, int(given.sum() + truth.sum()))
+
+
 def per_class_scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int):
     """(precision, recall, f1, support) per class index 0..num_classes-1 (0 where undefined)."""
     from sklearn.metrics import precision_recall_fscore_support  # a second of every command's start, imported here

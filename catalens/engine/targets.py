@@ -23,7 +23,7 @@ from catalens.data.targets import (
     present,
     tag_matrix,
 )
-from catalens.engine.metrics import macro_f1
+from catalens.engine.metrics import macro_f1, micro_f1
 from catalens.errors import CatalensError
 from catalens.models.calibration import fit_temperature
 from catalens.models.linear_head import DEFAULT_C, fit_linear_head, lbfgs_sigmoid
@@ -183,12 +183,8 @@ def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_cat
         scores = head.probabilities(val_batches.features[0].float().numpy())
         head.thresholds, head.info["thresholds"] = choose_thresholds(scores, truth, config.seed)
         given = head.given(scores)
-        head.info["validation"] = {"micro_f1": micro_f1_of(given, truth), "items": len(truth)}
+        head.info["validation"] = {"micro_f1": micro_f1(given, truth), "items": len(truth)}
     return head
-
-
-def micro_f1_of(given: np.ndarray, truth: np.ndarray) -> float:
-    return 2 * float((given * truth).sum()) / max(1.0, float(given.sum() + truth.sum()))
 
 
 THRESHOLD_RULES = {
@@ -208,7 +204,7 @@ def choose_thresholds(scores: np.ndarray, truth: np.ndarray, seed: int = 0) -> t
     halves = [order[: len(order) // 2], order[len(order) // 2:]]
     out_of_sample = {}
     for name, rule in THRESHOLD_RULES.items():
-        parts = [micro_f1_of(scores[held] >= rule(scores[chosen_on], truth[chosen_on]), truth[held])
+        parts = [micro_f1(scores[held] >= rule(scores[chosen_on], truth[chosen_on]), truth[held])
                  for chosen_on, held in (halves, halves[::-1]) if len(chosen_on) and len(held)]
         out_of_sample[name] = float(np.mean(parts)) if parts else 0.0
     best = max(out_of_sample.values())

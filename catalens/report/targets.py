@@ -10,7 +10,7 @@ import numpy as np
 
 from catalens.data.catalog import Catalog
 from catalens.data.targets import TAGS_COLUMN, column, present, tag_matrix
-from catalens.engine.metrics import macro_f1
+from catalens.engine.metrics import macro_f1, micro_f1
 from catalens.models.targets import OWN, TAGS
 from catalens.plots import plot_tree_answers
 from catalens.progress import warn
@@ -78,8 +78,7 @@ def tag_metrics(truth: np.ndarray, given: np.ndarray, scores: np.ndarray, names:
         if support:
             f1s.append(f1)
             precisions.append(float(average_precision_score(truth[:, i], scores[:, i])))
-    tp = int((given & truth).sum())
-    return {"per_tag": per_tag, "micro_f1": 2 * tp / max(1, int(given.sum() + truth.sum())),
+    return {"per_tag": per_tag, "micro_f1": micro_f1(given, truth),
             "macro_f1": float(np.mean(f1s)) if f1s else 0.0, "map": float(np.mean(precisions)) if precisions else 0.0,
             "items": int(len(truth))}
 

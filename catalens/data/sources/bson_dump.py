@@ -117,8 +117,8 @@ def product_labels(index_records: np.ndarray, tree, level: int, labelled: bool) 
 LEVELS = {"level1": 1, "level2": 2, "level3": 3}  # --targets on a BSON dump: its category levels
 
 
-def target_levels(spec, tree, labelled: bool) -> list[int]:
-    """--targets level3,level2,level1 (any of them, the first is the label) -> the levels; [] without --targets."""
+def target_levels(spec, tree, labelled: bool) -> list[str]:
+    """--targets level3,level2,level1 (any of them, the first is the label), checked; [] without --targets."""
     if not spec:
         return []
     names = parse_names(spec)
@@ -131,7 +131,7 @@ def target_levels(spec, tree, labelled: bool) -> list[int]:
     if tree is None and names != ["level3"]:
         raise CatalensError("--targets level1/level2 need the category tree: give --categories category_names.csv "
                             "or put it beside the BSON file")
-    return [LEVELS[name] for name in names]
+    return names
 
 
 def sample_products(labels: np.ndarray, rows: np.ndarray, sample: int | None, min_per_class: int,
@@ -171,8 +171,8 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
     records = index.records
     tree = find_categories(path, options.categories)
     labelled = index.labelled
-    levels = target_levels(options.targets, tree, labelled)
-    level = levels[0] if levels else int(options.level or 3)
+    targets = target_levels(options.targets, tree, labelled)
+    level = LEVELS[targets[0]] if targets else int(options.level or 3)
     problems = list(index.problems)
     usable = usable_products(records, labelled)
     labels = product_labels(records, tree, level, labelled)
@@ -185,9 +185,8 @@ def open_bson(rest: str, verify: bool = False, options=None) -> Catalog:
         usable &= ~unknown
     rows, notes = sample_products(labels, np.flatnonzero(usable), options.sample,
                                   options.min_per_class, options.max_per_class, options.seed)
-    targets = {column(name): product_labels(records[rows], tree, LEVELS[name], labelled)
-               for name in parse_names(options.targets)} if levels else None
-    catalog = image_catalog(path, records[rows], labels[rows], targets)
+    columns = {column(name): product_labels(records[rows], tree, LEVELS[name], labelled) for name in targets}
+    catalog = image_catalog(path, records[rows], labels[rows], columns)
     catalog.problems = problems
     catalog.notes = [f"BSON index: {len(records):,} products ({'reused' if index.reused else 'built in'}"
                      f" {index.seconds:.1f} s)", *notes]
