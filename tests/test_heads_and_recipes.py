@@ -57,6 +57,23 @@ def test_linear_head_matches_or_beats_logistic_regression_on_the_same_cached_fea
     assert head_accuracy > 0.75
 
 
+def test_linear_head_chooses_C_by_accuracy_and_macro_f1_together():
+    """Issue 30: by accuracy alone the smallest C among near-ties wins and the rare classes are lost; the rule
+    weighs both. Seeded: two big classes, three of 10 items; accuracy alone would take C=0.1 (macro-F1 0.662),
+    the rule takes 3.0 (0.707)."""
+    from catalens.models.linear_head import DEFAULT_C, fit_linear_head, pick_C
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(0, 1.0, (5, 8))
+    labels = np.repeat([0, 1, 2, 3, 4], [120, 120, 10, 10, 10])
+    points = centres[labels] + rng.normal(0, 1.0, (len(labels), 8))
+    fit = fit_linear_head(torch.tensor(points, dtype=torch.float32)[None], torch.tensor(labels), 5)
+    assert set(fit.cv_accuracy) == set(fit.cv_macro_f1) and len(fit.cv_accuracy) == 6
+    assert pick_C(fit.cv_accuracy, DEFAULT_C) == 0.1 and fit.C == 3.0
+    assert fit.cv_macro_f1[3.0] > fit.cv_macro_f1[0.1] + 0.04
+    assert "macro-F1" in fit.describe()["method"] and "cv_macro_f1" in fit.describe()
+
+
 def test_linear_head_recovers_a_separable_problem_and_never_predicts_an_absent_class():
     from catalens.models.linear_head import fit_linear_head
 

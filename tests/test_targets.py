@@ -66,6 +66,8 @@ def test_a_target_run_fits_a_head_per_target_and_finds_the_tree(targets_run):
     assert "Rare" not in tags["names"] and tags["dropped"] == ["Boys", "Rare", "Smart Casual", "Spring", "Unisex"]
     assert {"Men", "Women", "Casual", "Summer"} <= set(tags["names"])
     assert tags["validation"]["micro_f1"] > 0.6
+    cv = {float(c): score for c, score in tags["cv_micro_f1"].items()}  # the tags' C: cross-validated on train
+    assert len(cv) == 6 and tags["C"] == min(c for c, score in cv.items() if score == max(cv.values()))
 
 
 def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):

@@ -26,7 +26,7 @@ from catalens.data.targets import (
 from catalens.engine.metrics import macro_f1, micro_f1
 from catalens.errors import CatalensError
 from catalens.models.calibration import fit_temperature
-from catalens.models.linear_head import DEFAULT_C, fit_linear_head, lbfgs_sigmoid
+from catalens.models.linear_head import choose_sigmoid_C, fit_linear_head, lbfgs_sigmoid
 from catalens.models.targets import Head, TagHead, Targets
 from catalens.progress import info, warn
 from catalens.rundir.layout import TARGETS_FILE, TARGETS_WEIGHTS_FILE
@@ -157,8 +157,8 @@ def validate(head: Head, features: np.ndarray, values: np.ndarray) -> None:
 
 
 def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_catalog: Catalog | None) -> TagHead:
-    """--tags: a sigmoid per tag on the same features (every view a sample; L2 as the practitioner's probe,
-    C=0.5), and the tags' thresholds chosen on the validation split (choose_thresholds)."""
+    """--tags: a sigmoid per tag on the same features (every view a sample; L2 chosen by cross-validation on the
+    training split, choose_sigmoid_C), and the tags' thresholds chosen on the validation split (choose_thresholds)."""
     from collections import Counter
 
     values = train_catalog.table[TAGS_COLUMN].to_numpy(object)[train_batches.rows.numpy()]
@@ -173,11 +173,13 @@ def fit_tags(config, train_batches, val_batches, train_catalog: Catalog, val_cat
     views = train_batches.features.double()
     mean = views.reshape(-1, views.shape[-1]).mean(0)
     y = torch.from_numpy(tag_matrix(values, names)).double()
-    weight, bias = lbfgs_sigmoid((views - mean).reshape(-1, views.shape[-1]), y.repeat(views.shape[0], 1),
-                                 DEFAULT_C)
+    groups = getattr(train_batches, "groups", None)
+    C, cv_micro_f1 = choose_sigmoid_C(views, y, config.seed, groups=None if groups is None else np.asarray(groups))
+    weight, bias = lbfgs_sigmoid((views - mean).reshape(-1, views.shape[-1]), y.repeat(views.shape[0], 1), C)
     bias = bias - weight @ mean
     head = TagHead(names, weight.float().numpy(), bias.float().numpy(), np.full(len(names), 0.5, np.float32),
-                   {"C": DEFAULT_C, "train_rows": {tag: counts[tag] for tag in names}, "dropped": rare})
+                   {"C": C, "cv_micro_f1": {str(c): round(f, 4) for c, f in cv_micro_f1.items()},
+                    "train_rows": {tag: counts[tag] for tag in names}, "dropped": rare})
     if val_batches is not None and len(val_batches.labels):
         truth = tag_matrix(val_catalog.table[TAGS_COLUMN].to_numpy(object)[val_batches.rows.numpy()], names)
         scores = head.probabilities(val_batches.features[0].float().numpy())

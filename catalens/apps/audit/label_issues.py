@@ -26,7 +26,8 @@ def out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, fold
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
     y = torch.from_numpy(labels).long()
-    C = fit_linear_head(z[None].float(), y, num_classes, seed=seed, folds=folds, grid=STANDARDISED_C_GRID).C
+    C = fit_linear_head(z[None].float(), y, num_classes, seed=seed, folds=folds, grid=STANDARDISED_C_GRID,
+                        criterion="accuracy").C  # the issue-28 rows were measured so
     probabilities = np.zeros((len(labels), num_classes), np.float64)
     covered = np.zeros(len(labels), bool)
     for train_rows, test_rows in parts:
