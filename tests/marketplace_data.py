@@ -48,10 +48,11 @@ def make_shopee(out: Path, source: Path, classes: int = 4, per_class: int = 6, w
     return planted
 
 
-def schema(metadata: sa.MetaData, label: str = "Category") -> dict[str, sa.Table]:
+def schema(metadata: sa.MetaData, label: str = "Category", extra: tuple[str, ...] = ()) -> dict[str, sa.Table]:
     return {
         "Product": sa.Table("Product", metadata, sa.Column("Id", sa.Integer, primary_key=True),
-                            sa.Column("Title", sa.Text), sa.Column(label, sa.Text)),
+                            sa.Column("Title", sa.Text), sa.Column(label, sa.Text),
+                            *[sa.Column(name, sa.Text) for name in extra]),
         "Image": sa.Table("Image", metadata, sa.Column("Id", sa.Integer, primary_key=True), sa.Column("Url", sa.Text)),
         "ProductImages": sa.Table("ProductImages", metadata, sa.Column("ProductId", sa.Integer),
                                   sa.Column("ImageId", sa.Integer), sa.Column("ImageIndex", sa.Integer)),
@@ -61,16 +62,18 @@ def schema(metadata: sa.MetaData, label: str = "Category") -> dict[str, sa.Table
     }
 
 
-def write_product_db(engine: sa.Engine, products: list[dict], label: str = "Category") -> None:
+def write_product_db(engine: sa.Engine, products: list[dict], label: str = "Category",
+                     extra: tuple[str, ...] = ()) -> None:
     """products: {id, title, label, images: [(image id, url, index)], descriptions: [(country, original,
-    translated)]}; bulk inserts with bound parameters."""
+    translated)], and a value (or None) for each `extra` Product column}; bulk inserts with bound parameters."""
     metadata = sa.MetaData()
-    tables = schema(metadata, label)
+    tables = schema(metadata, label, extra)
     metadata.drop_all(engine)
     metadata.create_all(engine)
     with engine.begin() as connection:
         if products:
-            connection.execute(tables["Product"].insert(), [{"Id": p["id"], "Title": p["title"], label: p["label"]}
+            connection.execute(tables["Product"].insert(), [{"Id": p["id"], "Title": p["title"], label: p["label"],
+                                                            **{name: p.get(name) for name in extra}}
                                                            for p in products])
         images = [(p["id"], *image) for p in products for image in p["images"]]
         if images:

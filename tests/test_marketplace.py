@@ -230,6 +230,31 @@ def test_sql_errors_are_one_line(database, tmp_path):
         load_catalog(database, DataOptions(label_column="Category"), split=False)
 
 
+def test_sql_targets_are_product_columns(database, tmp_path):
+    """Issue 30: --targets reads Product columns (the first is the label); a NULL or empty value is kept as
+    missing for that target only; an unknown column or a clashing --label-column is one line."""
+    from catalens.data.targets import column
+
+    photos = sorted(shared("clothing-small/train/shoes").glob("*.jpg"))[:3]
+    (tmp_path / "images").mkdir()
+    for i, photo in enumerate(photos):
+        (tmp_path / "images" / f"{i}.jpg").write_bytes(photo.read_bytes())
+    colours, genders = ["Black", "White", "Black"], ["Men", None, " "]
+    write_product_db(sa.create_engine(database), [
+        {"id": i + 1, "title": f"Shoe {i}", "label": "shoes", "images": [(100 + i, f"{i}.jpg", 0)],
+         "Colour": colours[i], "Gender": genders[i]} for i in range(3)], extra=("Colour", "Gender"))
+    catalog = load_catalog(database, DataOptions(targets="Category,Colour,Gender", images=str(tmp_path / "images")),
+                           split=False)
+    table = catalog.table.set_index("item_id").loc[["1", "2", "3"]]
+    assert list(table[column("Category")]) == list(table["label"]) == ["shoes"] * 3
+    assert list(table[column("Colour")]) == colours and list(table[column("Gender")]) == ["Men", "", ""]
+    with pytest.raises(CatalensError, match="--targets: table Product has no column 'Size'; its columns are: "
+                                            "Category, Colour, Gender, Id, Title"):
+        load_catalog(database, DataOptions(targets="Category,Size"), split=False)
+    with pytest.raises(CatalensError, match="the first target is the label"):
+        load_catalog(database, DataOptions(targets="Colour,Category", label_column="Category"), split=False)
+
+
 def test_unreachable_database_and_missing_file(tmp_path):
     with pytest.raises(CatalensError, match="database file .* does not exist"):
         load_catalog(f"sqlite:///{tmp_path / 'nope.db'}", DataOptions(label_column="x"), split=False)

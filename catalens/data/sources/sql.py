@@ -6,6 +6,9 @@ Default schema (names configurable with --columns, e.g. `Product=items,Product.T
     ProductImages(ProductId, ImageId, ImageIndex)  ProductDescription(ProductId, CountryCode, OriginalText,
                                                                       TranslatedText)
 
+`--targets Category,Colour,Gender` reads one Product column per target (the first is the label, as
+--label-column); an empty or NULL value trains the other targets only.
+
 Per product: its title, the image with ImageIndex = 0 (the most relevant), and its 'us' description
 (TranslatedText when present, else OriginalText). Products without an index-0 image are left out and counted;
 products without a description keep an empty one. Rows are streamed (server-side cursor), never loaded whole;
@@ -27,6 +30,7 @@ from catalens.data.download import Downloader
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
 from catalens.data.sources.marketplace_csv import parse_columns
+from catalens.data.targets import column, parse_names
 from catalens.errors import CatalensError
 from catalens.progress import make_progress
 
@@ -69,7 +73,8 @@ def connect(spec: str, create: bool = False) -> sa.Engine:
     return engine
 
 
-def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str | None) -> None:
+def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str | None,
+                 targets: list[str] = ()) -> None:
     inspector = sa.inspect(engine)
     tables = set(inspector.get_table_names())
     for table, columns in TABLES.items():
@@ -81,6 +86,10 @@ def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str | N
         wanted = [names[f"{table}.{column}"] for column in columns]
         wanted += [label_column] if table == "Product" and label_column else []
         missing = [column for column in wanted if column not in present]
+        unknown = [name for name in targets if name not in present] if table == "Product" else []
+        if unknown:
+            raise CatalensError(f"--targets: table {actual} has no column {', '.join(map(repr, unknown))}; its "
+                                f"columns are: {', '.join(sorted(present))}")
         if missing:
             hint = ("choose the label with --label-column" if label_column in missing
                     else f"map yours with --columns {table}.COLUMN=NAME")
@@ -88,11 +97,11 @@ def check_schema(engine: sa.Engine, names: dict[str, str], label_column: str | N
                                 f"(it has {', '.join(sorted(present))}); {hint}")
 
 
-def product_query(names: dict[str, str], label_column: str | None) -> sa.Select:
+def product_query(names: dict[str, str], label_column: str | None, targets: list[str] = ()) -> sa.Select:
     def table(key: str):
         columns = [names[f"{key}.{column}"] for column in TABLES[key]]
-        if key == "Product" and label_column:
-            columns.append(label_column)
+        if key == "Product":
+            columns += ([label_column] if label_column else []) + list(targets)
         return sa.table(names[key], *[sa.column(name) for name in dict.fromkeys(columns)]).alias(key.lower())
 
     product, image, links, description = (table(key) for key in TABLES)
@@ -101,7 +110,8 @@ def product_query(names: dict[str, str], label_column: str | None) -> sa.Select:
                   (product.c[label_column] if label_column else sa.null()).label("label"),
                   image.c[names["Image.Url"]].label("url"),
                   description.c[names["ProductDescription.TranslatedText"]].label("translated"),
-                  description.c[names["ProductDescription.OriginalText"]].label("original"))
+                  description.c[names["ProductDescription.OriginalText"]].label("original"),
+                  *[product.c[name].label(f"target{i}") for i, name in enumerate(targets)])
         .select_from(
             product.join(links, sa.and_(links.c[names["ProductImages.ProductId"]] == product.c[names["Product.Id"]],
                                         links.c[names["ProductImages.ImageIndex"]] == 0))
@@ -113,9 +123,12 @@ def product_query(names: dict[str, str], label_column: str | None) -> sa.Select:
     )
 
 
-def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | None) -> tuple[dict, int, int]:
-    """Streamed rows -> per-product columns; also the number of products and of extra rows dropped."""
-    columns = {"id": [], "title": [], "label": [], "url": [], "description": []}
+def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | None,
+                  targets: list[str] = ()) -> tuple[dict, int, int]:
+    """Streamed rows -> per-product columns (each target's as `target0`, ...); also the number of products and of
+    extra rows dropped."""
+    columns = {"id": [], "title": [], "label": [], "url": [], "description": [],
+               **{f"target{i}": [] for i in range(len(targets))}}
     last = object()
     extra = 0
     with engine.connect() as connection:
@@ -123,7 +136,7 @@ def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | 
             connection.exec_driver_sql("SET cursor_tuple_fraction = 1.0")
         total = connection.execute(sa.select(sa.func.count()).select_from(sa.table(names["Product"]))).scalar_one()
         result = connection.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
-            product_query(names, label_column), {"country": COUNTRY})
+            product_query(names, label_column, targets), {"country": COUNTRY})
         with make_progress() as bar:
             task = bar.add_task("reading products", total=total)
             for rows in result.partitions():
@@ -137,6 +150,9 @@ def read_products(engine: sa.Engine, names: dict[str, str], label_column: str | 
                     columns["label"].append("" if row.label is None else str(row.label))
                     columns["url"].append(row.url or "")
                     columns["description"].append(row.translated or row.original or "")
+                    for i in range(len(targets)):
+                        value = getattr(row, f"target{i}")
+                        columns[f"target{i}"].append("" if value is None else str(value).strip())
                 bar.update(task, completed=len(columns["id"]))
     return columns, int(total), extra
 
@@ -145,11 +161,16 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
 
     options = options or DataOptions()
     names = parse_columns(options.columns, DEFAULT_NAMES)
+    targets = parse_names(options.targets) if options.targets else []
+    if targets and options.label_column and options.label_column != targets[0]:
+        raise CatalensError(f"--label-column {options.label_column} and --targets {','.join(targets)}: the first "
+                            "target is the label; leave out --label-column or put it first in --targets")
+    label_column = options.label_column or (targets[0] if targets else None)
     engine = connect(spec)
     url = engine.url
     try:
-        check_schema(engine, names, options.label_column)
-        columns, total, extra = read_products(engine, names, options.label_column)
+        check_schema(engine, names, label_column, targets)
+        columns, total, extra = read_products(engine, names, label_column, targets)
     except sa.exc.SQLAlchemyError as error:
         reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
         raise CatalensError(f"query on {public_url(url)} failed: {reason}") from error
@@ -160,7 +181,7 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     else:
         root = Path(url.database).resolve().parent if url.get_backend_name() == "sqlite" else Path.cwd()
     refs, problems = resolve_images(columns["id"], columns["url"], root, options.allow_private_urls)
-    labelled = bool(options.label_column)
+    labelled = bool(label_column)
     keep = [i for i, ref in enumerate(refs) if ref and (columns["label"][i] or not labelled)]
     problems += [{"ref": f"product {columns['id'][i]}", "reason": "no label"} for i, ref in enumerate(refs)
                  if ref and labelled and not columns["label"][i]]
@@ -177,7 +198,8 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     labels = [columns["label"][i] for i in keep]
     catalog = Catalog.from_records(
         {"item_id": [columns["id"][i] for i in keep], "ref": [refs[i] for i in keep], "label": labels,
-         "title": [columns["title"][i] for i in keep], "description": [columns["description"][i] for i in keep]},
+         "title": [columns["title"][i] for i in keep], "description": [columns["description"][i] for i in keep],
+         **{column(name): [columns[f"target{t}"][i] for i in keep] for t, name in enumerate(targets)}},
         classes=sorted(set(labels) - {""}), reader=FileReader("/"), source=public_url(url), problems=problems,
         notes=notes,
     )
