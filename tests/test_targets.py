@@ -126,6 +126,27 @@ def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, t
     assert "masterCategory_probability" in frame.columns and frame["targets"].iloc[0]["gender"]["label"]
 
 
+def test_ray_predicts_every_target_and_answers_up_the_tree_like_one_process(targets_run, tmp_path):
+    """--engine ray on a --targets run under --min-confidence: the same rows as the local engine, byte for byte."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        missing("ray is not installed (pip install -e '.[test]')")
+    _, run, rows = targets_run
+    photos = copy_photos(rows["id"].iloc[::20], tmp_path / "photos")
+    written = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.csv"
+        result = run_cli("predict", str(run), str(photos), "--min-confidence", "0.9", "--top-k", "2", "--engine",
+                         engine, "--out", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        written[engine] = out.read_text()
+    assert written["ray"] == written["local"]
+    table = pd.read_csv(tmp_path / "ray.csv", dtype=str, keep_default_na=False)
+    assert len(table) == 16 and {"answer", "answered_level", "gender_probability", "tags"} <= set(table.columns)
+    assert (table["answered_level"] != "").sum() >= 12
+
+
 def test_a_product_is_answered_per_target_from_all_its_images(targets_run):
     """A product dump (several images per product, as BSON gives): each target's and tag's probabilities are the
     mean of the product's images', as the label's are, and the tree answers from those means."""

@@ -48,8 +48,9 @@ def check_targets(config, train_catalog: Catalog, linear: bool) -> None:
     """Before any image is read: --targets needs the linear head on cached features, and --tree must hold."""
     names = target_names(train_catalog)
     if config.targets and not names:
-        raise CatalensError(f"--targets is read from a csv file's or a SQL Product table's columns, a folder's class "
-                            f"levels or a BSON dump's category levels; {config.data} has none: train on one label, or export the data to csv")
+        raise CatalensError(f"--targets is read from a csv file's or a SQL Product table's columns, a folder's "
+                            f"class levels or a BSON dump's category levels; {config.data} has none: train on one "
+                            "label, or export the data to csv")
     if config.tags and TAGS_COLUMN not in train_catalog.table.columns:
         raise CatalensError(f"--tags is read from a csv file's columns; {config.data} has none: export the data to "
                             "csv with a tag column")

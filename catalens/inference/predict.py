@@ -18,9 +18,8 @@ from catalens.data.sources.folder import FileReader, walk_files
 from catalens.errors import CatalensError
 from catalens.inference.products import average_by_product, catalog_has_products
 from catalens.inference.records import (
-    add_answers,
-    add_targets,
     failure_records,
+    finish_records,
     prediction_records,
     write_parquet,
     write_records,
@@ -156,11 +155,6 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
     threshold = model.answer_threshold(threshold, target_accuracy)
     catalog = catalog_of_inputs(inputs, split, options)
     read_text_columns(model, text, catalog, ", ".join(inputs))
-    if engine == "ray" and min_confidence is not None:
-        raise CatalensError("--min-confidence runs on the local engine so far; leave out --engine ray")
-    if engine == "ray" and model.targets is not None:
-        raise CatalensError(f"{model_dir} predicts several targets (--targets): the Ray engine predicts one; use "
-                            "--engine local")
     if engine == "ray" and model.text is not None:
         raise CatalensError(f"{model_dir} reads text (--text {','.join(model.text_columns)}): the Ray engine predicts "
                             "from images only; use --engine local")
@@ -168,7 +162,7 @@ def predict(model_dir: str | Path, inputs: list[str], k: int = 5, output_format:
         from catalens.inference.ray_engine import predict_with_ray
 
         records, failures, run = predict_with_ray(model_dir, model, catalog, k, backend, batch_size, ray_address,
-                                                  actors, gpus_per_actor)
+                                                  actors, gpus_per_actor, min_confidence)
         with_ids, per_product = run["with_ids"], run["per_product"]
         summary = {"predicted": sum(record.get("images", 1) for record in records), "failed": len(failures),
                    "images_per_s": len(catalog) / run["seconds"], "per_product": per_product,
@@ -230,11 +224,7 @@ def output_records(catalog: Catalog, model: Model, result: Predictions, k: int, 
         item_of_ref = dict(zip(catalog.table["ref"].astype(str), catalog.table["item_id"]))
         failures = [(item_of_ref.get(str(ref), ref), reason) for ref, reason in failures]
     records = prediction_records(model, inputs, item_ids if with_ids else None, probabilities, k, images)
-    tree_answers = min_confidence is not None and bool(targets) and bool(model.targets.heads)
-    if targets:
-        add_targets(records, model, targets, k, min_confidence if tree_answers else None)
-    if min_confidence is not None and not tree_answers:  # one label (a tags-only run too): sure or not
-        add_answers(records, min_confidence)
+    finish_records(records, model, targets, k, min_confidence)
     return records, failures, with_ids, per_product
 
 

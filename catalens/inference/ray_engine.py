@@ -123,35 +123,46 @@ class Decoder:
 class Predictor:
     """The model stage, one model per actor: a product's images averaged, its output record as JSON."""
 
-    def __init__(self, model_path: str, backend: str, k: int, with_ids: bool, per_product: bool):
+    def __init__(self, model_path: str, backend: str, k: int, with_ids: bool, per_product: bool,
+                 min_confidence: float | None = None):
         from catalens.rundir.run import Model
 
         self.model = Model.load(model_path, backend=backend)
-        self.k, self.with_ids, self.per_product = k, with_ids, per_product
+        self.k, self.with_ids, self.per_product, self.min_confidence = k, with_ids, per_product, min_confidence
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from catalens.inference.records import prediction_records
+        from catalens.inference.records import finish_records, prediction_records
 
         counts = [len(images) for images in batch["images"]]
         stacked = [images for images in batch["images"] if len(images)]
-        probabilities = self.model.probabilities(torch.from_numpy(np.concatenate(stacked))) if stacked else None
+        targets = {}
+        if stacked and self.model.targets is not None:  # a --targets run: every target from one backbone pass
+            scaled, targets = self.model.target_probabilities(torch.from_numpy(np.concatenate(stacked)))
+            probabilities = self.model.finish_probabilities(scaled)
+        else:
+            probabilities = self.model.probabilities(torch.from_numpy(np.concatenate(stacked))) if stacked else None
         records, start = [], 0
         for name, item, count in zip(batch["name"], batch["item"], counts):
             if not count:
                 records.append("")
                 continue
-            mean = probabilities[start:start + count].astype(np.float64).mean(axis=0).astype(np.float32)
+            def mean(values, first=start, count=count):  # the product's images averaged, as products.py does
+                return values[first:first + count].astype(np.float64).mean(axis=0).astype(np.float32)[None]
+
             start += count
-            record = prediction_records(self.model, [name], [item] if self.with_ids else None, mean[None], self.k,
-                                        [count] if self.per_product else None)[0]
-            records.append(json.dumps(record))
+            record = prediction_records(self.model, [name], [item] if self.with_ids else None, mean(probabilities),
+                                        self.k, [count] if self.per_product else None)
+            finish_records(record, self.model, {target: mean(values) for target, values in targets.items()}, self.k,
+                           self.min_confidence)
+            records.append(json.dumps(record[0]))
         return {"order": batch["order"], "record": np.array(records, dtype=object), "failures": batch["failures"]}
 
 
 def predict_with_ray(model_path: str | Path, model, catalog: Catalog, k: int, backend: str, batch_size: int,
-                     address: str | None, actors: int | None, gpus_per_actor: float) -> tuple[list[dict], list, dict]:
+                     address: str | None, actors: int | None, gpus_per_actor: float,
+                     min_confidence: float | None = None) -> tuple[list[dict], list, dict]:
     """(records in catalog order, failures (ref, reason), summary) for every product of the catalog. `model` is
     the loaded model (for its preprocessing); each actor loads its own from `model_path`."""
     ray = import_ray()
@@ -180,7 +191,7 @@ def predict_with_ray(model_path: str | Path, model, catalog: Catalog, k: int, ba
                                                                                                 max_size=cpus),
                                   num_cpus=1)
     predicted = decoded.map_batches(Predictor, fn_constructor_args=(str(model_path), backend_in_actor, k, with_ids,
-                                                                    per_product),
+                                                                    per_product, min_confidence),
                                     batch_size=rows_per_batch, compute=ray.data.ActorPoolStrategy(size=actors),
                                     num_gpus=gpus_per_actor or None, num_cpus=0 if gpus_per_actor else 1)
     info(f"Ray: {len(groups):,} {'products' if per_product else 'images'} over {cpus} CPUs, {actors} model "

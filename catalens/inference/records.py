@@ -72,6 +72,18 @@ def target_entries(model: Model, probabilities: dict[str, np.ndarray], k: int) -
     return entries
 
 
+def finish_records(records: list[dict], model: Model, targets: dict[str, np.ndarray], k: int,
+                   min_confidence: float | None) -> None:
+    """After prediction_records, on either engine: each target's columns (a --targets run: `targets`, one row per
+    record) and, under --min-confidence, each record's answer: at the deepest sure level of a tree, or the label
+    when sure."""
+    tree_answers = min_confidence is not None and bool(targets) and bool(model.targets.heads)
+    if targets:
+        add_targets(records, model, targets, k, min_confidence if tree_answers else None)
+    if min_confidence is not None and not tree_answers:  # one label (a tags-only run too): sure or not
+        add_answers(records, min_confidence)
+
+
 def add_answers(records: list[dict], min_confidence: float) -> None:
     """A single-target run under --min-confidence: the label when its probability is at least P, else ""."""
     for record in records:
