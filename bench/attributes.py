@@ -72,14 +72,14 @@ def with_split(folder: Path, rows: int | None) -> Path:
     return path
 
 
-def run(path: Path, out: Path, targets: list[str], *extra: str) -> tuple[float, dict]:
-    """(train seconds, test metrics) of one catalens run (kept: a bench run that stopped resumes here)."""
+def run(path: Path, out: Path, targets: list[str], *extra: str, model: list[str] = MODEL) -> tuple[float, dict]:
+    """(train seconds, test metrics) of one catalens run of `model` (kept: a bench run that stopped resumes here)."""
     done = out / "eval" / "metrics.json"
     if done.is_file() and (out / "seconds.txt").is_file():
         return float((out / "seconds.txt").read_text()), json.loads(done.read_text())
     shutil.rmtree(out, ignore_errors=True)
     seconds = catalens("train", "--data", f"csv:{path}", "--images", IMAGES, "--columns", COLUMNS, "--targets",
-                       ",".join(targets), *extra, *MODEL, "--out", str(out))
+                       ",".join(targets), *extra, *model, "--out", str(out))
     catalens("evaluate", str(out), "--data", f"csv:{path}", "--split", "test", "--out", str(out / "eval"),
              "--no-leakage-check")
     (out / "seconds.txt").write_text(str(seconds))

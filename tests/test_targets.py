@@ -217,6 +217,34 @@ def hand_made() -> Targets:
                    ["top", "sub", "leaf"], parents)
 
 
+def test_a_fine_tuned_run_trains_every_target_head_jointly(targets_run, tmp_path):
+    """Fine-tuning (--freeze none): the other targets' heads train with the network (engine/joint.py), the best
+    epoch's are stored, calibrated and read by predict; each beats chance by a wide margin."""
+    path, _, rows = targets_run
+    run = tmp_path / "joint"
+    result = run_cli("train", "--data", f"csv:{path}", "--images", str(shared("fashion-products/images")),
+                     "--columns", COLUMNS, "--targets", "articleType,subCategory,gender", "--model",
+                     "tf_efficientnet_lite0", "--pretrained", "--freeze", "none", "--epochs", "2", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((run / "model_card.json").read_text())
+    heads = card["targets"]["heads"]
+    assert list(heads) == ["articleType", "subCategory", "gender"] and card["targets"]["tree"][-1] == "articleType"
+    for name, chance in {"articleType": 1 / 8, "subCategory": 1 / 5, "gender": 1 / 2}.items():
+        assert heads[name]["validation"]["accuracy"] > chance + 0.25, (name, heads[name])
+    assert heads["gender"]["missing"] == 32 and (run / "joint_heads.safetensors").is_file()
+    stored = json.loads((run / "targets.json").read_text())
+    assert "trained jointly" in json.dumps(stored)
+    photos = copy_photos(rows["id"].iloc[::40], tmp_path / "photos")
+    assert run_cli("predict", str(run), str(photos), "--min-confidence", "0.5", "--out",
+                   str(tmp_path / "p.csv")).returncode == 0
+    table = pd.read_csv(tmp_path / "p.csv", dtype=str, keep_default_na=False)
+    assert len(table) == 8 and {"gender", "subCategory_probability", "answer"} <= set(table.columns)
+    refused = run_cli("train", "--data", f"csv:{path}", "--images", str(shared("fashion-products/images")),
+                      "--columns", COLUMNS, "--targets", "articleType,gender", "--tags", "style", "--model",
+                      "tf_efficientnet_lite0", "--pretrained", "--freeze", "none", "--out", str(tmp_path / "no"))
+    assert refused.returncode != 0 and "--tags only on cached features" in refused.stderr
+
+
 def test_parents_are_the_sums_of_their_children_and_answers_back_off_up_the_tree():
     targets = hand_made()
     # Tshirts 0.55 / Shirts 0.42 (Topwear 0.97); Boots and Sandals even (Shoes sure); spread (Apparel 0.6); sure

@@ -44,8 +44,9 @@ def has_targets(catalog: Catalog) -> bool:
     return bool(target_names(catalog)) or TAGS_COLUMN in catalog.table.columns
 
 
-def check_targets(config, train_catalog: Catalog, linear: bool) -> None:
-    """Before any image is read: --targets needs the linear head on cached features, and --tree must hold."""
+def check_targets(config, train_catalog: Catalog, linear: bool, fine_tuned: bool = False) -> None:
+    """Before any image is read: --targets needs the linear head on cached features or a fine-tuned timm network
+    (engine/joint.py; --tags only the first), and --tree must hold."""
     names = target_names(train_catalog)
     if config.targets and not names:
         raise CatalensError(f"--targets is read from a csv file's or a SQL Product table's columns, a folder's "
@@ -61,10 +62,10 @@ def check_targets(config, train_catalog: Catalog, linear: bool) -> None:
     if config.text:
         raise CatalensError("--targets or --tags and --text together are not supported yet: train one run with "
                             "each")
-    if not linear:
-        raise CatalensError("--targets and --tags fit their heads on cached backbone features: give --pretrained "
-                            "with --freeze backbone and the linear head (no heavy --augment), or no model flags at "
-                            "all")
+    if not linear and not (fine_tuned and config.model.startswith("timm:") and not config.tags):
+        raise CatalensError("--targets fits its heads on cached backbone features, or trains them jointly with a "
+                            "fine-tuned timm network; --tags only on cached features: give --pretrained with "
+                            "--freeze backbone and the linear head (no heavy --augment), or no model flags at all")
     if config.tree:
         tree_of(config, names, {name: train_catalog.table["label" if i == 0 else column(name)].to_numpy(object)
                                 for i, name in enumerate(names)})
@@ -103,7 +104,7 @@ def fit_target_heads(config, head: nn.Linear, train_batches, val_batches, train_
         else None
     val_values = {name: val_catalog.table["label" if i == 0 else column(name)].to_numpy(object)[
         val_batches.rows.numpy()] for i, name in enumerate(names)} if val_features is not None else {}
-    heads, summary = {}, {}
+    heads = {}
     for index, name in enumerate(names):
         target = values[name][rows]
         given = present(target)
@@ -123,17 +124,31 @@ def fit_target_heads(config, head: nn.Linear, train_batches, val_batches, train_
                                      groups=None if groups is None else np.asarray(groups)[given])
             weight, bias = fitted.weight.numpy(), fitted.bias.numpy()
             fitted_info = fitted.describe()
-        missing = int((~given).sum())
-        if missing:
-            warn(f"--targets {name}: {missing:,} training image(s) have no value; they train the other targets only")
-        head_entry = Head(classes, np.asarray(weight, np.float32), np.asarray(bias, np.float32), 1.0,
-                          {**fitted_info, "train_items": int(given.sum()), "missing": missing})
-        if val_features is not None:
-            validate(head_entry, val_features, val_values[name])
-        heads[name] = head_entry
-        summary[name] = {key: head_entry.info.get(key) for key in ("train_items", "missing", "validation", "C")}
+        heads[name] = Head(classes, np.asarray(weight, np.float32), np.asarray(bias, np.float32), 1.0,
+                           {**fitted_info, **counted(name, given)})
     tags = fit_tags(config, train_batches, val_batches, train_catalog, val_catalog) \
         if TAGS_COLUMN in train_catalog.table.columns else None
+    return store_targets(heads, tree, parents, tags, val_features, val_values, card, out)
+
+
+def counted(name: str, given: np.ndarray) -> dict:
+    """A target's training rows with a value, and those without (said in one warning)."""
+    missing = int((~given).sum())
+    if missing:
+        warn(f"--targets {name}: {missing:,} training image(s) have no value; they train the other targets only")
+    return {"train_items": int(given.sum()), "missing": missing}
+
+
+def store_targets(heads: dict[str, Head], tree: list[str], parents: dict, tags: TagHead | None,
+                  val_features: np.ndarray | None, val_values: dict, card, out: Path) -> Targets:
+    """Each head's temperature and validation metrics, then targets.json / targets.safetensors and the card's
+    `targets`."""
+    names = list(heads)
+    summary = {}
+    for name, head_entry in heads.items():
+        if val_features is not None:
+            validate(head_entry, val_features, val_values[name])
+        summary[name] = {key: head_entry.info.get(key) for key in ("train_items", "missing", "validation", "C")}
     targets = Targets(heads, tree, parents, tags)
     targets.save(out / TARGETS_FILE, out / TARGETS_WEIGHTS_FILE)
     card.targets = {"names": names, "tree": tree, "heads": summary,

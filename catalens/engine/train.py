@@ -26,9 +26,10 @@ from catalens.engine.config import TrainConfig, make_config
 from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
+from catalens.engine.joint import JointTargets, finish_joint_targets
 from catalens.engine.metrics import macro_f1
-from catalens.engine.modes import Inputs, Job, LinearHead, Setup, choose_mode
-from catalens.engine.targets import check_targets, fit_target_heads, has_targets
+from catalens.engine.modes import FineTune, Inputs, Job, LinearHead, Setup, choose_mode
+from catalens.engine.targets import check_targets, fit_target_heads, has_targets, target_names
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
 from catalens.files import atomic_path
@@ -134,10 +135,16 @@ def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[
     return [group for group in groups if group["params"]]
 
 
-def make_optimizer(config: TrainConfig, module: nn.Module):
+def make_optimizer(config: TrainConfig, module: nn.Module, extra: nn.Module | None = None):
+    """The optimiser over the network's parameter groups, and `extra` (the other targets' heads) at the head's
+    learning rate."""
     default_lr = 0.1 if config.optimizer == "sgd" else 2e-3
     lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
     groups = parameter_groups(config, module, lr)
+    if extra is not None:
+        groups += [{"params": [p for p in extra.parameters() if p.ndim > 1], "weight_decay": config.weight_decay,
+                    "lr": lr}, {"params": [p for p in extra.parameters() if p.ndim <= 1], "weight_decay": 0.0,
+                                "lr": lr}]
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum,
                                                            nesterov=config.momentum > 0)
@@ -259,14 +266,19 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     module, pretrained = build_network(config, len(catalog.classes), preprocessing, out, resume, device)
     plan = FreezePlan(module, config.model, config.freeze, config.unfreeze_every)
     mode = choose_mode(config, plan, module)
-    check_targets(config, train_catalog, isinstance(mode, LinearHead))
+    check_targets(config, train_catalog, isinstance(mode, LinearHead), isinstance(mode, FineTune))
+    joint = JointTargets(module, train_catalog, target_names(train_catalog), out, resume) \
+        if has_targets(train_catalog) and isinstance(mode, FineTune) else None
+    if joint is not None and world.distributed:
+        raise CatalensError("--targets with a fine-tuned network trains on one process so far: leave out --nproc "
+                            "(or freeze the backbone: its heads are fitted on one process anyway)")
     if world.distributed and mode.single_process:  # cached modes take seconds to minutes: rank 0 runs them alone
         if not world.main:
             return TrainResult(out, 0, {}, 0.0)
         info(f"cached-feature training runs on one process; the other {world.size - 1} have nothing to do")
         world = World()
     trainer, prepared = make_trainer(config, mode, module, plan, preprocessing, device, catalog, train_catalog,
-                                val_catalog, texts, pretrained, world, resume, callbacks)
+                                     val_catalog, texts, pretrained, world, resume, callbacks, joint)
     setup = prepared.setup
     started = time.time()
     interrupted = False
@@ -287,6 +299,10 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
         if not interrupted:
             calibrate_run(out, module, setup.net, setup.val_batches, setup.eval_inputs, device, prepared.card,
                           setup.fitted is not None)
+            if joint is not None:  # the best epoch's heads, calibrated and stored beside the network
+                finish_joint_targets(config, joint, module, setup.val_batches, setup.eval_inputs, device,
+                                     train_catalog, val_catalog, prepared.card, out)
+                write_json(out / CARD_FILE, prepared.card.to_dict())
         plot_history(out / HISTORY_FILE, out / CURVES_FILE)
     # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its
     # process group down while rank 0 was still calibrating aborted now and then ("terminate called without an
@@ -340,12 +356,15 @@ class Prepared:
 
 def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan, preprocessing: Preprocessing,
                  device: torch.device, catalog: Catalog, train_catalog: Catalog, val_catalog: Catalog | None, texts,
-                 pretrained, world: World, resume: bool, callbacks: list[Callback] | None) -> tuple[Trainer, Prepared]:
+                 pretrained, world: World, resume: bool, callbacks: list[Callback] | None,
+                 joint: JointTargets | None = None) -> tuple[Trainer, Prepared]:
     """The batches, optimiser and schedule, the mode's set-up (mode.prepare), the card and the Trainer with
     catalens's callbacks; a resumed run starts from its checkpoint."""
     out, classes = Path(config.out), catalog.classes
     shard = (world.rank, world.size) if world.distributed else None
-    optimizer, peak_lr = make_optimizer(config, module)
+    if joint is not None:
+        joint.heads.to(device)
+    optimizer, peak_lr = make_optimizer(config, module, joint.heads if joint is not None else None)
     train_batches = make_batches(train_catalog, preprocessing, config.batch_size // world.size, shuffle=True,
                                  balanced=config.balanced_sampling, seed=config.seed, workers=config.workers,
                                  shard=shard)
@@ -372,6 +391,8 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
     setup = mode.prepare(Job(config, module, plan, preprocessing, device, len(classes), train_catalog, train_batches,
                              val_batches, image_inputs, get_preset(config.augment), texts, state.epoch))
     state.failures.update(setup.failures)
+    if joint is not None:
+        setup.net = joint.wrap(setup.net)
     train_net = data_parallel(torch.compile(setup.net) if config.compile else setup.net, config, plan, state.epoch,
                               world, device)
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
@@ -403,10 +424,12 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
         train_inputs=setup.train_inputs, eval_inputs=setup.eval_inputs, evaluate=evaluate,
         reduce=lambda values: all_sum(values, world, device), monitor=config.monitor,
         amp=config.amp and device.type == "cuda", state=state,
+        extra_loss=(lambda batch: joint.loss(setup.net, batch)) if joint is not None else None,
         callbacks=[FreezeSchedule(plan, state.epoch, setup.freeze_hook),
                    *([HistoryWriter(history_path, HISTORY_COLUMNS),
                       RunDirectory(out, module, card, config.epochs)] if world.main else []),
                    *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
+                   *([joint] if joint is not None else []),
                    *(callbacks or [])],
     )
     return trainer, Prepared(setup, card, time.time() - started)

@@ -70,6 +70,7 @@ class Trainer:
     reduce: Callable | None = None  # [seen, correct, loss sum] of this process -> of all (data-parallel)
     amp: bool = False
     callbacks: list[Callback] = field(default_factory=list)
+    extra_loss: Callable | None = None  # batch -> a loss added to the criterion's (the other targets' heads)
     state: TrainState = field(default_factory=TrainState)
 
     def __post_init__(self):
@@ -130,6 +131,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=low, enabled=self.amp):
             logits = self.train_net(inputs)
             loss = self.criterion(logits.float(), labels)
+            if self.extra_loss is not None:
+                loss = loss + self.extra_loss(batch)
         if not torch.isfinite(loss):
             raise CatalensError(f"the loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
         self.optimizer.zero_grad(set_to_none=True)

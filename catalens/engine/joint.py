@@ -1,0 +1,140 @@
+"""`catalens train --targets` on a fine-tuned network: the other targets' heads train jointly with it.
+
+Every target gets a linear head on the network's pooled features (what its own classifier reads); each step's
+loss is the own label's cross-entropy plus every other target's, over the photos of the batch that have a value
+for it, each weighted by log(own classes) / log(its classes) so that every target starts with the same loss at
+chance: equal influence, whatever its number of values. The heads of the best epoch are kept (as the network's
+weights are), calibrated on the validation split and stored like the frozen-feature heads (engine/targets.py):
+predict, sort, serve and evaluate read them unchanged, since they read the same pooled features.
+
+One process (torchrun is refused in one line), no --tags (they are fitted on cached features)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catalens.data.catalog import Catalog
+from catalens.data.targets import column, present
+from catalens.engine.trainer import Callback
+from catalens.errors import CatalensError
+from catalens.models.features import extract_features
+from catalens.models.targets import Head
+from catalens.models.timm_models import linear_classifier_of
+
+HEADS_FILE = "joint_heads.safetensors"  # the best epoch's heads (the last epoch's: joint_heads_last.safetensors)
+LAST_HEADS_FILE = "joint_heads_last.safetensors"
+
+
+class JointNet(nn.Module):
+    """The network as the trainer sees it: its own logits out, its pooled features kept for the other heads."""
+
+    def __init__(self, module: nn.Module, heads: nn.ModuleList):
+        super().__init__()
+        self.module, self.heads = module, heads
+        self.pooled: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.module.forward_features(images)
+        self.pooled = self.module.forward_head(features, pre_logits=True)
+        return self.module.forward_head(features)
+
+
+class JointTargets(Callback):
+    """The other targets' heads, their labels per training row, the loss they add, and their best epoch."""
+
+    def __init__(self, module: nn.Module, train_catalog: Catalog, names: list[str], out: Path, resume: bool):
+        from safetensors.torch import load_file
+
+        self.names = names[1:]  # the first target is the network's own label
+        features = linear_classifier_of(module).in_features
+        self.classes, self.codes, self.weights, self.given = {}, {}, {}, {}
+        own = max(2, len(train_catalog.classes))
+        for name in self.names:
+            values = train_catalog.table[column(name)].to_numpy(object)
+            given = present(values)
+            classes = sorted(set(map(str, values[given])))
+            if len(classes) < 2:
+                raise CatalensError(f"--targets {name}: the training rows hold {len(classes)} value(s) of it; a "
+                                    "target needs two or more")
+            lookup = {value: i for i, value in enumerate(classes)}
+            self.classes[name], self.given[name] = classes, given
+            self.codes[name] = torch.tensor([lookup[str(value)] if known else -1
+                                             for value, known in zip(values, given)], dtype=torch.int64)
+            self.weights[name] = math.log(own) / math.log(len(classes))
+        self.heads = nn.ModuleList([nn.Linear(features, len(self.classes[name])) for name in self.names])
+        self.out = out
+        self.best = None
+        if resume and (out / LAST_HEADS_FILE).is_file():
+            self.heads.load_state_dict(load_file(str(out / LAST_HEADS_FILE)))
+            if (out / HEADS_FILE).is_file():
+                self.best = load_file(str(out / HEADS_FILE))
+
+    def wrap(self, module: nn.Module) -> JointNet:
+        return JointNet(module, self.heads)
+
+    def loss(self, net: JointNet, batch) -> torch.Tensor:
+        """The other targets' weighted cross-entropies on the batch's pooled features (0 when none has a value)."""
+        pooled, total = net.pooled, 0.0
+        for name, head in zip(self.names, self.heads):
+            labels = self.codes[name][batch.rows].to(pooled.device)
+            known = labels >= 0
+            if known.any():
+                total = total + self.weights[name] * F.cross_entropy(head(pooled[known]).float(), labels[known])
+        return total
+
+    def on_epoch_end(self, trainer, epoch, row, metrics):
+        from safetensors.torch import save_file
+
+        state = {key: value.detach().cpu().contiguous() for key, value in self.heads.state_dict().items()}
+        save_file(state, str(self.out / LAST_HEADS_FILE))
+        if trainer.improved:
+            self.best = state
+            save_file(state, str(self.out / HEADS_FILE))
+
+    def trained_heads(self, module: nn.Module, train_catalog: Catalog) -> dict[str, Head]:
+        """Every target's head at the best epoch: the network's own classifier for the first, then the others."""
+        from catalens.engine.targets import counted
+
+        if self.best is not None:
+            self.heads.load_state_dict(self.best)
+        own = linear_classifier_of(module)
+        method = {"method": "trained jointly with the fine-tuned network (sum of the targets' cross-entropies, "
+                            "each weighted to equal influence at chance)"}
+        heads = {"": Head(list(train_catalog.classes), own.weight.detach().float().cpu().numpy(),
+                          own.bias.detach().float().cpu().numpy(), 1.0,
+                          {**method, "train_items": len(train_catalog), "missing": 0})}
+        for name, head in zip(self.names, self.heads):
+            heads[name] = Head(self.classes[name], head.weight.detach().float().cpu().numpy(),
+                               head.bias.detach().float().cpu().numpy(), 1.0,
+                               {**method, "loss_weight": round(self.weights[name], 4),
+                                **counted(name, self.given[name])})
+        return heads
+
+
+def finish_joint_targets(config, joint: JointTargets, module: nn.Module, val_batches, eval_inputs, device,
+                         train_catalog: Catalog, val_catalog: Catalog | None, card, out: Path) -> None:
+    """After training (the best weights loaded): the heads calibrated on validation and stored, with the tree."""
+    from catalens.engine.targets import store_targets, target_names, tree_of
+
+    names = target_names(train_catalog)
+    heads = joint.trained_heads(module, train_catalog)
+    heads = {names[0]: heads.pop(""), **heads}
+    values = {name: train_catalog.table["label" if i == 0 else column(name)].to_numpy(object)
+              for i, name in enumerate(names)}
+    tree, parents = tree_of(config, names, values)
+    val_features, val_values = None, {}
+    if val_batches is not None and val_catalog is not None and len(val_catalog):
+        rows: list = []
+        features, _, _ = extract_features(module, val_batches, eval_inputs, device, flip=False,
+                                          description="features (val)", rows=rows)
+        val_features = features[0].float().numpy()
+        order = torch.cat(rows).numpy() if rows else np.zeros(0, np.int64)
+        val_values = {name: val_catalog.table["label" if i == 0 else column(name)].to_numpy(object)[order]
+                      for i, name in enumerate(names)}
+    store_targets(heads, tree, parents, None, val_features, val_values, card, out)
