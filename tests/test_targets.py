@@ -232,8 +232,10 @@ def test_a_fine_tuned_run_trains_every_target_head_jointly(targets_run, tmp_path
     for name, chance in {"articleType": 1 / 8, "subCategory": 1 / 5, "gender": 1 / 2}.items():
         assert heads[name]["validation"]["accuracy"] > chance + 0.25, (name, heads[name])
     assert heads["gender"]["missing"] == 32 and (run / "joint_heads.safetensors").is_file()
-    stored = json.loads((run / "targets.json").read_text())
-    assert "trained jointly" in json.dumps(stored)
+    stored = {entry["name"]: entry["info"] for entry in json.loads((run / "targets.json").read_text())["targets"]}
+    assert "trained jointly" in stored["gender"]["method"]
+    assert all(stored[name]["moved_from_probe"] > 0.001 for name in ("subCategory", "gender"))  # in the loss
+    assert stored["gender"]["loss_weight"] == round(np.log(8) / np.log(len(set(rows["gender"]) - {""})), 4)
     photos = copy_photos(rows["id"].iloc[::40], tmp_path / "photos")
     assert run_cli("predict", str(run), str(photos), "--min-confidence", "0.5", "--out",
                    str(tmp_path / "p.csv")).returncode == 0

@@ -69,6 +69,7 @@ class Setup:
     fitted: Any = None  # LinearHead: the closed-form fit (linear_head.LinearFit); no epochs then
     failures: dict = field(default_factory=dict)  # image ref -> why it could not be read while caching
     freeze_hook: Callable | None = None  # run after the freezing schedule each epoch
+    probe: Any = None  # FineTune from a linear probe: the pretrained features it was fitted on (FeatureBatches)
 
 
 def identity(batch: torch.Tensor) -> torch.Tensor:
@@ -91,6 +92,7 @@ class FineTune:
             info(f"classifier initialised by a logistic regression on the pretrained features (C={fitted.C:g}); "
                  "fine-tuning the whole network")
             setup.head = f"fine-tuned from a linear probe (C={fitted.C:g})"
+            setup.probe = probe
         return setup
 
 

@@ -392,6 +392,8 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
                              val_batches, image_inputs, get_preset(config.augment), texts, state.epoch))
     state.failures.update(setup.failures)
     if joint is not None:
+        if setup.probe is not None and not resume:
+            joint.start_from_probe(setup.probe, config)
         setup.net = joint.wrap(setup.net)
     train_net = data_parallel(torch.compile(setup.net) if config.compile else setup.net, config, plan, state.epoch,
                               world, device)
