@@ -28,6 +28,7 @@ from catalens.errors import CatalensError
 from catalens.models.features import extract_features
 from catalens.models.targets import Head
 from catalens.models.timm_models import linear_classifier_of
+from catalens.rundir.layout import CHECKPOINT_FILE
 
 HEADS_FILE = "joint_heads.safetensors"  # the best epoch's heads (the last epoch's: joint_heads_last.safetensors)
 LAST_HEADS_FILE = "joint_heads_last.safetensors"
@@ -73,7 +74,10 @@ class JointTargets(Callback):
         self.out = out
         self.best = None
         self.probe_weights: dict[str, torch.Tensor] = {}  # each head as the linear probe started it
-        if resume and (out / LAST_HEADS_FILE).is_file():
+        if resume and (out / CHECKPOINT_FILE).is_file():
+            if not (out / LAST_HEADS_FILE).is_file():
+                raise CatalensError(f"{out} has a checkpoint but no {LAST_HEADS_FILE}: the other targets' heads are "
+                                    "lost; train again without --resume")
             self.heads.load_state_dict(load_file(str(out / LAST_HEADS_FILE)))
             if (out / HEADS_FILE).is_file():
                 self.best = load_file(str(out / HEADS_FILE))
@@ -109,13 +113,19 @@ class JointTargets(Callback):
         return total
 
     def on_epoch_end(self, trainer, epoch, row, metrics):
+        """The last epoch's heads, and the best epoch's, on disk (each written whole, then renamed) before
+        RunDirectory writes the checkpoint that --resume starts from."""
         from safetensors.torch import save_file
 
+        from catalens.files import atomic_path
+
         state = {key: value.detach().cpu().contiguous() for key, value in self.heads.state_dict().items()}
-        save_file(state, str(self.out / LAST_HEADS_FILE))
+        for path, kept in ((self.out / LAST_HEADS_FILE, True), (self.out / HEADS_FILE, trainer.improved)):
+            if kept:
+                with atomic_path(path) as temporary:
+                    save_file(state, str(temporary))
         if trainer.improved:
             self.best = state
-            save_file(state, str(self.out / HEADS_FILE))
 
     def trained_heads(self, module: nn.Module, train_catalog: Catalog) -> dict[str, Head]:
         """Every target's head at the best epoch: the network's own classifier for the first, then the others."""

@@ -312,7 +312,8 @@ def cross_validated(run: Path) -> float:
     card = read_card(run)
     head = card.training.get("head")
     scores = (head.get("cv_accuracy") if isinstance(head, dict) else None) or {"": card.validation.get("accuracy", 0)}
-    return max(scores.values())
+    chosen = str(head.get("C")) if isinstance(head, dict) else None  # C is chosen by accuracy + macro-F1: the
+    return scores[chosen] if chosen in scores else max(scores.values())  # accuracy of the head that was fitted
 
 
 def note_choice(out: Path, chosen: Candidate, candidates: list[Candidate], min_speed: float, seconds: float,

@@ -391,10 +391,12 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
     setup = mode.prepare(Job(config, module, plan, preprocessing, device, len(classes), train_catalog, train_batches,
                              val_batches, image_inputs, get_preset(config.augment), texts, state.epoch))
     state.failures.update(setup.failures)
+    probe, setup.probe = setup.probe, None  # the pretrained features: not kept through the epochs
     if joint is not None:
-        if setup.probe is not None and not resume:
-            joint.start_from_probe(setup.probe, config)
+        if probe is not None and not resume:
+            joint.start_from_probe(probe, config)
         setup.net = joint.wrap(setup.net)
+    del probe
     train_net = data_parallel(torch.compile(setup.net) if config.compile else setup.net, config, plan, state.epoch,
                               world, device)
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,
@@ -428,10 +430,10 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
         amp=config.amp and device.type == "cuda", state=state,
         extra_loss=(lambda batch: joint.loss(setup.net, batch)) if joint is not None else None,
         callbacks=[FreezeSchedule(plan, state.epoch, setup.freeze_hook),
+                   *([joint] if joint is not None else []),  # its heads are on disk before the checkpoint is
                    *([HistoryWriter(history_path, HISTORY_COLUMNS),
                       RunDirectory(out, module, card, config.epochs)] if world.main else []),
                    *([EarlyStopping(config.patience, config.monitor)] if config.patience is not None else []),
-                   *([joint] if joint is not None else []),
                    *(callbacks or [])],
     )
     return trainer, Prepared(setup, card, time.time() - started)

@@ -7,7 +7,8 @@ Default schema (names configurable with --columns, e.g. `Product=items,Product.T
                                                                       TranslatedText)
 
 `--targets Category,Colour,Gender` reads one Product column per target (the first is the label, as
---label-column); an empty or NULL value trains the other targets only.
+--label-column: a product without it is left out, listed); an empty or NULL value of another target trains the
+other targets only.
 
 Per product: its title, the image with ImageIndex = 0 (the most relevant), and its 'us' description
 (TranslatedText when present, else OriginalText). Products without an index-0 image are left out and counted;
