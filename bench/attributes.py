@@ -141,8 +141,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="A seeded sample of N rows of styles.csv (real photos; every row "
                         "says so): when the full set does not fit the time there is.")
     parser.add_argument("--singles", help="Only these single-target runs (comma-separated; default: every target "
-                        "and tree level). A single run took 4-6.5 min on 2 cores, the multi-target run 12.5 min; the "
-                        "rows say which were not run and estimate the wall time of the others.")
+                        "and tree level). On 2 cores a single run took 2-2.5 min, the multi-target run 4.5 min (Xeon, "
+                        "2026-12-03; twice that on 2026-12-02's EPYC); the rows say which were not run and estimate "
+                        "the wall time of the others.")
     args = parser.parse_args()
     folder = Path(tempfile.gettempdir()) / f"catalens-attributes-{args.rows or 'all'}"  # kept to resume
     folder.mkdir(exist_ok=True)
@@ -179,8 +180,8 @@ def main() -> None:
     how = (f"the {len(ATTRIBUTES)} single runs together" if len(measured) == len(ATTRIBUTES) else
            f"an ESTIMATE of the {len(ATTRIBUTES)} single runs together ({len(ATTRIBUTES)} x the {len(measured)} "
            f"measured: {', '.join(f'{name} {single_s[name]:.0f} s' for name in measured)}; every single run extracts "
-           "the same features (about 130 s of the articleType run) and cross-validates one head (238 s there, for 75 "
-           "classes; a head with fewer classes costs less, so the estimate is high)")
+           "the same features and cross-validates one head (a head with fewer classes costs less than "
+           "articleType's 75, so the estimate is high)")
     rows.append(f"wall time: one run for {len(ATTRIBUTES)} targets **{multi_s:.0f} s** against {together:.0f} s for "
                 f"{how} = **{multi_s / together:.2f}x** (target <= 0.5x); every target's quality target "
                 f"{'met' if met else 'NOT met'}")
