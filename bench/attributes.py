@@ -92,7 +92,7 @@ def probes(path: Path, targets: list[str]) -> dict:
 
     from catalens.data import DataOptions, load_catalog
     from catalens.data.targets import column, present
-    from catalens.engine.metrics import macro_f1
+    from catalens.metrics import macro_f1
 
     catalog = load_catalog(f"csv:{path}", DataOptions(images=IMAGES, columns=COLUMNS, targets=",".join(targets),
                                                       tags="style"))

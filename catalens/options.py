@@ -98,7 +98,7 @@ OPTIONS: list[Option] = [
                 "columns, a SQL Product table's columns, a folder's class levels (level1,level2,... for "
                 "train/Fruit/Apple/Golden/1.jpg) or a BSON dump's category levels (level3,level2,level1: leaf "
                 "category_id first); a linear head each on the same frozen backbone features, or trained jointly "
-                "with a network fine-tuned whole (--freeze none); the first is the run's own label. A row missing "
+                "with a network fine-tuned whole; the first is the run's own label. A row missing "
                 "one target's value trains the other heads.", (TRAIN, STATS)),
     data_option("level_names", str, None, "folder: names of the class-folder levels, top first (e.g. "
                 "aisle,product,variety), for --targets [default: level1, level2, ...].", (TRAIN, STATS)),

@@ -99,7 +99,7 @@ def all_cores(alone: bool):
 # turns off its own reorder, which puts the files with the most tests first): the heaviest go first, so that the
 # two workers finish together instead of one running a long file alone at the end.
 FILE_SECONDS = {
-    "test_heads_and_recipes.py": 440, "test_fashion_mnist.py": 300, "test_targets.py": 280, "test_text.py": 224,
+    "test_targets.py": 520, "test_heads_and_recipes.py": 440, "test_fashion_mnist.py": 300, "test_text.py": 224,
     "test_match.py": 216, "test_distributed.py": 200, "test_sort.py": 188, "test_int8.py": 177,
     "test_transfer.py": 176, "test_audit.py": 162, "test_calibration.py": 153, "test_ray_predict.py": 101,
     "test_serve.py": 100, "test_train_evaluate_predict.py": 99, "test_docs.py": 90, "test_cli.py": 87,

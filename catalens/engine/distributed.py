@@ -59,6 +59,20 @@ def start(world: World, device: torch.device) -> None:
         os.environ["CATALENS_QUIET"] = "1"
 
 
+LAUNCHED = "CATALENS_TORCHRUN_CHILD"  # set by launch(): this process is one of `catalens train --nproc N`'s
+
+
+def leave_now() -> None:
+    """A rank of `catalens train --nproc N` whose run is written: the process ends here (os._exit, streams
+    flushed), skipping the interpreter's teardown, where gloo's threads aborted now and then ("terminate called
+    without an active exception", SIGABRT) after everything was written, and torchrun then failed the whole run.
+    Only in processes that launch() started: nothing of theirs runs after train()."""
+    if os.environ.get(LAUNCHED) == "1" and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def stop() -> None:
     """Leave the process group. The DDP wrapper's reducer holds the group: it is collected first, so that the
     group is really torn down here and not by the interpreter's exit, where gloo's threads can abort."""
@@ -113,7 +127,7 @@ def launch(argv: list[str], nproc: int, device: str = "auto", out: str | None = 
         raise CatalensError(f"--nproc {nproc}: this machine has {available} {what}; give --nproc 1 to {available}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "catalens", "train", *argv]
-    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or
+    environment = {**os.environ, LAUNCHED: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or
                    str(max(1, (os.cpu_count() or 1) // nproc))}
     code = subprocess.run(command, env=environment).returncode
     if code:

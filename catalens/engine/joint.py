@@ -150,6 +150,16 @@ class JointTargets(Callback):
         return heads
 
 
+def attach_joint(joint: JointTargets | None, setup, config, resume: bool) -> None:
+    """After the mode's set-up: the linear probe's pretrained features let go (not kept through the epochs); a
+    joint run's heads start from them, and the trainer's network becomes the JointNet."""
+    probe, setup.probe = setup.probe, None
+    if joint is not None:
+        if probe is not None and not resume:
+            joint.start_from_probe(probe, config)
+        setup.net = joint.wrap(setup.net)
+
+
 def finish_joint_targets(config, joint: JointTargets, module: nn.Module, val_batches, eval_inputs, device,
                          train_catalog: Catalog, val_catalog: Catalog | None, card, out: Path) -> None:
     """After training (the best weights loaded): the heads calibrated on validation and stored, with the tree."""

@@ -23,8 +23,8 @@ from catalens.data.targets import (
     present,
     tag_matrix,
 )
-from catalens.engine.metrics import macro_f1, micro_f1
 from catalens.errors import CatalensError
+from catalens.metrics import macro_f1, micro_f1
 from catalens.models.calibration import fit_temperature
 from catalens.models.linear_head import choose_sigmoid_C, fit_linear_head, lbfgs_sigmoid
 from catalens.models.targets import Head, TagHead, Targets

@@ -23,11 +23,10 @@ from catalens.data.catalog import Catalog
 from catalens.data.provenance import REAL, provenance
 from catalens.data.splits import stratified_sample
 from catalens.engine.config import TrainConfig, make_config
-from catalens.engine.distributed import World, all_sum, barrier, broadcast, rank_device, world_from_env
+from catalens.engine.distributed import World, all_sum, barrier, broadcast, leave_now, rank_device, world_from_env
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
-from catalens.engine.joint import JointTargets, finish_joint_targets
-from catalens.engine.metrics import macro_f1
+from catalens.engine.joint import JointTargets, attach_joint, finish_joint_targets
 from catalens.engine.modes import FineTune, Inputs, Job, LinearHead, Setup, choose_mode
 from catalens.engine.targets import check_targets, fit_target_heads, has_targets, target_names
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
@@ -36,6 +35,7 @@ from catalens.files import atomic_path
 from catalens.loading.augment import get_preset
 from catalens.loading.batches import make_batches
 from catalens.loading.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, array_mean_std
+from catalens.metrics import macro_f1
 from catalens.models import canonical_model_name, create_model, default_input_size
 from catalens.models.calibration import uncalibrated
 from catalens.models.finetune import FreezePlan, head_and_backbone_parameters
@@ -238,9 +238,13 @@ def train(config: TrainConfig | None = None, resume: bool = False, callbacks: li
     (distributed.py) every rank calls this; rank 0 writes the run directory."""
     world = world_from_env()
     try:
-        return train_ranks(config, resume, callbacks, world, **overrides)
-    finally:
+        result = train_ranks(config, resume, callbacks, world, **overrides)
+    except BaseException:
         stop_distributed()
+        raise
+    leave_now()  # a rank of `catalens train --nproc N`: done, without the interpreter's teardown
+    stop_distributed()
+    return result
 
 
 def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callback] | None, world: World,
@@ -391,12 +395,7 @@ def make_trainer(config: TrainConfig, mode, module: nn.Module, plan: FreezePlan,
     setup = mode.prepare(Job(config, module, plan, preprocessing, device, len(classes), train_catalog, train_batches,
                              val_batches, image_inputs, get_preset(config.augment), texts, state.epoch))
     state.failures.update(setup.failures)
-    probe, setup.probe = setup.probe, None  # the pretrained features: not kept through the epochs
-    if joint is not None:
-        if probe is not None and not resume:
-            joint.start_from_probe(probe, config)
-        setup.net = joint.wrap(setup.net)
-    del probe
+    attach_joint(joint, setup, config, resume)
     train_net = data_parallel(torch.compile(setup.net) if config.compile else setup.net, config, plan, state.epoch,
                               world, device)
     card = make_card(config, catalog, train_catalog, val_catalog, preprocessing, module, pretrained,

@@ -125,7 +125,7 @@ def choose_sigmoid_C(views: torch.Tensor, y: torch.Tensor, seed: int = 0, folds:
     centred, each scored by the micro-F1 of its out-of-fold tags given at 0.5 (first view); the smallest C among
     the best. On fashion-products' 20 style tags the validation micro-F1 was 0.832 at C=0.1 against 0.826 at the
     probe's 0.5 (BENCHMARKS.md, issue 30). DEFAULT_C when there are too few items."""
-    from catalens.engine.metrics import micro_f1
+    from catalens.metrics import micro_f1
 
     z = (views - views.reshape(-1, views.shape[-1]).mean(0)).float()
     if len(y) > MAX_CV_ITEMS:  # big catalogs: a seeded sample of the items, as fit_linear_head does
@@ -212,7 +212,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
         for c in predicted:
             accuracy[c] = float((predicted[c] == truth).mean())
             if criterion != "accuracy":
-                from catalens.engine.metrics import macro_f1
+                from catalens.metrics import macro_f1
 
                 macro[c] = macro_f1(truth, predicted[c], num_classes)
         C = pick_C({c: accuracy[c] + macro.get(c, 0.0) for c in accuracy}, DEFAULT_C)

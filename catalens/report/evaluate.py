@@ -22,10 +22,10 @@ from catalens.data import DataOptions, load_catalog
 from catalens.data.catalog import Catalog, source_identity
 from catalens.data.provenance import provenance as bootstrap_provenance
 from catalens.data.splits import ensure_splits
-from catalens.engine.metrics import per_class_scores, present_mean
 from catalens.errors import CatalensError
 from catalens.inference.predict import Predictions, predict_catalog
 from catalens.inference.products import average_by_product, catalog_has_products
+from catalens.metrics import per_class_scores, present_mean
 from catalens.models.calibration import (
     compact_curve,
     confidence_and_correct,

@@ -10,7 +10,7 @@ import numpy as np
 
 from catalens.data.catalog import Catalog
 from catalens.data.targets import TAGS_COLUMN, column, present, tag_matrix
-from catalens.engine.metrics import macro_f1, micro_f1
+from catalens.metrics import macro_f1, micro_f1
 from catalens.models.targets import OWN, TAGS
 from catalens.plots import plot_tree_answers
 from catalens.progress import warn
