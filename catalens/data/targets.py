@@ -23,6 +23,14 @@ def parse_names(spec, option: str = "--targets") -> list[str]:
     return names
 
 
+def label_column_of(label_column: str | None, targets: list[str]) -> str | None:
+    """A source's label column under --targets: the first target (--label-column, when also given, must be it)."""
+    if targets and label_column and label_column != targets[0]:
+        raise CatalensError(f"--label-column {label_column} and --targets {','.join(targets)}: the first target is "
+                            "the label; leave out --label-column or put it first in --targets")
+    return label_column or (targets[0] if targets else None)
+
+
 def present(values) -> np.ndarray:
     """Which of a target column's values are given (not empty, not NaN)."""
     series = np.asarray(values, dtype=object)

@@ -120,12 +120,13 @@ def pretrained_backbone(config: TrainConfig) -> str:
     return config.model.removeprefix("timm:")
 
 
-def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[dict]:
-    """The classifier at `lr`, the backbone at lr x backbone_lr_scale; no weight decay on biases and
-    normalisation parameters. Frozen parameters are in the groups too (they get no gradient, so no update):
-    gradual unfreezing needs them there."""
+def parameter_groups(config: TrainConfig, module: nn.Module, lr: float, extra: nn.Module | None = None) -> list[dict]:
+    """The classifier (and `extra`, the other targets' heads) at `lr`, the backbone at lr x backbone_lr_scale; no
+    weight decay on biases and normalisation parameters. Frozen parameters are in the groups too (they get no
+    gradient, so no update): gradual unfreezing needs them there."""
     scale = config.backbone_lr_scale if config.backbone_lr_scale is not None else (0.1 if config.pretrained else 1.0)
     head, backbone = head_and_backbone_parameters(module, config.model)
+    head = list(head) + (list(extra.parameters()) if extra is not None else [])
     groups = []
     for parameters, group_lr in ((head, lr), (backbone, lr * scale)):
         decay = [parameter for parameter in parameters if parameter.ndim > 1]
@@ -136,15 +137,10 @@ def parameter_groups(config: TrainConfig, module: nn.Module, lr: float) -> list[
 
 
 def make_optimizer(config: TrainConfig, module: nn.Module, extra: nn.Module | None = None):
-    """The optimiser over the network's parameter groups, and `extra` (the other targets' heads) at the head's
-    learning rate."""
+    """The optimiser over the parameter groups of the network and of `extra` (the other targets' heads)."""
     default_lr = 0.1 if config.optimizer == "sgd" else 2e-3
     lr = config.lr if config.lr is not None else default_lr * config.batch_size / 256
-    groups = parameter_groups(config, module, lr)
-    if extra is not None:
-        groups += [{"params": [p for p in extra.parameters() if p.ndim > 1], "weight_decay": config.weight_decay,
-                    "lr": lr}, {"params": [p for p in extra.parameters() if p.ndim <= 1], "weight_decay": 0.0,
-                                "lr": lr}]
+    groups = parameter_groups(config, module, lr, extra)
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum,
                                                            nesterov=config.momentum > 0)

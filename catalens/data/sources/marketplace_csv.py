@@ -21,7 +21,7 @@ from catalens.data.dedupe import find_duplicates
 from catalens.data.identity import compute_phashes, parse_hash
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
-from catalens.data.targets import TAGS_COLUMN, column, parse_names, read_tags
+from catalens.data.targets import TAGS_COLUMN, column, label_column_of, parse_names, read_tags
 from catalens.errors import CatalensError
 from catalens.progress import warn
 
@@ -74,10 +74,7 @@ def open_csv(rest: str, verify: bool = False, options=None) -> Catalog:
     table, problems = read_table(path)
     columns = parse_columns(options.columns, DEFAULT_COLUMNS)
     targets = named_columns(options.targets, "--targets", table, path)
-    if targets and options.label_column and options.label_column != targets[0]:
-        raise CatalensError(f"--label-column {options.label_column} and --targets {','.join(targets)}: the first "
-                            "target is the label; leave out --label-column or put it first in --targets")
-    label_column = options.label_column or (targets[0] if targets else columns["label_group"])
+    label_column = label_column_of(options.label_column, targets) or columns["label_group"]
     required = {columns["image"]: "image", label_column: "label"}
     missing = [name for name in required if name not in table.columns]
     if missing:

@@ -31,7 +31,7 @@ from catalens.data.download import Downloader
 from catalens.data.options import DataOptions
 from catalens.data.sources.folder import FileReader, ImageRoot
 from catalens.data.sources.marketplace_csv import parse_columns
-from catalens.data.targets import column, parse_names
+from catalens.data.targets import column, label_column_of, parse_names
 from catalens.errors import CatalensError
 from catalens.progress import make_progress
 
@@ -163,10 +163,7 @@ def open_sql(spec: str, verify: bool = False, options=None) -> Catalog:
     options = options or DataOptions()
     names = parse_columns(options.columns, DEFAULT_NAMES)
     targets = parse_names(options.targets) if options.targets else []
-    if targets and options.label_column and options.label_column != targets[0]:
-        raise CatalensError(f"--label-column {options.label_column} and --targets {','.join(targets)}: the first "
-                            "target is the label; leave out --label-column or put it first in --targets")
-    label_column = options.label_column or (targets[0] if targets else None)
+    label_column = label_column_of(options.label_column, targets)
     engine = connect(spec)
     url = engine.url
     try:
