@@ -95,9 +95,9 @@ def all_cores(alone: bool):
 
 # About how many seconds each test file takes in the README's test command (worker time: the sum of a file's
 # --durations=0 entries in a run of 2026-12-04, test_targets.py less the 100 s its fine-tuned test was cut by;
-# estimates, used only for the order). pytest-xdist hands out whole files (--dist loadfile) in collection order (pyproject
-# turns off its own reorder, which puts the files with the most tests first): the heaviest go first, so that the
-# two workers finish together instead of one running a long file alone at the end.
+# estimates, used only for the order). pytest-xdist hands out whole files (--dist loadfile) in collection order
+# (pyproject turns off its own reorder, which puts the files with the most tests first): the heaviest go first, so
+# that the two workers finish together instead of one running a long file alone at the end.
 FILE_SECONDS = {
     "test_targets.py": 280, "test_heads_and_recipes.py": 177, "test_text.py": 117, "test_transfer.py": 99,
     "test_match.py": 98, "test_int8.py": 92, "test_distributed.py": 90, "test_fashion_mnist.py": 80,
