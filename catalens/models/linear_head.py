@@ -62,7 +62,7 @@ class LinearFit:
                               " (out-of-fold log-loss)" if self.cv_macro_f1 else "") + (
                               " (folds keep each product, or each group of near-identical photos, together)"
                               if self.grouped else "") + (
-                              f"; logits adjusted by -{self.logit_adjustment:g} x log(class share), chosen with C"
+                              f"; logits adjusted by -{self.logit_adjustment:g} x log(class share), chosen after C"
                               if self.logit_adjustment else ""),
                 "C": self.C, "logit_adjustment": self.logit_adjustment,
                 "cv_accuracy": {str(c): round(a, 4) for c, a in self.cv_accuracy.items()},
