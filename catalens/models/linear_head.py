@@ -210,7 +210,8 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
         return lbfgs_logistic(x, y[rows].repeat(v), num_classes, c, class_weight)
 
     accuracy, macro, loss, tau = {}, {}, {}, 0.0
-    log_prior = torch.log(counts.clamp_min(1) / counts.sum()).float()
+    # absent classes: no adjustment (their bias is -1e4 below; out of fold, +tau x log(1/N) could promote them)
+    log_prior = torch.where(counts > 0, torch.log(counts.clamp_min(1) / counts.sum()), 0.0).float()
     if C is None:
         rng = np.random.default_rng(seed)
         items = np.arange(len(y))
