@@ -312,7 +312,7 @@ def cross_validated(run: Path) -> float:
     card = read_card(run)
     head = card.training.get("head")
     scores = (head.get("cv_accuracy") if isinstance(head, dict) else None) or {"": card.validation.get("accuracy", 0)}
-    chosen = str(head.get("C")) if isinstance(head, dict) else None  # C is chosen by accuracy + macro-F1: the
+    chosen = str(head.get("C")) if isinstance(head, dict) else None  # C is chosen by log-loss: the out-of-fold
     return scores[chosen] if chosen in scores else max(scores.values())  # accuracy of the head that was fitted
 
 

@@ -25,7 +25,7 @@ from catalens.progress import info
 # Inverse L2 strengths tried by cross-validation (scikit-learn's C, on the raw pooled features).
 C_GRID = (0.03, 0.1, 0.2, 0.5, 1.0, 3.0)
 DEFAULT_C = 0.5  # when there are too few items to cross-validate (the practitioner's probe)
-MAX_CV_ITEMS = 20_000  # cross-validate on a stratified sample of at most this many items (big catalogs)
+MAX_CV_ITEMS = 20_000  # cross-validate on a seeded random sample of at most this many items (big catalogs)
 # Cross-validation fits run in float32 and stop after CV_ITERATIONS: on fashion-products (75 classes, 6,000 items)
 # the whole C grid took seconds instead of a minute (float64, 300 iterations, which never met the tolerance) with
 # held-out accuracies within 0.01. The final fit is float64, 300 iterations.
@@ -49,7 +49,7 @@ class LinearFit:
     weight: torch.Tensor  # (classes, features) in the raw feature space
     bias: torch.Tensor  # (classes,)
     C: float
-    cv_accuracy: dict[float, float] = field(default_factory=dict)
+    cv_accuracy: dict[float, float] = field(default_factory=dict)  # at the chosen logit adjustment
     cv_macro_f1: dict[float, float] = field(default_factory=dict)  # at the chosen logit adjustment
     cv_log_loss: dict[float, float] = field(default_factory=dict)  # what C is chosen by (criterion accuracy+macro_f1)
     seconds: float = 0.0
