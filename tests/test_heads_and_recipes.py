@@ -313,3 +313,23 @@ def test_fine_tune_rung_only_with_cuda_and_its_code_path_on_cpu(tmp_path):
     assert card["training"]["head"].startswith("fine-tuned from a linear probe")
     config = (run / "config.yaml").read_text()
     assert "freeze: none" in config and "schedule: cosine" in config and "optimizer: adamw" in config
+
+
+def test_a_class_without_training_items_does_not_change_the_fitted_head():
+    """Issue 30: a run's label list holds every value of the catalog, so a colour seen only in test is a class with
+    no training items; left in the fit, it changed the other classes' weights and the chosen logit adjustment, and a
+    target's own run disagreed with the same target fitted beside others. Seeded: the same items with and without
+    an empty class give the same C, tau and heads, and the empty class is never predicted."""
+    from catalens.models.linear_head import fit_linear_head
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(0, 1.0, (5, 8))
+    labels = np.repeat([0, 1, 2, 3, 4], [120, 120, 10, 10, 10])
+    points = torch.tensor(centres[labels] + rng.normal(0, 1.0, (len(labels), 8)), dtype=torch.float32)[None]
+    alone = fit_linear_head(points, torch.tensor(labels), 5)
+    with_empty = fit_linear_head(points, torch.tensor(np.where(labels >= 2, labels + 1, labels)), 6)  # 2: empty
+    assert (with_empty.C, with_empty.logit_adjustment, with_empty.cv_log_loss) == \
+        (alone.C, alone.logit_adjustment, alone.cv_log_loss)
+    kept = [0, 1, 3, 4, 5]
+    assert torch.equal(with_empty.weight[kept], alone.weight) and torch.equal(with_empty.bias[kept], alone.bias)
+    assert with_empty.bias[2] == -1e4 and not with_empty.weight[2].any()

@@ -197,21 +197,27 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     mean = views.reshape(-1, views.shape[-1]).mean(0)
     std = torch.ones_like(mean)  # not scaled: scaling lost to the raw-feature probe (module doc)
     z = (views - mean) / std
-    y = labels.long()
-    counts = torch.bincount(y, minlength=num_classes).double()
-    class_weight = (counts.sum() / counts.clamp_min(1) / (counts > 0).sum()) if balanced else None
+    # Only the classes with training items are fitted (an absent class's softmax row has no data, and left in it
+    # perturbed the others: a run whose label list held one colour seen only in test chose another logit adjustment
+    # than the same head fitted as a second target; BENCHMARKS.md, issue 30); absent classes are never predicted.
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    present = counts > 0
+    kept = torch.nonzero(present).flatten()
+    y = torch.cumsum(present.long(), 0)[labels.long()] - 1  # index among the present classes
+    counts = counts[kept]
+    fitted_classes = len(kept)
+    class_weight = (counts.sum() / counts / fitted_classes) if balanced else None
     v = len(z)
 
     def fit(rows, c, iterations=None, start=None):  # with iterations: a cross-validation fit, float32
         x = z[:, rows].reshape(-1, z.shape[-1])
         if iterations:
             weight = class_weight.float() if class_weight is not None else None
-            return lbfgs_logistic(x.float(), y[rows].repeat(v), num_classes, c, weight, iterations, start)
-        return lbfgs_logistic(x, y[rows].repeat(v), num_classes, c, class_weight)
+            return lbfgs_logistic(x.float(), y[rows].repeat(v), fitted_classes, c, weight, iterations, start)
+        return lbfgs_logistic(x, y[rows].repeat(v), fitted_classes, c, class_weight)
 
     accuracy, macro, loss, tau = {}, {}, {}, 0.0
-    # absent classes: no adjustment (their bias is -1e4 below; out of fold, +tau x log(1/N) could promote them)
-    log_prior = torch.where(counts > 0, torch.log(counts.clamp_min(1) / counts.sum()), 0.0).float()
+    log_prior = torch.log(counts / counts.sum()).float()
     if C is None:
         rng = np.random.default_rng(seed)
         items = np.arange(len(y))
@@ -222,7 +228,8 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
             [(items[train], items[test]) for train, test in parts], grid, fit,
             lambda solution, rows: (z[0, rows].float() @ solution[0].T + solution[1]).numpy())
         truth = y[np.concatenate([items[test] for _, test in parts])].numpy() if parts else None
-        C, tau, accuracy, macro, loss = choose_C_and_tau(logits, truth, log_prior.numpy(), num_classes, criterion)
+        C, tau, accuracy, macro, loss = choose_C_and_tau(logits, truth, log_prior.numpy(), fitted_classes,
+                                                         criterion)
         if accuracy:
             info("linear head: cross-validated accuracy" + (" / macro-F1" if macro else "") + " by C: "
                  + ", ".join(f"{c:g}: {score:.4f}" + (f" / {macro[c]:.4f}" if macro else "")
@@ -230,11 +237,12 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
                  + (" (out-of-fold log-loss)" if macro else "")
                  + (f", logit adjustment {tau:g}" if tau else ""))
     weight, bias = fit(torch.arange(len(y)), C)
-    present = counts > 0
     bias = bias - (weight / std) @ mean - tau * log_prior.double()
-    bias = torch.where(present, bias, torch.full_like(bias, -1e4))  # absent: never predicted
+    full_weight = torch.zeros(num_classes, weight.shape[1], dtype=weight.dtype)
+    full_bias = torch.full((num_classes,), -1e4, dtype=bias.dtype)  # absent: never predicted
+    full_weight[kept], full_bias[kept] = weight / std, bias
     grouped = groups is not None and bool(accuracy) and len(np.unique(np.asarray(groups)[items])) < len(items)
-    return LinearFit((weight / std).float(), bias.float(), C, accuracy, macro, loss, time.time() - started,
+    return LinearFit(full_weight.float(), full_bias.float(), C, accuracy, macro, loss, time.time() - started,
                      grouped=grouped, logit_adjustment=tau)
 
 
