@@ -37,6 +37,7 @@ from common import publish
 from catalens.data import DataOptions, load_catalog
 from catalens.data.targets import column
 from catalens.loading.batches import make_batches
+from catalens.models.calibration import log_softmax, negative_log_likelihood
 from catalens.models.targets import OWN
 from catalens.rundir.run import Model
 
@@ -80,8 +81,9 @@ def answers(model: Model, found: dict, agreement: bool) -> list[tuple[int, str]]
     return out
 
 
-def fused(model: Model, found: dict, temperature: float) -> dict:
-    """The tree's probabilities from the product of every level's own head (module doc), at `temperature`."""
+def fused_logits(model: Model, found: dict) -> np.ndarray:
+    """Each article type's log-probability plus the log-probabilities of its ancestors under the upper levels' own
+    heads (module doc), before the temperature."""
     targets, levels = model.targets, model.targets.tree
     leaf = levels[-1]
     joint = np.log(np.clip(found[leaf], 1e-12, None))
@@ -90,26 +92,26 @@ def fused(model: Model, found: dict, temperature: float) -> dict:
         ancestor = [where.get(targets.path(leaf, value)[up], -1) for value in targets.heads[leaf].classes]
         own = np.log(np.clip(found[OWN + level], 1e-12, None))
         joint = joint + np.where(np.array(ancestor) >= 0, own[:, ancestor], 0.0)
-    joint = joint / temperature
-    joint -= joint.max(1, keepdims=True)
-    out = {leaf: np.exp(joint) / np.exp(joint).sum(1, keepdims=True)}
-    for upper, lower in reversed(list(zip(levels, levels[1:]))):
-        out[upper] = out[lower] @ targets.membership(upper, lower)
+    return joint
+
+
+def fused(model: Model, joint: np.ndarray, temperature: float) -> dict:
+    """The tree's probabilities from the fused logits at `temperature`, parents the sums of their children's."""
+    out = {model.targets.tree[-1]: np.exp(log_softmax(joint / temperature))}
+    model.targets.sum_up(out)
     return out
 
 
-def fused_temperature(model: Model, part, found: dict) -> float:
-    """The temperature of the fused probabilities that minimises the log-loss of the part's article types."""
+def fused_temperature(model: Model, part, joint: np.ndarray) -> float:
+    """The temperature of the fused logits, among 61 from 0.5 to 4 (log-spaced), with the least log-loss on the
+    part's article types. (scipy's continuous fit, as the heads' own, gave 1.33 for the grid's 1.32 and tipped the
+    validation choice: BENCHMARKS.md, 2026-12-04.)"""
     leaf = model.targets.tree[-1]
     where = {value: i for i, value in enumerate(model.targets.heads[leaf].classes)}
     truth = np.array([where.get(value, -1) for value in part.table[column(leaf)].astype(str)])
     known = truth >= 0
-
-    def loss(temperature: float) -> float:
-        p = fused(model, found, temperature)[leaf][known, truth[known]]
-        return float(-np.log(np.clip(p, 1e-12, None)).mean())
-
-    return min(np.exp(np.linspace(np.log(0.5), np.log(4.0), 61)), key=loss)
+    return min(np.exp(np.linspace(np.log(0.5), np.log(4.0), 61)),
+               key=lambda t: negative_log_likelihood(joint[known], truth[known], t))
 
 
 def scored(model: Model, part, given: list[tuple[int, str]]) -> dict:
@@ -139,10 +141,11 @@ def main() -> None:
             "mirror": lambda found, mirrored: answers(model, {name: (found[name] + mirrored[name]) / 2
                                                                for name in found}, False),
             "agreement": lambda found, mirrored: answers(model, found, True),
-            "fused": lambda found, mirrored: answers(model, fused(model, found, temperature), False)}
+            "fused": lambda found, mirrored: answers(model, fused(model, fused_logits(model, found), temperature),
+                                                     False)}
     val = catalog.split("val")
     found, mirrored = probabilities(model, val)
-    temperature = fused_temperature(model, val, found)  # fitted on validation, like the heads' own temperatures
+    temperature = fused_temperature(model, val, fused_logits(model, found))  # on validation, as the heads' own
     chosen_on = {name: scored(model, val, way(found, mirrored)) for name, way in ways.items()}
     sure = [name for name, score in chosen_on.items() if score["accuracy"] >= 0.98]
     chosen = max(sure, key=lambda name: chosen_on[name]["coverage"]) if sure else \

@@ -57,6 +57,15 @@ def test_linear_head_matches_or_beats_logistic_regression_on_the_same_cached_fea
     assert head_accuracy > 0.75
 
 
+def rare_classes():
+    """Seeded: two big classes and three of 10 items in 8 dimensions; (rng, class centres, labels, (1, N, 8) views)."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(0, 1.0, (5, 8))
+    labels = np.repeat([0, 1, 2, 3, 4], [120, 120, 10, 10, 10])
+    points = torch.tensor(centres[labels] + rng.normal(0, 1.0, (len(labels), 8)), dtype=torch.float32)[None]
+    return rng, centres, labels, points
+
+
 def test_linear_head_chooses_C_by_log_loss_then_a_logit_adjustment_for_the_rare_classes():
     """Issue 30: by accuracy alone the smallest C among near-ties wins and the rare classes are lost. The rule: C by
     the out-of-fold log-loss, then the logit adjustment tau by out-of-fold accuracy + macro-F1. Seeded: two big
@@ -66,10 +75,7 @@ def test_linear_head_chooses_C_by_log_loss_then_a_logit_adjustment_for_the_rare_
     from catalens.metrics import macro_f1
     from catalens.models.linear_head import fit_linear_head
 
-    rng = np.random.default_rng(7)
-    centres = rng.normal(0, 1.0, (5, 8))
-    labels = np.repeat([0, 1, 2, 3, 4], [120, 120, 10, 10, 10])
-    points = torch.tensor(centres[labels] + rng.normal(0, 1.0, (len(labels), 8)), dtype=torch.float32)[None]
+    rng, centres, labels, points = rare_classes()
     fit = fit_linear_head(points, torch.tensor(labels), 5)
     assert set(fit.cv_accuracy) == set(fit.cv_macro_f1) == set(fit.cv_log_loss) and len(fit.cv_accuracy) == 6
     assert fit.C == 0.5 == min(fit.cv_log_loss, key=fit.cv_log_loss.get) and fit.logit_adjustment == 0.25
@@ -322,10 +328,7 @@ def test_a_class_without_training_items_does_not_change_the_fitted_head():
     an empty class give the same C, tau and heads, and the empty class is never predicted."""
     from catalens.models.linear_head import fit_linear_head
 
-    rng = np.random.default_rng(7)
-    centres = rng.normal(0, 1.0, (5, 8))
-    labels = np.repeat([0, 1, 2, 3, 4], [120, 120, 10, 10, 10])
-    points = torch.tensor(centres[labels] + rng.normal(0, 1.0, (len(labels), 8)), dtype=torch.float32)[None]
+    rng, centres, labels, points = rare_classes()
     alone = fit_linear_head(points, torch.tensor(labels), 5)
     with_empty = fit_linear_head(points, torch.tensor(np.where(labels >= 2, labels + 1, labels)), 6)  # 2: empty
     assert (with_empty.C, with_empty.logit_adjustment, with_empty.cv_log_loss) == \

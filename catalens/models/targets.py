@@ -80,12 +80,17 @@ class Targets:
         features = np.asarray(features, np.float32)
         out = {name: head.probabilities(features) for name, head in self.heads.items()}
         if not own_heads:
-            for upper, lower in reversed(list(zip(self.tree, self.tree[1:]))):
+            for upper in self.tree[:-1]:
                 out[OWN + upper] = out[upper]  # kept for evaluate's comparison
-                out[upper] = out[lower] @ self.membership(upper, lower)
+            self.sum_up(out)
         if self.tags is not None:
             out[TAGS] = self.tags.probabilities(features)
         return out
+
+    def sum_up(self, probabilities: dict[str, np.ndarray]) -> None:
+        """Set each upper tree level's probabilities to the sums of its children's, from the bottom level up."""
+        for upper, lower in reversed(list(zip(self.tree, self.tree[1:]))):
+            probabilities[upper] = probabilities[lower] @ self.membership(upper, lower)
 
     def membership(self, upper: str, lower: str) -> np.ndarray:
         """(lower classes, upper classes) 0/1: which parent each child belongs to."""
