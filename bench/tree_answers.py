@@ -45,7 +45,10 @@ THRESHOLD = 0.9
 MODELS = {"lite0": ("tree", "Lite0 tree run", None),
           "ensemble": ("tree-ensemble", "Lite0+Lite1+Lite2 mirror-ensemble tree run",
                        ["--model", "ensemble:tf_efficientnet_lite0+tf_efficientnet_lite1+tf_efficientnet_lite2/mirror",
-                        "--pretrained", "--freeze", "backbone"])}
+                        "--pretrained", "--freeze", "backbone"]),
+          "partial": ("tree-partial", "Lite0 tree run with its last stage fine-tuned on cached activations "
+                      "(--freeze 1, 8 epochs, the three levels' heads trained jointly)",
+                      ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "1", "--epochs", "8"])}
 
 
 def probabilities(model: Model, part) -> tuple[dict, dict]:

@@ -250,6 +250,70 @@ def test_a_fine_tuned_run_trains_every_target_head_jointly(targets_run, tmp_path
     assert refused.returncode != 0 and "--tags only on cached features" in refused.stderr
 
 
+def test_cached_activations_train_every_target_head_jointly_with_the_last_stage(targets_run, tmp_path):
+    """--freeze 1 on cached activations (models/prefix_cache.py): the last stage and the other targets' heads train
+    together; the stored heads read what the saved network computes, so predict on a reloaded run gives the
+    validation accuracies the card reports."""
+    from catalens.data import DataOptions, load_catalog
+    from catalens.data.targets import column
+    from catalens.loading.batches import make_batches
+    from catalens.rundir.run import Model
+
+    path, _, _ = targets_run
+    run = tmp_path / "partial"
+    result = run_cli("train", "--data", f"csv:{path}", "--images", str(shared("fashion-products/images")),
+                     "--columns", COLUMNS, "--targets", "articleType,subCategory,gender", "--model",
+                     "tf_efficientnet_lite0", "--pretrained", "--freeze", "1", "--epochs", "2", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["cached_prefix_blocks"] == 6
+    heads = card["targets"]["heads"]
+    for name, chance in {"articleType": 1 / 8, "subCategory": 1 / 5, "gender": 1 / 2}.items():
+        assert heads[name]["validation"]["accuracy"] > chance + 0.25, (name, heads[name])
+    stored = {entry["name"]: entry["info"] for entry in json.loads((run / "targets.json").read_text())["targets"]}
+    assert "trained jointly" in stored["gender"]["method"] and heads["gender"]["missing"] == 32
+    assert all(stored[name]["moved_from_probe"] > 0.001 for name in ("subCategory", "gender"))
+    model = Model.load(run, backend="torch")
+    catalog = load_catalog(f"csv:{path}", DataOptions(images=str(shared("fashion-products/images")),
+                                                      columns=COLUMNS, targets="articleType,subCategory,gender"))
+    val = catalog.split("val")
+    found: dict = {}
+    for batch in make_batches(val, model.preprocessing, 64):
+        for name, values in model.target_probabilities(batch.images)[1].items():
+            found.setdefault(name, []).append(values)
+    for name in ("subCategory", "gender"):
+        truth = val.table[column(name)].to_numpy(object)
+        given = truth != ""
+        classes = np.array(model.targets.heads[name].classes)
+        predicted = classes[np.concatenate(found[name]).argmax(1)]
+        assert (predicted[given] == truth[given]).mean() == pytest.approx(heads[name]["validation"]["accuracy"])
+
+
+def test_joint_heads_on_cached_activations_read_each_items_own_labels():
+    """A cached batch's rows are positions in the cache, not catalog rows: attach_joint puts the labels in the
+    cache's order (without it, every joint head trained on another photo's label)."""
+    import torch
+
+    from catalens.data.catalog import Catalog
+    from catalens.engine.joint import JointTargets, attach_joint
+    from catalens.engine.modes import Setup
+    from catalens.models.features import FeatureBatches
+
+    table = pd.DataFrame({"ref": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"], "split": "train",
+                          "target:colour": ["Red", "Blue", "", "Green"]})
+    catalog = Catalog(table, ["x", "y"], reader=None, source="hand-made")
+    module = torch.nn.Sequential()
+    module.classifier = torch.nn.Linear(3, 2)
+    joint = JointTargets(module, catalog, ["label", "colour"], Path("."), resume=False)
+    cached = FeatureBatches(torch.zeros(1, 4, 3), torch.tensor([1, 0, 1, 0]), 4, False, 0)
+    cached.rows = torch.tensor([3, 1, 2, 0])  # the cache holds the catalog's rows in this order
+    setup = Setup(module, cached, None, lambda x: x, lambda x: x)
+    attach_joint(joint, setup, None, resume=False)
+    batch = next(iter(cached))
+    colours = [joint.classes["colour"][code] if code >= 0 else "" for code in joint.codes["colour"][batch.rows]]
+    assert colours == [table["target:colour"][row] for row in cached.rows.tolist()] == ["Green", "Blue", "", "Red"]
+
+
 def test_parents_are_the_sums_of_their_children_and_answers_back_off_up_the_tree():
     targets = hand_made()
     # Tshirts 0.55 / Shirts 0.42 (Topwear 0.97); Boots and Sandals even (Shoes sure); spread (Apparel 0.6); sure

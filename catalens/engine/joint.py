@@ -9,6 +9,9 @@ best epoch are kept (as the network's weights are), calibrated on the validation
 frozen-feature heads (engine/targets.py): predict, sort, serve and evaluate read them unchanged, since they read
 the same pooled features.
 
+The same on cached activations (`--freeze N`, models/prefix_cache.py): the JointNet wraps the Suffix that
+trains the last stages, and the heads read the pooled features it computes.
+
 One process (torchrun is refused in one line), no --tags (they are fitted on cached features)."""
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from catalens.data.catalog import Catalog
 from catalens.data.targets import column, present
 from catalens.engine.trainer import Callback
 from catalens.errors import CatalensError
-from catalens.models.features import extract_features
+from catalens.models.features import FeatureBatches, extract_features
 from catalens.models.targets import Head
 from catalens.models.timm_models import linear_classifier_of
 from catalens.rundir.layout import CHECKPOINT_FILE
@@ -92,8 +95,9 @@ class JointTargets(Callback):
         for name, head in zip(self.names, self.heads):
             codes = self.codes[name][rows]
             given = codes >= 0
+            groups = getattr(probe, "groups", None)
             fitted = fit_linear_head(probe.features[:, given], codes[given], len(self.classes[name]), seed=config.seed,
-                                     balanced=config.class_weights)
+                                     balanced=config.class_weights, groups=None if groups is None else groups[given])
             with torch.no_grad():
                 head.weight.copy_(fitted.weight.to(head.weight.device))
                 head.bias.copy_(fitted.bias.clamp_min(-30).to(head.bias.device))  # a class absent from the rows
@@ -157,12 +161,16 @@ def attach_joint(joint: JointTargets | None, setup, config, resume: bool) -> Non
     if joint is not None:
         if probe is not None and not resume:
             joint.start_from_probe(probe, config)
+        if isinstance(setup.train_batches, FeatureBatches):  # cached activations (--freeze N): a batch's rows are
+            # its positions in the cache, so the labels are put in the cache's order
+            joint.codes = {name: codes[setup.train_batches.rows] for name, codes in joint.codes.items()}
         setup.net = joint.wrap(setup.net)
 
 
-def finish_joint_targets(config, joint: JointTargets, module: nn.Module, val_batches, eval_inputs, device,
-                         train_catalog: Catalog, val_catalog: Catalog | None, card, out: Path) -> None:
-    """After training (the best weights loaded): the heads calibrated on validation and stored, with the tree."""
+def finish_joint_targets(config, joint: JointTargets, module: nn.Module, net: nn.Module, val_batches, eval_inputs,
+                         device, train_catalog: Catalog, val_catalog: Catalog | None, card, out: Path) -> None:
+    """After training (the best weights loaded): the heads calibrated on validation and stored, with the tree.
+    `net` is the trained JointNet; on cached activations (--freeze N) its network is the Suffix that reads them."""
     from catalens.engine.targets import store_targets, target_names, tree_of
 
     names = target_names(train_catalog)
@@ -173,11 +181,15 @@ def finish_joint_targets(config, joint: JointTargets, module: nn.Module, val_bat
     tree, parents = tree_of(config, names, values)
     val_features, val_values = None, {}
     if val_batches is not None and val_catalog is not None and len(val_catalog):
-        rows: list = []
-        features, _, _ = extract_features(module, val_batches, eval_inputs, device, flip=False,
-                                          description="features (val)", rows=rows)
-        val_features = features[0].float().numpy()
-        order = torch.cat(rows).numpy() if rows else np.zeros(0, np.int64)
+        if isinstance(val_batches, FeatureBatches):
+            val_features = net.module.pooled_features(val_batches.features)[0].float().numpy()
+            order = val_batches.rows.numpy()
+        else:
+            rows: list = []
+            features, _, _ = extract_features(module, val_batches, eval_inputs, device, flip=False,
+                                              description="features (val)", rows=rows)
+            val_features = features[0].float().numpy()
+            order = torch.cat(rows).numpy() if rows else np.zeros(0, np.int64)
         val_values = {name: val_catalog.table["label" if i == 0 else column(name)].to_numpy(object)[order]
                       for i, name in enumerate(names)}
     store_targets(heads, tree, parents, None, val_features, val_values, card, out)

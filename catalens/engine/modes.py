@@ -88,7 +88,8 @@ class FineTune:
         if (config.pretrained and config.head == "linear" and config.freeze == "none"
                 and config.model.startswith("timm:") and job.start_epoch == 0):
             probe, _, _ = cache_features(job, with_validation=False)
-            fitted = fit_classifier(linear_classifier_of(module), probe, job.num_classes, config)
+            probe.groups = cv_groups(job.train_catalog, config.group_by)[probe.rows.numpy()]
+            fitted = fit_classifier(linear_classifier_of(module), probe, job.num_classes, config, probe.groups)
             info(f"classifier initialised by a logistic regression on the pretrained features (C={fitted.C:g}); "
                  "fine-tuning the whole network")
             setup.head = f"fine-tuned from a linear probe (C={fitted.C:g})"
@@ -131,17 +132,19 @@ class CachedPrefix:
         train, val, failed = cached_batches(job, Prefix(module, self.first_block), flip=config.augment == "light",
                                             what="frozen layers", dtype=torch.float16, val_batch_size=128)
         net = Suffix(module, self.first_block)
-        head = "sgd"
+        head, probe = "sgd", None
         if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
-            fitted = fit_classifier(linear_classifier_of(module), FeatureBatches(
-                net.pooled_features(train.features), train.labels, config.batch_size, True, config.seed),
-                job.num_classes, config)
+            probe = FeatureBatches(net.pooled_features(train.features), train.labels, config.batch_size, True,
+                                   config.seed)
+            probe.rows = train.rows  # --targets: the other targets' heads start from probes too (engine/joint.py)
+            probe.groups = cv_groups(job.train_catalog, config.group_by)[train.rows.numpy()]  # as LinearHead's
+            fitted = fit_classifier(linear_classifier_of(module), probe, job.num_classes, config, probe.groups)
             info(f"classifier initialised by a logistic regression on the pretrained features (C={fitted.C:g}); "
                  "fine-tuning")
             head = f"fine-tuned from a linear probe (C={fitted.C:g})"
         activations: Inputs = lambda batch: batch.float().contiguous(memory_format=torch.channels_last)  # noqa: E731
         return Setup(net, train, val, activations, activations, head=head, prefix_blocks=self.first_block,
-                     failures=dict(failed), freeze_hook=lambda: batchnorm_eval(module))
+                     failures=dict(failed), freeze_hook=lambda: batchnorm_eval(module), probe=probe)
 
 
 def choose_mode(config: TrainConfig, plan: FreezePlan, module: nn.Module) -> FineTune | CachedHead | LinearHead | \

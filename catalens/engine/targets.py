@@ -64,9 +64,9 @@ def check_targets(config, train_catalog: Catalog, linear: bool, fine_tuned: bool
                             "each")
     if not linear and not (fine_tuned and config.model.startswith("timm:") and not config.tags):
         raise CatalensError("--targets fits its heads on cached backbone features, or trains them jointly with a "
-                            "whole timm network fine-tuned (--freeze none or --no-cache-features); --tags only on "
-                            "cached features: give --pretrained with --freeze backbone and the linear head (no "
-                            "heavy --augment), or no model flags at all")
+                            "timm network fine-tuned (--freeze none, --freeze N, or --no-cache-features); --tags "
+                            "only on cached features: give --pretrained with --freeze backbone and the linear head "
+                            "(no heavy --augment), or no model flags at all")
     if config.tree:
         tree_of(config, names, {name: train_catalog.table["label" if i == 0 else column(name)].to_numpy(object)
                                 for i, name in enumerate(names)})

@@ -27,7 +27,7 @@ from catalens.engine.distributed import World, all_sum, barrier, broadcast, leav
 from catalens.engine.distributed import start as start_distributed
 from catalens.engine.distributed import stop as stop_distributed
 from catalens.engine.joint import JointTargets, attach_joint, finish_joint_targets
-from catalens.engine.modes import FineTune, Inputs, Job, LinearHead, Setup, choose_mode
+from catalens.engine.modes import CachedPrefix, FineTune, Inputs, Job, LinearHead, Setup, choose_mode
 from catalens.engine.targets import check_targets, fit_target_heads, has_targets, target_names
 from catalens.engine.trainer import Callback, EarlyStopping, FreezeSchedule, HistoryWriter, Trainer, TrainState
 from catalens.errors import CatalensError
@@ -266,9 +266,10 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
     module, pretrained = build_network(config, len(catalog.classes), preprocessing, out, resume, device)
     plan = FreezePlan(module, config.model, config.freeze, config.unfreeze_every)
     mode = choose_mode(config, plan, module)
-    check_targets(config, train_catalog, isinstance(mode, LinearHead), isinstance(mode, FineTune))
+    fine_tuned = isinstance(mode, (FineTune, CachedPrefix))
+    check_targets(config, train_catalog, isinstance(mode, LinearHead), fine_tuned)
     joint = JointTargets(module, train_catalog, target_names(train_catalog), out, resume) \
-        if has_targets(train_catalog) and isinstance(mode, FineTune) else None
+        if has_targets(train_catalog) and fine_tuned else None
     if joint is not None and world.distributed:
         raise CatalensError("--targets with a fine-tuned network trains on one process so far: leave out --nproc "
                             "(or freeze the backbone: its heads are fitted on one process anyway)")
@@ -300,8 +301,8 @@ def train_ranks(config: TrainConfig | None, resume: bool, callbacks: list[Callba
             calibrate_run(out, module, setup.net, setup.val_batches, setup.eval_inputs, device, prepared.card,
                           setup.fitted is not None)
             if joint is not None:  # the best epoch's heads, calibrated and stored beside the network
-                finish_joint_targets(config, joint, module, setup.val_batches, setup.eval_inputs, device,
-                                     train_catalog, val_catalog, prepared.card, out)
+                finish_joint_targets(config, joint, module, setup.net, setup.val_batches, setup.eval_inputs,
+                                     device, train_catalog, val_catalog, prepared.card, out)
                 write_json(out / CARD_FILE, prepared.card.to_dict())
         plot_history(out / HISTORY_FILE, out / CURVES_FILE)
     # The other ranks leave together with rank 0, once it has written everything: a gloo rank that tore its

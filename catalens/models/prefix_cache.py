@@ -57,10 +57,15 @@ class Suffix(nn.Module):
         super().__init__()
         self.module, self.first = module, first
 
-    def forward(self, activations: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def forward_features(self, activations: torch.Tensor) -> torch.Tensor:
         module = self.module
-        features = module.bn2(module.conv_head(module.blocks[self.first:](activations)))
-        return module.forward_head(features, pre_logits=pre_logits)
+        return module.bn2(module.conv_head(module.blocks[self.first:](activations)))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.module.forward_head(features, pre_logits=pre_logits)
+
+    def forward(self, activations: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.forward_head(self.forward_features(activations), pre_logits=pre_logits)
 
     @torch.inference_mode()
     def pooled_features(self, activations: torch.Tensor, chunk: int = 256) -> torch.Tensor:
