@@ -98,6 +98,34 @@ def copy_photos(ids, folder: Path) -> Path:
     return folder
 
 
+def test_the_features_graph_is_exported_once_into_the_user_cache(targets_run, tmp_path, monkeypatch):
+    """A --targets run's heads read the pooled features: on CPU with onnxruntime their graph is exported once per
+    weights into $CATALENS_CACHE (never into the run), and a second load reads it with the same probabilities."""
+    from catalens.loading.batches import make_batches
+    from catalens.models.onnx_backend import onnx_available
+    from catalens.rundir.run import Model
+
+    if not onnx_available():
+        missing("onnxruntime is not installed (a dependency of catalens: pip install -e '.[test,lite]')")
+    path, run, _ = targets_run
+    monkeypatch.setenv("CATALENS_CACHE", str(tmp_path / "cache"))
+    from catalens.data import DataOptions, load_catalog
+
+    catalog = load_catalog(f"csv:{path}", DataOptions(images=str(shared("fashion-products/images")),
+                                                      columns=COLUMNS, targets=TARGETS)).split("val")
+    images = next(iter(make_batches(catalog, Model.load(run, backend="torch").preprocessing, 16))).images
+    before = {item: item.stat().st_mtime_ns for item in run.rglob("*")}
+    first = Model.load(run, device="cpu").target_probabilities(images)[1]
+    exports = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exports) == 1  # the features graph (the own head's logits are computed from the features too)
+    stamps = [item.stat().st_mtime_ns for item in exports]
+    again = Model.load(run, device="cpu").target_probabilities(images)[1]
+    assert [item.stat().st_mtime_ns for item in exports] == stamps
+    assert {item: item.stat().st_mtime_ns for item in run.rglob("*")} == before
+    for name in TARGETS.split(","):
+        np.testing.assert_allclose(again[name], first[name], rtol=1e-6)
+
+
 def test_predict_writes_a_column_group_per_target_in_every_format(targets_run, tmp_path):
     _, run, rows = targets_run
     photos = copy_photos(rows["id"].iloc[::40], tmp_path / "photos")

@@ -59,11 +59,16 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
             card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
             with tempfile.TemporaryDirectory(prefix="catalens-features-") as folder:  # the session keeps the graph
                 runner, _ = export_onnx(copy.deepcopy(extractor).float(), card, Path(folder) / "features.onnx")
-            return lambda images: torch.cat([torch.from_numpy(runner.run(part.float().contiguous().cpu().numpy()))
-                                             for part in images.split(ONNX_CHUNK)])
+            return runner_function(runner)
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")
     return lambda images: chunked(extractor, images)
+
+
+def runner_function(runner):
+    """images -> features through an onnxruntime session, in chunks of ONNX_CHUNK."""
+    return lambda images: torch.cat([torch.from_numpy(runner.run(part.float().contiguous().cpu().numpy()))
+                                     for part in images.split(ONNX_CHUNK)])
 
 
 @torch.inference_mode()

@@ -316,12 +316,28 @@ class Model:
     def image_features(self, images: torch.Tensor) -> np.ndarray:
         """uint8 batch -> the backbone's pooled features (what the heads read), as numpy."""
         if self._features is None:
-            from catalens.models.features import feature_function
-
-            self._features = feature_function(self.network, self.preprocessing, self.device)
+            self._features = self.feature_function()
         batch = self.preprocessing.normalize(images.to(self.device, non_blocking=True))
         with torch.inference_mode():
             return self._features(batch).float().cpu().numpy()
+
+    def feature_function(self):
+        """On CPU with onnxruntime: the features graph exported once per weights and kept in the user cache
+        (onnx_runner), so that every predict, sort, evaluate or serve of a --targets run does not export it again
+        (10-30 s on 2 cores); else models/features.py's."""
+        from catalens.models.features import feature_function, runner_function
+        from catalens.models.onnx_backend import onnx_available
+
+        if self.device.type == "cpu" and onnx_available() and self.weights_path is not None:
+            try:
+                return runner_function(onnx_runner(self.network, self.card, self.path, self.weights_path,
+                                                   features=True))
+            except Exception as error:  # noqa: BLE001 - an optimisation: the features can always be computed
+                from catalens.progress import warn
+
+                warn(f"the cached onnxruntime features graph is unavailable ({str(error).strip()[:120]}); "
+                     "exporting it for this process")
+        return feature_function(self.network, self.preprocessing, self.device)
 
     def target_probabilities(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A --targets run, from one backbone pass: (its own head's softmax(logits / temperature), each target's
@@ -413,15 +429,18 @@ def int8_runner(card: ModelCard, run_dir: Path, weights_path: Path, spin: bool =
     return runner
 
 
-def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path: Path, spin: bool = False):
+def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path: Path, spin: bool = False,
+                features: bool = False):
     """An onnxruntime session for these weights: the run's model.onnx when `catalens export` wrote it from
     them, else an export kept in the user cache (cache.py) under the weights' sha256. Loading never writes into
-    the run directory: it may be read-only, or loaded by several processes at once."""
+    the run directory: it may be read-only, or loaded by several processes at once. `features`: the graph of the
+    pooled pre-logits instead (what a --targets run's heads read), kept in the cache the same way."""
     digest = file_digest(weights_path)
-    key = hashlib.sha256(json.dumps([digest, card.architecture, card.preprocessing], sort_keys=True)
+    key = hashlib.sha256(json.dumps([digest, card.architecture, card.preprocessing, *(["pre-logits"] if features
+                                                                                     else [])], sort_keys=True)
                          .encode()).hexdigest()[:32]
     cached = cache_root() / "onnx" / f"{key}.onnx"
-    for path in (run_dir / ONNX_FILE, cached):
+    for path in (cached,) if features else (run_dir / ONNX_FILE, cached):
         if path.is_file():
             try:
                 runner = OnnxRunner(path, spin=spin)
@@ -436,6 +455,10 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
         writable = False
     if not writable:
         cached = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
+    if features:
+        from catalens.models.features import PreLogits
+
+        module = PreLogits(module)
     runner, _ = export_weights(module, card, weights_path, cached, digest)
     return OnnxRunner(cached, spin=True) if spin else runner
 
