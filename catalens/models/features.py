@@ -5,15 +5,17 @@ preset flips) and the classifier trains on the vectors, in seconds instead of mi
 from __future__ import annotations
 
 import copy
-import tempfile
+import hashlib
+import json
 from contextlib import closing
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from catalens.cache import writable_cache_file
+from catalens.errors import CatalensError
 from catalens.loading.batches import Batch, EpochOrder, each_batch
-from catalens.models.onnx_backend import export_onnx, onnx_available
+from catalens.models.onnx_backend import OnnxRunner, export_onnx, onnx_available
 from catalens.progress import warn
 
 # Images per forward pass when extracting on CPU: for tf_efficientnet_lite0 at 224 px on 2 cores, batch 8 ran
@@ -55,14 +57,53 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
     extractor = extractor if extractor is not None else PreLogits(module)
     if device.type == "cpu" and onnx_available():
         try:
-            height, width = preprocessing.input_size
-            card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
-            with tempfile.TemporaryDirectory(prefix="catalens-features-") as folder:  # the session keeps the graph
-                runner, _ = export_onnx(copy.deepcopy(extractor).float(), card, Path(folder) / "features.onnx")
-            return runner_function(runner)
+            return runner_function(cached_graph(extractor, preprocessing))
         except Exception as error:  # noqa: BLE001 - an optimisation: PyTorch always works
             warn(f"onnxruntime feature extraction unavailable ({str(error).strip()[:120]}); using PyTorch")
     return lambda images: chunked(extractor, images)
+
+
+def cached_graph(extractor: nn.Module, preprocessing) -> OnnxRunner:
+    """The extractor's onnxruntime graph, exported once into the user cache (cache.py) under a fingerprint of
+    what it computes: its weights, its layers (repr) and every plain attribute of its modules (e.g. the block a
+    Prefix stops at), the input, and the torch and catalens versions. Every run that extracts features of the same
+    pretrained backbone reuses it: an export took 10-30 s on 2 cores, more than extracting a small catalog."""
+    import catalens
+
+    extractor = without_classifier(copy.deepcopy(extractor).float())
+    height, width = preprocessing.input_size
+    fingerprint = hashlib.sha256(json.dumps(
+        [repr(extractor), [height, width], preprocessing.channels, torch.__version__, catalens.__version__,
+         [[name, type(layer).__name__, sorted((key, repr(value)) for key, value in vars(layer).items()
+                                              if not key.startswith("_") and key not in ("training", "num_classes")
+                                              and isinstance(value, (bool, int, float, str, tuple)))]
+          for name, layer in extractor.named_modules()]]).encode())
+    for name, tensor in extractor.state_dict().items():
+        fingerprint.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        fingerprint.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    path = writable_cache_file("onnx", f"features-{fingerprint.hexdigest()[:32]}.onnx")
+    if path.is_file():
+        try:
+            return OnnxRunner(path)
+        except CatalensError:  # a damaged file: export again
+            pass
+    card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
+    runner, _ = export_onnx(extractor, card, path)
+    return runner
+
+
+def without_classifier(extractor: nn.Module) -> nn.Module:
+    """PreLogits never calls the network's classifier: it is replaced by an identity, so that runs on the same
+    backbone with other classes (another new classifier) share one features graph."""
+    if isinstance(extractor, PreLogits) and hasattr(extractor.module, "get_classifier"):
+        classifier = extractor.module.get_classifier()
+        for name, layer in extractor.module.named_modules():
+            if layer is classifier and name:
+                parent, _, attribute = name.rpartition(".")
+                setattr(extractor.module.get_submodule(parent) if parent else extractor.module, attribute,
+                        nn.Identity())
+                break
+    return extractor
 
 
 def runner_function(runner):

@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from catalens.cache import cache_root
+from catalens.cache import cache_root, writable_cache_file
 from catalens.checksums import file_digest
 from catalens.errors import CatalensError
 from catalens.files import atomic_path, write_atomic
@@ -448,13 +446,7 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
                 continue
             if runner.card and runner.card.get("weights_sha256") == digest:
                 return runner
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        writable = os.access(cached.parent, os.W_OK)
-    except OSError:
-        writable = False
-    if not writable:
-        cached = Path(tempfile.mkdtemp(prefix="catalens-")) / ONNX_FILE
+    cached = writable_cache_file("onnx", cached.name)
     if features:
         from catalens.models.features import PreLogits
 
