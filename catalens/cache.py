@@ -1,6 +1,6 @@
 """The one cache folder catalens writes to: $CATALENS_CACHE, else ~/.cache/catalens. It holds downloaded images,
-Fashion-MNIST, BSON indexes of read-only dumps and ONNX exports of run directories (never written into a run
-directory by loading it)."""
+Fashion-MNIST, BSON indexes of read-only dumps, ONNX exports of run directories (never written into a run
+directory by loading it) and of the frozen feature extractors that training runs (models/features.py)."""
 
 from __future__ import annotations
 
