@@ -117,7 +117,8 @@ def test_the_features_graph_is_exported_once_into_the_user_cache(targets_run, tm
     before = {item: item.stat().st_mtime_ns for item in run.rglob("*")}
     first = Model.load(run, device="cpu").target_probabilities(images)[1]
     exports = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
-    assert len(exports) == 1  # the features graph (the own head's logits are computed from the features too)
+    assert len(exports) == 1  # the features graph (the own head's logits are computed from the features too),
+    assert not exports[0].name.startswith("features-")  # kept by the run's weights (onnx_runner), not re-fingerprinted
     stamps = [item.stat().st_mtime_ns for item in exports]
     again = Model.load(run, device="cpu").target_probabilities(images)[1]
     assert [item.stat().st_mtime_ns for item in exports] == stamps
@@ -315,7 +316,10 @@ def test_cached_activations_train_every_target_head_jointly_with_the_last_stage(
         given = truth != ""
         classes = np.array(model.targets.heads[name].classes)
         predicted = classes[np.concatenate(found[name]).argmax(1)]
-        assert (predicted[given] == truth[given]).mean() == pytest.approx(heads[name]["validation"]["accuracy"])
+        # the card's accuracy was measured on half-precision cached activations, this on the float network: at
+        # most one photo apart
+        assert abs((predicted[given] == truth[given]).mean() - heads[name]["validation"]["accuracy"]) <= \
+            1.01 / given.sum()
 
 
 def test_joint_heads_on_cached_activations_read_each_items_own_labels():

@@ -97,7 +97,8 @@ class JointTargets(Callback):
             given = codes >= 0
             groups = getattr(probe, "groups", None)
             fitted = fit_linear_head(probe.features[:, given], codes[given], len(self.classes[name]), seed=config.seed,
-                                     balanced=config.class_weights, groups=None if groups is None else groups[given])
+                                     balanced=config.class_weights,
+                                     groups=None if groups is None else groups[given.numpy()])
             with torch.no_grad():
                 head.weight.copy_(fitted.weight.to(head.weight.device))
                 head.bias.copy_(fitted.bias.clamp_min(-30).to(head.bias.device))  # a class absent from the rows

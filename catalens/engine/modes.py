@@ -133,7 +133,8 @@ class CachedPrefix:
                                             what="frozen layers", dtype=torch.float16, val_batch_size=128)
         net = Suffix(module, self.first_block)
         head, probe = "sgd", None
-        if config.head == "linear":  # linear probe, then fine-tune (LP-FT): the new classifier starts fitted
+        if config.head == "linear" and job.start_epoch == 0:  # linear probe, then fine-tune (LP-FT): the new
+            # classifier starts fitted (a resumed run's comes from its checkpoint)
             probe = FeatureBatches(net.pooled_features(train.features), train.labels, config.batch_size, True,
                                    config.seed)
             probe.rows = train.rows  # --targets: the other targets' heads start from probes too (engine/joint.py)

@@ -12,7 +12,7 @@ from contextlib import closing
 import torch
 from torch import nn
 
-from catalens.cache import writable_cache_file
+from catalens.cache import cache_root, writable_cache_file
 from catalens.errors import CatalensError
 from catalens.loading.batches import Batch, EpochOrder, each_batch
 from catalens.models.onnx_backend import OnnxRunner, export_onnx, onnx_available
@@ -65,31 +65,50 @@ def feature_function(module: nn.Module, preprocessing, device, extractor: nn.Mod
 
 def cached_graph(extractor: nn.Module, preprocessing) -> OnnxRunner:
     """The extractor's onnxruntime graph, exported once into the user cache (cache.py) under a fingerprint of
-    what it computes: its weights, its layers (repr) and every plain attribute of its modules (e.g. the block a
-    Prefix stops at), the input, and the torch and catalens versions. Every run that extracts features of the same
-    pretrained backbone reuses it: an export took 10-30 s on 2 cores, more than extracting a small catalog."""
-    import catalens
-
+    what it computes (graph_fingerprint). Every run that extracts features of the same pretrained backbone reuses
+    it: an export took 10-30 s on 2 cores, more than extracting a small catalog."""
     extractor = without_classifier(copy.deepcopy(extractor).float())
     height, width = preprocessing.input_size
-    fingerprint = hashlib.sha256(json.dumps(
-        [repr(extractor), [height, width], preprocessing.channels, torch.__version__, catalens.__version__,
-         [[name, type(layer).__name__, sorted((key, repr(value)) for key, value in vars(layer).items()
-                                              if not key.startswith("_") and key not in ("training", "num_classes")
-                                              and isinstance(value, (bool, int, float, str, tuple)))]
-          for name, layer in extractor.named_modules()]]).encode())
-    for name, tensor in extractor.state_dict().items():
-        fingerprint.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        fingerprint.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    path = writable_cache_file("onnx", f"features-{fingerprint.hexdigest()[:32]}.onnx")
-    if path.is_file():
-        try:
-            return OnnxRunner(path)
-        except CatalensError:  # a damaged file: export again
-            pass
+    name = f"features-{graph_fingerprint(extractor, preprocessing)}.onnx"
+    for path in dict.fromkeys([cache_root() / "onnx" / name, writable_cache_file("onnx", name)]):
+        if path.is_file():  # a read-only cache is still read
+            try:
+                return OnnxRunner(path)
+            except CatalensError:  # a damaged file: export again
+                continue
     card = {"classes": [], "preprocessing": {"input_size": [height, width], "channels": preprocessing.channels}}
     runner, _ = export_onnx(extractor, card, path)
     return runner
+
+
+def graph_fingerprint(extractor: nn.Module, preprocessing) -> str:
+    """What an exported graph computes: the input; the torch, timm, onnx and catalens versions; the source of
+    every catalens class in it (an editable install keeps its version while its code changes); its layers (repr)
+    and every plain attribute of its modules (the block a Prefix stops at, an ensemble member's input size); its
+    parameters and buffers, byte for byte."""
+    import inspect
+
+    import onnx
+    import timm
+
+    import catalens
+
+    classes = sorted({type(layer) for layer in extractor.modules() if type(layer).__module__.startswith("catalens")},
+                     key=lambda kind: kind.__qualname__)
+    sources = [inspect.getsource(inspect.getmodule(kind)) for kind in classes]
+    plain = (bool, int, float, str, tuple, list, dict, type(None))
+    described = [list(preprocessing.input_size), preprocessing.channels, torch.__version__, timm.__version__,
+                 onnx.__version__, catalens.__version__, sources, repr(extractor),
+                 [[name, type(layer).__name__, sorted((key, repr(value)) for key, value in vars(layer).items()
+                                                      if not key.startswith("_")
+                                                      and key not in ("training", "num_classes")
+                                                      and isinstance(value, plain))]
+                  for name, layer in extractor.named_modules()]]
+    fingerprint = hashlib.sha256(json.dumps(described).encode())
+    for name, tensor in [*extractor.named_parameters(), *extractor.named_buffers()]:
+        fingerprint.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        fingerprint.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return fingerprint.hexdigest()[:32]
 
 
 def without_classifier(extractor: nn.Module) -> nn.Module:

@@ -71,7 +71,8 @@ class Suffix(nn.Module):
     def pooled_features(self, activations: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """The classifier's input for cached activations (views, N, ...) -> (views, N, D), in eval mode."""
         self.eval()
-        views = [torch.cat([self(part.float(), pre_logits=True) for part in view.split(chunk)])
+        device = next(self.parameters()).device  # the cache is on the CPU, the network may be on a GPU
+        views = [torch.cat([self(part.to(device).float(), pre_logits=True).cpu() for part in view.split(chunk)])
                  for view in activations]
         return torch.stack(views)
 
