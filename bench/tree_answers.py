@@ -45,17 +45,22 @@ from catalens.engine.recipes import FINE_TUNE
 from catalens.loading.batches import make_batches
 from catalens.models.calibration import log_softmax, negative_log_likelihood
 from catalens.models.targets import OWN
+from catalens.options import BY_NAME, TRAIN
 from catalens.rundir.run import Model
 
 THRESHOLD = 0.9
 
 
 def rung_flags(rung) -> list[str]:
-    """The train flags of an auto-recipe rung (mixed precision is the CUDA default and has no flag)."""
+    """The `catalens train` flags of an auto-recipe rung, spelled as the CLI declares them; a setting train has no
+    flag for (mixed precision: on by default with CUDA) is left to its default."""
     flags = ["--model", rung.model, "--pretrained"]
     for key, value in rung.overrides.items():
-        if key != "amp":
-            flags += [f"--{key.replace('_', '-')}", str(value)]
+        option = BY_NAME[key]
+        if TRAIN not in option.commands:
+            continue
+        spelled = option.on(TRAIN).declaration.split("/")
+        flags += [spelled[0 if value else -1]] if option.type is bool else [spelled[0], str(value)]
     return flags
 
 
@@ -66,9 +71,9 @@ MODELS = {"lite0": ("tree", "Lite0 tree run", None),
           "partial": ("tree-partial", "Lite0 tree run with its last stage fine-tuned on cached activations "
                       "(--freeze 1, 8 epochs, the three levels' heads trained jointly)",
                       ["--model", "tf_efficientnet_lite0", "--pretrained", "--freeze", "1", "--epochs", "8"]),
-          "finetune": ("tree-finetune", "Lite0 tree run fine-tuned whole with the auto recipe's GPU rung's settings "
-                       "(12 epochs, AdamW 5e-4, cosine, batch 128, standard augmentation, mixed precision; the three "
-                       "levels' heads trained jointly)", rung_flags(FINE_TUNE))}
+          "finetune": ("tree-finetune", f"tree run trained with the auto recipe's GPU rung, {FINE_TUNE.why} "
+                       f"({' '.join(rung_flags(FINE_TUNE)[3:])}; the three levels' heads trained jointly)",
+                       rung_flags(FINE_TUNE))}
 
 
 def probabilities(model: Model, part) -> tuple[dict, dict]:
@@ -160,7 +165,7 @@ def main() -> None:
         seconds, _ = run(folder / "styles.csv", folder / name, TREE, "--tree", ",".join(reversed(TREE)), model=flags)
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
         described += f"; trained here in {seconds:.0f} s ({device})"
-        print(f"{described}")
+        print(described)
     leaf = json.loads((folder / name / "eval" / "metrics.json").read_text()).get("targets", {}).get(TREE[0], {})
     if leaf:
         described += f"; test {TREE[0]} accuracy / macro-F1 {leaf['accuracy']:.4f} / {leaf['macro_f1']:.4f}"
