@@ -41,20 +41,25 @@ def export_onnx(module: nn.Module, card: dict, path: Path) -> tuple[OnnxRunner, 
                 module, (example,), dynamo=True, external_data=False, input_names=["images"],
                 output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False,
             )
-    model = program.model_proto
-    metadata = {"catalens_card": json.dumps(card), "classes": json.dumps(card["classes"]),
-                "preprocessing": json.dumps(preprocessing)}
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    import onnx
-
-    with atomic_path(path) as temporary:
-        onnx.save_model(model, str(temporary))
-    runner = OnnxRunner(path)
+    runner = save_with_card(program.model_proto, card, path)
     with torch.no_grad():
         expected = module(example).numpy()
     return runner, float(np.abs(runner.run(example.numpy()) - expected).max())
+
+
+def save_with_card(model, card: dict, path: Path) -> OnnxRunner:
+    """Write the ONNX `model` to `path` (whole or not at all) with the card, classes and preprocessing in its
+    metadata (the file alone is a usable model); a session on it."""
+    import onnx
+
+    metadata = {"catalens_card": json.dumps(card), "classes": json.dumps(card["classes"]),
+                "preprocessing": json.dumps(card["preprocessing"])}
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as temporary:
+        onnx.save_model(model, str(temporary))
+    return OnnxRunner(path)
 
 
 class OnnxRunner:

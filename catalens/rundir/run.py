@@ -438,20 +438,34 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
                                                                                      else [])], sort_keys=True)
                          .encode()).hexdigest()[:32]
     cached = cache_root() / "onnx" / f"{key}.onnx"
-    for path in (cached,) if features else (run_dir / ONNX_FILE, cached):
-        if path.is_file():
-            try:
-                runner = OnnxRunner(path, spin=spin)
-            except CatalensError:  # a damaged export: export again
-                continue
-            if runner.card and runner.card.get("weights_sha256") == digest:
-                return runner
-    cached = writable_cache_file("onnx", cached.name)
-    if features:
-        from catalens.models.features import PreLogits
+    places = (cached,) if features else (run_dir / ONNX_FILE, cached)
 
+    def exported():
+        for path in places:
+            if path.is_file():
+                try:
+                    runner = OnnxRunner(path, spin=spin)
+                except CatalensError:  # a damaged export: export again
+                    continue
+                if runner.card and runner.card.get("weights_sha256") == digest:
+                    return runner
+        return None
+
+    from catalens.models.features import PreLogits, export_lock, find_cached_graph
+
+    runner = exported()
+    if runner is None and features:
         module = PreLogits(module)
-    runner, _ = export_weights(module, card, weights_path, cached, digest)
+        # a frozen backbone: the graph its training extracted features with, when this machine trained it
+        runner = find_cached_graph(module, Preprocessing.from_dict(card.preprocessing))
+    if runner is not None:
+        return runner
+    cached = writable_cache_file("onnx", cached.name)
+    places = (cached,)
+    with export_lock(cached):
+        runner = exported()  # exported by another process while this one waited
+        if runner is None:
+            runner, _ = export_weights(module, card, weights_path, cached, digest)
     return OnnxRunner(cached, spin=True) if spin else runner
 
 
@@ -460,8 +474,10 @@ def export_weights(module: nn.Module | None, card: ModelCard, weights_path: Path
     """export_onnx with a card that ties the file to the weights it came from (sha256, file name)."""
     if module is None or weights_path is None:
         raise CatalensError("an exported .onnx file cannot be exported again: give the run directory")
+    from catalens.models.features import with_cached_features
+
     record = dict(card.to_dict(), weights_sha256=digest or file_digest(weights_path), weights_file=weights_path.name)
-    return export_onnx(copy.deepcopy(module).float(), record, path)
+    return with_cached_features(module, record, path) or export_onnx(copy.deepcopy(module).float(), record, path)
 
 
 def export_model(run_dir: str | Path, out: str | Path, weights: str = WEIGHTS_FILE) -> dict:
