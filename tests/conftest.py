@@ -94,22 +94,24 @@ def all_cores(alone: bool):
 
 
 # About how many seconds each test file takes in the README's test command (worker time: the sum of a file's
-# --durations=0 entries in a run of 2026-12-04, test_targets.py less the 100 s its fine-tuned test was cut by;
-# estimates, used only for the order). pytest-xdist hands out whole files (--dist loadfile) in collection order
-# (pyproject turns off its own reorder, which puts the files with the most tests first): the heaviest go first, so
-# that the two workers finish together instead of one running a long file alone at the end.
+# --durations=0 entries in a clean-clone run of 2026-12-04 on 2 EPYC cores, less what that day's frozen-graph
+# composition saves; estimates, used only for the order). pytest-xdist hands out whole files (--dist loadfile) in
+# collection order (pyproject turns off its own reorder, which puts the files with the most tests first): the
+# heaviest go first, so that the two workers finish together instead of one running a long file alone at the end.
 FILE_SECONDS = {
-    "test_targets.py": 280, "test_heads_and_recipes.py": 177, "test_text.py": 117, "test_transfer.py": 99,
-    "test_match.py": 98, "test_int8.py": 92, "test_distributed.py": 90, "test_fashion_mnist.py": 80,
-    "test_audit.py": 71, "test_ray_predict.py": 66, "test_serve.py": 60, "test_train_evaluate_predict.py": 46,
-    "test_sort.py": 43, "test_docs.py": 41, "test_cli.py": 40, "test_modes.py": 22,
+    "test_targets.py": 280, "test_heads_and_recipes.py": 230, "test_match.py": 130, "test_fashion_mnist.py": 124,
+    "test_distributed.py": 120, "test_transfer.py": 100, "test_text.py": 100, "test_ray_predict.py": 89,
+    "test_int8.py": 82, "test_serve.py": 80, "test_modes.py": 75, "test_train_evaluate_predict.py": 72,
+    "test_cli.py": 69, "test_sort.py": 56, "test_audit.py": 54, "test_docs.py": 48, "test_leakage.py": 25,
+    "test_wheel.py": 21, "test_types.py": 20, "test_bson.py": 18, "test_shards.py": 17, "test_grouped_splits.py": 16,
 }
 
 
 def pytest_collection_modifyitems(items):
     """Heaviest files first (FILE_SECONDS), the rest after them in collection order; each file's tests keep their
-    order."""
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
+    order, except that its `alone` tests run one after the other at its end: the other worker is held back once
+    (while it finishes the test it is running) instead of once per `alone` test."""
+    items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0), item.get_closest_marker("alone") is not None))
 
 
 def pytest_sessionfinish(session):

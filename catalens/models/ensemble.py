@@ -105,11 +105,15 @@ class FeatureEnsemble(nn.Module):
         return self.backbones[index](images)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        views = [images, images.flip(3)] if self.mirror else [images]
-        parts = []
-        for index in range(len(self.backbones)):
-            parts.append(sum(self.member_features(index, view) for view in views) / len(views))
-        return torch.cat(parts, dim=1)
+        """Each member's features, concatenated; with /mirror, the photo and its mirror image go through each
+        member as one batch (one copy of each network in an exported graph: half the export time of one pass
+        per view) and their features are averaged."""
+        views = torch.cat([images, images.flip(3)]) if self.mirror else images
+        features = torch.cat([self.member_features(index, views) for index in range(len(self.backbones))], dim=1)
+        if not self.mirror:
+            return features
+        count = images.shape[0]
+        return (features[:count] + features[count:]) / 2
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return features if pre_logits else self.classifier(features)
