@@ -94,16 +94,17 @@ def all_cores(alone: bool):
 
 
 # About how many seconds each test file takes in the README's test command (worker time: the sum of a file's
-# --durations=0 entries in a clean-clone run of 2026-12-04 on 2 EPYC cores, less what that day's frozen-graph
-# composition saves; estimates, used only for the order). pytest-xdist hands out whole files (--dist loadfile) in
-# collection order (pyproject turns off its own reorder, which puts the files with the most tests first): the
-# heaviest go first, so that the two workers finish together instead of one running a long file alone at the end.
+# --durations=0 entries in a clean-clone run of 2026-12-04 on 2 EPYC cores; estimates, used only for the order).
+# pytest-xdist hands out whole files (--dist loadfile) in collection order (pyproject turns off its own reorder,
+# which puts the files with the most tests first): the heaviest go first, so that the two workers finish together
+# instead of one running a long file alone at the end.
 FILE_SECONDS = {
-    "test_targets.py": 280, "test_heads_and_recipes.py": 230, "test_match.py": 130, "test_fashion_mnist.py": 124,
-    "test_distributed.py": 120, "test_transfer.py": 100, "test_text.py": 100, "test_ray_predict.py": 89,
-    "test_int8.py": 82, "test_serve.py": 80, "test_modes.py": 75, "test_train_evaluate_predict.py": 72,
-    "test_cli.py": 69, "test_sort.py": 56, "test_audit.py": 54, "test_docs.py": 48, "test_leakage.py": 25,
-    "test_wheel.py": 21, "test_types.py": 20, "test_bson.py": 18, "test_shards.py": 17, "test_grouped_splits.py": 16,
+    "test_targets.py": 266, "test_heads_and_recipes.py": 195, "test_match.py": 119, "test_transfer.py": 111,
+    "test_distributed.py": 88, "test_ray_predict.py": 87, "test_serve.py": 85, "test_text.py": 82,
+    "test_fashion_mnist.py": 68, "test_int8.py": 68, "test_cli.py": 62, "test_modes.py": 61,
+    "test_train_evaluate_predict.py": 60, "test_audit.py": 49, "test_sort.py": 47, "test_docs.py": 43,
+    "test_leakage.py": 29, "test_types.py": 24, "test_wheel.py": 23, "test_bson.py": 22, "test_grouped_splits.py": 17,
+    "test_shards.py": 17,
 }
 
 
