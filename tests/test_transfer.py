@@ -148,6 +148,10 @@ def test_head_only_on_real_photos_then_export_and_use_the_onnx_file(tmp_path):
     assert result.returncode == 0, result.stderr
     difference = float(result.stdout.split("max abs difference to PyTorch:")[1])
     assert difference < 1e-3
+    import onnx
+
+    last = onnx.load(str(exported)).graph.node[-1]  # the run's features graph, cached by its training, + its head
+    assert last.op_type == "Gemm" and last.input[0] == "pre_logits", last
     photos = sorted((data / "validation" / "shoes").glob("*.jpg"))[:3]
     from_file = Model.load(exported, backend="onnx").predict(photos, k=3)
     from_run = Model.load(run, backend="torch").predict(photos, k=3)

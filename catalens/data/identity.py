@@ -217,7 +217,7 @@ class Identities:
     width: np.ndarray
     height: np.ndarray
     phash: np.ndarray  # uint64
-    hashed: np.ndarray  # bool: read and hashed
+    hashed: np.ndarray  # bool: read (and hashed, unless `small`: its phash is then 0)
     failures: dict[int, str]  # row -> why it could not be read
 
     @property
@@ -241,7 +241,8 @@ def identify(catalog: Catalog, threads: int = THREADS, progress: bool = False) -
             if catalog.arrays is not None:
                 pixels = np.ascontiguousarray(catalog.arrays[int(ref)])
                 height, width = pixels.shape[:2]
-                key, image = pixel_key(pixels), lambda: Image.fromarray(pixels)
+                decoded = Image.fromarray(pixels)  # an array PIL cannot read is reported
+                key, image = pixel_key(pixels), lambda: decoded
             else:
                 if files:
                     path = reader.path(ref)
@@ -253,8 +254,8 @@ def identify(catalog: Catalog, threads: int = THREADS, progress: bool = False) -
                     width, height = header.size
                 decoded = draft(source())  # decoded even when small: an unreadable file is reported
                 image = lambda: decoded  # noqa: E731
-            # a small image's perceptual hash is never searched (Identities.searchable): not computed (on
-            # Fashion-MNIST's 70,000 28 px arrays it took 20 of evaluate's 31 s)
+            # a small image's perceptual hash is never searched (Identities.searchable): not computed (for
+            # Fashion-MNIST's 63,330 28 px arrays it took 21 of evaluate's 32 s)
             return key, width, height, phash(image()) if min(width, height) >= MIN_SIDE else 0, None
         except Exception as error:  # noqa: BLE001 - an unreadable image is reported by the caller
             return None, 0, 0, 0, describe_failure(error)

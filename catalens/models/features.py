@@ -4,10 +4,13 @@ preset flips) and the classifier trains on the vectors, in seconds instead of mi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import os
 from contextlib import closing
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -95,29 +98,41 @@ def graph_name(extractor: nn.Module, preprocessing) -> str:
 
 def cached_file(name: str) -> OnnxRunner | None:
     """The cache's graph `name` (a read-only cache is still read); None when it has none, or a damaged one."""
-    for path in dict.fromkeys([cache_root() / "onnx" / name, writable_cache_file("onnx", name)]):
-        if path.is_file():
-            try:
-                return OnnxRunner(path)
-            except CatalensError:  # a damaged file: export again
-                continue
+    path = cache_root() / "onnx" / name
+    if path.is_file():
+        try:
+            return OnnxRunner(path)
+        except CatalensError:  # a damaged file: export again
+            return None
     return None
 
 
+@contextlib.contextmanager
 def export_lock(path):
-    """Held while `path` is exported: another process exporting the same file waits for it (up to 10 minutes,
-    then exports its own copy) instead of spending the same 10-40 s at the same moment."""
-    from filelock import FileLock
+    """Held while `path` is exported: another process exporting the same file waits for it instead of spending
+    the same 10-40 s at the same moment. After 10 minutes of waiting (a process stuck or killed mid-export leaves
+    no lock: the system releases it) it exports without the lock."""
+    from filelock import FileLock, Timeout
 
-    return FileLock(f"{path}.lock", timeout=600)
+    lock = FileLock(f"{path}.lock", timeout=600)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def with_cached_features(module: nn.Module, card: dict, path) -> tuple[OnnxRunner, float] | None:
     """`module`'s logits graph made of its backbone's features graph, when the user cache already holds it (a
-    frozen run trained on this machine extracted its features through it), and one Gemm for its linear
-    classifier: a second or two, against 10-47 s for exporting the whole network again on 2 cores. Returns what
-    export_onnx returns; None when the classifier is not one linear layer on the pre-logits, the cache lacks the
-    graph, or the composed graph disagrees with PyTorch."""
+    frozen run trained on this machine, on CPU with onnxruntime, extracted its features through it), and one Gemm
+    for its linear classifier: a second or two, against 10-47 s for exporting the whole network again on 2 cores.
+    Returns what export_onnx returns; None, with nothing written to `path`, when the classifier is not one linear
+    layer on the pre-logits, the cache lacks the graph, or the composed graph disagrees with PyTorch (checked at a
+    batch size other than the features graph's export)."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -128,41 +143,49 @@ def with_cached_features(module: nn.Module, card: dict, path) -> tuple[OnnxRunne
     classifier = module.get_classifier() if hasattr(module, "get_classifier") else None
     if not isinstance(classifier, nn.Linear):
         return None
-    module = copy.deepcopy(module).float().eval().cpu().to(memory_format=torch.contiguous_format)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
-    features = find_cached_graph(PreLogits(module), preprocessing)
-    if features is None:
-        return None
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.composed")
     try:
-        graph = onnx.load(str(features.path))
+        module = copy.deepcopy(module).float().eval().cpu().to(memory_format=torch.contiguous_format)
+        preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        source = cache_root() / "onnx" / graph_name(without_classifier(PreLogits(copy.deepcopy(module))),
+                                                    preprocessing)
+        if not source.is_file():
+            return None
+        graph = onnx.load(str(source))
         (output,) = graph.graph.output
         for node in graph.graph.node:
             node.output[:] = ["pre_logits" if value == output.name else value for value in node.output]
-        weight = classifier.weight.detach().numpy()
+        weight = classifier.weight.detach().float().cpu().numpy()
+        bias = classifier.bias.detach().float().cpu().numpy()
         graph.graph.initializer.extend([numpy_helper.from_array(weight, "classifier.weight"),
-                                        numpy_helper.from_array(classifier.bias.detach().numpy(), "classifier.bias")])
+                                        numpy_helper.from_array(bias, "classifier.bias")])
         graph.graph.node.append(helper.make_node("Gemm", ["pre_logits", "classifier.weight", "classifier.bias"],
                                                  [output.name], transB=1))
         batch = output.type.tensor_type.shape.dim[0]
         graph.graph.output[0].CopyFrom(helper.make_tensor_value_info(
             output.name, onnx.TensorProto.FLOAT, [batch.dim_param or batch.dim_value or "batch", weight.shape[0]]))
         del graph.metadata_props[:]
-        runner = save_with_card(graph, card, path)
+        runner = save_with_card(graph, card, temporary)
         height, width = preprocessing.input_size
-        example = torch.randn(2, preprocessing.channels, height, width)
+        example = torch.randn(3, preprocessing.channels, height, width)  # the features graph was exported at 2
         with torch.no_grad():
             expected = module(example).numpy()
         difference = float(np.abs(runner.run(example.numpy()) - expected).max())
         if difference > 1e-3 * max(1.0, float(np.abs(expected).max())):
             return None
+        os.replace(temporary, path)  # published only once checked
+        return OnnxRunner(path), difference
     except Exception:  # noqa: BLE001 - a shortcut: the caller exports the whole network instead
         return None
-    return runner, difference
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def graph_fingerprint(extractor: nn.Module, preprocessing) -> str:
     """What an exported graph computes: the input; the torch, timm, onnx and catalens versions; the source of
-    every catalens class in it (an editable install keeps its version while its code changes); its layers (repr)
+    every catalens class in it and of the export code (an editable install keeps its version while its code
+    changes); its layers (repr)
     and every plain attribute of its modules (the block a Prefix stops at, an ensemble member's input size); its
     parameters and buffers, byte for byte."""
     import inspect
@@ -174,7 +197,10 @@ def graph_fingerprint(extractor: nn.Module, preprocessing) -> str:
 
     classes = sorted({type(layer) for layer in extractor.modules() if type(layer).__module__.startswith("catalens")},
                      key=lambda kind: kind.__qualname__)
-    sources = [inspect.getsource(inspect.getmodule(kind)) for kind in classes]
+    from catalens.models import onnx_backend
+
+    # the export code too: a composed run graph (with_cached_features) is served, exported and quantized
+    sources = [inspect.getsource(inspect.getmodule(kind)) for kind in classes] + [inspect.getsource(onnx_backend)]
     plain = (bool, int, float, str, tuple, list, dict, type(None))
     described = [list(preprocessing.input_size), preprocessing.channels, torch.__version__, timm.__version__,
                  onnx.__version__, catalens.__version__, sources, repr(extractor),
