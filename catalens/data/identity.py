@@ -241,8 +241,7 @@ def identify(catalog: Catalog, threads: int = THREADS, progress: bool = False) -
             if catalog.arrays is not None:
                 pixels = np.ascontiguousarray(catalog.arrays[int(ref)])
                 height, width = pixels.shape[:2]
-                decoded = Image.fromarray(pixels)  # an array PIL cannot read is reported
-                key, image = pixel_key(pixels), lambda: decoded
+                key, image = pixel_key(pixels), Image.fromarray(pixels)  # an array PIL cannot read is reported
             else:
                 if files:
                     path = reader.path(ref)
@@ -252,11 +251,10 @@ def identify(catalog: Catalog, threads: int = THREADS, progress: bool = False) -
                     key, source = hashlib.sha256(data).hexdigest(), lambda: io.BytesIO(data)
                 with Image.open(source()) as header:  # the size as stored, before the draft decode
                     width, height = header.size
-                decoded = draft(source())  # decoded even when small: an unreadable file is reported
-                image = lambda: decoded  # noqa: E731
+                image = draft(source())  # decoded even when small: an unreadable file is reported
             # a small image's perceptual hash is never searched (Identities.searchable): not computed (for
             # Fashion-MNIST's 63,330 28 px arrays it took 21 of evaluate's 32 s)
-            return key, width, height, phash(image()) if min(width, height) >= MIN_SIDE else 0, None
+            return key, width, height, phash(image) if min(width, height) >= MIN_SIDE else 0, None
         except Exception as error:  # noqa: BLE001 - an unreadable image is reported by the caller
             return None, 0, 0, 0, describe_failure(error)
 

@@ -9,7 +9,6 @@ import copy
 import hashlib
 import json
 import os
-from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -89,7 +88,12 @@ def cached_graph(extractor: nn.Module, preprocessing) -> OnnxRunner:
 
 def find_cached_graph(extractor: nn.Module, preprocessing) -> OnnxRunner | None:
     """cached_graph's graph when the cache holds it already; None (no export) when it does not."""
-    return cached_file(graph_name(without_classifier(copy.deepcopy(extractor).float()), preprocessing))
+    return cached_file(cached_graph_path(extractor, preprocessing).name)
+
+
+def cached_graph_path(extractor: nn.Module, preprocessing) -> Path:
+    """Where cached_graph keeps the extractor's graph in the user cache (it may not be there)."""
+    return cache_root() / "onnx" / graph_name(without_classifier(copy.deepcopy(extractor).float()), preprocessing)
 
 
 def graph_name(extractor: nn.Module, preprocessing) -> str:
@@ -148,8 +152,7 @@ def with_cached_features(module: nn.Module, card: dict, path) -> tuple[OnnxRunne
     try:
         module = copy.deepcopy(module).float().eval().cpu().to(memory_format=torch.contiguous_format)
         preprocessing = Preprocessing.from_dict(card["preprocessing"])
-        source = cache_root() / "onnx" / graph_name(without_classifier(PreLogits(copy.deepcopy(module))),
-                                                    preprocessing)
+        source = cached_graph_path(PreLogits(module), preprocessing)
         if not source.is_file():
             return None
         graph = onnx.load(str(source))
@@ -185,9 +188,8 @@ def with_cached_features(module: nn.Module, card: dict, path) -> tuple[OnnxRunne
 def graph_fingerprint(extractor: nn.Module, preprocessing) -> str:
     """What an exported graph computes: the input; the torch, timm, onnx and catalens versions; the source of
     every catalens class in it and of the export code (an editable install keeps its version while its code
-    changes); its layers (repr)
-    and every plain attribute of its modules (the block a Prefix stops at, an ensemble member's input size); its
-    parameters and buffers, byte for byte."""
+    changes); its layers (repr) and every plain attribute of its modules (the block a Prefix stops at, an ensemble
+    member's input size); its parameters and buffers, byte for byte."""
     import inspect
 
     import onnx
@@ -245,7 +247,7 @@ def extract_features(module: nn.Module, batches, prepare, device, flip: bool, de
     module.eval()
     features = features or (lambda images: chunked_pre_logits(module, images))
     views, labels, failures = [], [], []
-    with closing(each_batch(batches, description, failures=failures)) as stream:
+    with contextlib.closing(each_batch(batches, description, failures=failures)) as stream:
         for batch in stream:
             if len(batch.labels):
                 images = prepare(batch.images.to(device, non_blocking=True))

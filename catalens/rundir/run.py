@@ -438,9 +438,8 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
                                                                                      else [])], sort_keys=True)
                          .encode()).hexdigest()[:32]
     cached = cache_root() / "onnx" / f"{key}.onnx"
-    places = (cached,) if features else (run_dir / ONNX_FILE, cached)
 
-    def exported():
+    def exported(places):
         for path in places:
             if path.is_file():
                 try:
@@ -453,7 +452,7 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
 
     from catalens.models.features import PreLogits, export_lock, find_cached_graph
 
-    runner = exported()
+    runner = exported((cached,) if features else (run_dir / ONNX_FILE, cached))
     if runner is None and features:
         module = PreLogits(module)
         # a frozen backbone: the graph its training extracted features with, when this machine trained it
@@ -461,9 +460,8 @@ def onnx_runner(module: nn.Module, card: ModelCard, run_dir: Path, weights_path:
     if runner is not None:
         return runner
     cached = writable_cache_file("onnx", cached.name)
-    places = (cached,)
     with export_lock(cached):
-        runner = exported()  # exported by another process while this one waited
+        runner = exported((cached,))  # exported by another process while this one waited
         if runner is None:
             runner, _ = export_weights(module, card, weights_path, cached, digest)
     return OnnxRunner(cached, spin=True) if spin else runner
