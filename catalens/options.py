@@ -287,7 +287,8 @@ COMMAND_OPTIONS: list[Option] = [
     command_option("min_confidence", float, None, "Answer at the deepest level of a --targets run's category "
                    "tree (or with the label) whose calibrated probability is at least P, e.g. 0.9 (predict: the "
                    "`answer` and `answered_level` columns; sort: nested folders such as Apparel/Topwear/, "
-                   "uncertain/ when not even the top level is sure).", (PREDICT, SORT)),
+                   "uncertain/ when not even the top level is sure). evaluate's report.md names the P that got 98 % "
+                   "and 99 % of the answers right on validation.", (PREDICT, SORT)),
     command_option("target_accuracy", float, None, "Choose --threshold from the run's validation curve: the one "
                    "that answered the most validation photos at this accuracy (e.g. 0.98).", (PREDICT, SORT)),
     command_option("submission", str, None, "With bson:FILE: write the CDiscount submission (_id,category_id, one "

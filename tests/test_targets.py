@@ -68,6 +68,10 @@ def test_a_target_run_fits_a_head_per_target_and_finds_the_tree(targets_run):
     assert tags["validation"]["micro_f1"] > 0.6
     cv = {float(c): score for c, score in tags["cv_micro_f1"].items()}  # the tags' C: cross-validated on train
     assert len(cv) == 6 and tags["C"] == min(c for c, score in cv.items() if score == max(cv.values()))
+    chosen = card["targets"]["tree_thresholds"]  # the tree's --min-confidence for 98 % / 99 % right, on validation
+    assert set(chosen) == {"0.98", "0.99"}
+    for wanted, entry in chosen.items():
+        assert entry is None or (0.5 <= entry["threshold"] <= 0.995 and entry["accuracy"] >= float(wanted)), entry
 
 
 def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
@@ -86,6 +90,13 @@ def test_evaluate_reports_every_target_and_the_tree(targets_run, tmp_path):
     assert coverage == sorted(coverage, reverse=True) and coverage[0] > 0.9  # a higher bar answers fewer photos
     assert all(row["accuracy_answered"] > 0.9 for row in tree["thresholds"])
     assert (tmp_path / "tree_coverage.png").stat().st_size > 1000
+    card = json.loads((run / "model_card.json").read_text())["targets"]["tree_thresholds"]
+    assert {wanted: entry["validation"] for wanted, entry in tree["for_accuracy"].items()} == \
+        {wanted: entry for wanted, entry in card.items() if entry}
+    for entry in tree["for_accuracy"].values():  # scored here at the threshold chosen on validation
+        at = entry["evaluated"]
+        assert at["threshold"] == entry["validation"]["threshold"] and 0 < at["answered"] <= len(rows)
+        assert f"`--min-confidence {at['threshold']:g}`" in (tmp_path / "report.md").read_text()
     assert metrics["tags"]["micro_f1"] > 0.6 and metrics["tags"]["per_tag"]["Men"]["support"] > 0
     assert "## Targets" in (tmp_path / "report.md").read_text()
 
@@ -374,6 +385,32 @@ def test_parents_are_the_sums_of_their_children_and_answers_back_off_up_the_tree
     np.testing.assert_allclose(out["top"].sum(1), 1, rtol=1e-5)
     np.testing.assert_allclose(out["sub"], out["leaf"] @ membership_sub, rtol=1e-6)
     assert out["own head: top"].shape == (1, 2)
+
+
+def test_the_trees_answers_are_counted_and_a_threshold_is_found_for_a_share_right():
+    targets = hand_made()
+    probabilities = {"leaf": np.array([[0.01, 0.01, 0.01, 0.42, 0.55], [0.48, 0.02, 0.48, 0.01, 0.01],
+                                       [0.2, 0.3, 0.2, 0.15, 0.15], [0.0, 0.0, 0.0, 0.02, 0.98]])}
+    targets.sum_up(probabilities)
+    truths = {"leaf": np.array(["Tshirts", "Boots", "Jeans", "Shirts"], object),
+              "sub": np.array(["Topwear", "Shoes", "Bottomwear", "Topwear"], object),
+              "top": np.array(["Apparel", "Footwear", "Apparel", "Apparel"], object)}
+    at = targets.answer_counts(probabilities, truths, (0.5, 0.9, 0.985))
+    # 0.9: Topwear and Shoes right at sub, Tshirts for a Shirts photo wrong at leaf, the spread photo unanswered
+    assert at[1]["levels"] == {"top": {"answered": 0, "right": 0}, "sub": {"answered": 2, "right": 2},
+                               "leaf": {"answered": 1, "right": 0}}
+    assert (at[1]["coverage"], at[1]["accuracy_answered"]) == (0.75, 2 / 3)
+    assert [row["accuracy_answered"] for row in at] == [0.75, 2 / 3, 1.0]  # 0.985: only the Shirts photo, at sub
+    for row in at:  # the same answers as predict's
+        given = targets.answers(probabilities, row["threshold"])
+        assert sum(entry["answered"] for entry in row["levels"].values()) == sum(bool(level) for _, level in given)
+    # 98 % right: from 0.985 on (at 0.98 the Tshirts answer is given again); 50 %: from the bottom of the grid
+    assert targets.threshold_for(probabilities, truths, 0.98) == {"threshold": 0.985, "coverage": 0.25,
+                                                                  "accuracy": 1.0}
+    assert targets.threshold_for(probabilities, truths, 0.5) == {"threshold": 0.5, "coverage": 1.0, "accuracy": 0.75}
+    assert targets.threshold_for(probabilities, truths, 0.7)["threshold"] == 0.985  # 0.5 passes, 0.9 does not
+    truths["sub"][3] = "Bottomwear"  # the only answer above 0.98 now wrong: no threshold gets there
+    assert targets.threshold_for(probabilities, truths, 0.98) is None
 
 
 def test_a_tree_is_found_and_a_value_with_two_parents_is_named():

@@ -27,6 +27,8 @@ from catalens.errors import CatalensError
 
 OWN = "own head: "  # a tree level's own head, beside the sums of its children
 TAGS = "#tags"  # the tags' probabilities among a run's target probabilities
+THRESHOLD_GRID = tuple(round(0.5 + 0.005 * i, 3) for i in range(100))  # 0.5 to 0.995: where threshold_for looks
+ACCURACY_WANTED = (0.98, 0.99)  # the shares right for which training finds the tree's --min-confidence
 
 
 @dataclass
@@ -121,6 +123,42 @@ class Targets:
                     break
             found.append(answer)
         return found
+
+    def answer_counts(self, probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
+                      thresholds) -> list[dict]:
+        """How `answers` does against the truth (each tree level's true value per row) at each threshold: per
+        level, the photos answered there and how many of them are right there; with the totals."""
+        levels = self.tree
+        top = np.stack([probabilities[level].max(1) for level in levels], 1)
+        right = np.stack([np.asarray(self.heads[level].classes, object)[probabilities[level].argmax(1)]
+                          == np.asarray(truths[level]).astype(str) for level in levels], 1)
+        rows = []
+        for threshold in thresholds:
+            sure = top >= threshold
+            answered = sure.any(1)
+            depth = len(levels) - 1 - sure[:, ::-1].argmax(1)  # the deepest sure level, as `answers` walks up
+            counts = {level: {"answered": int((answered & (depth == i)).sum()),
+                              "right": int((answered & (depth == i) & right[:, i]).sum())}
+                      for i, level in enumerate(levels)}
+            total = sum(entry["answered"] for entry in counts.values())
+            rows.append({"threshold": float(threshold), "coverage": total / max(1, len(top)),
+                         "accuracy_answered": sum(entry["right"] for entry in counts.values()) / max(1, total),
+                         "items": int(len(top)), "levels": counts})
+        return rows
+
+    def threshold_for(self, probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
+                      wanted: float) -> dict | None:
+        """The lowest `--min-confidence` of THRESHOLD_GRID from which on every threshold answers photos of which at
+        least `wanted` are right at the depth answered (training chooses it on the validation split):
+        {"threshold", "coverage", "accuracy"}; None when even the highest does not."""
+        rows = self.answer_counts(probabilities, truths, THRESHOLD_GRID)
+        chosen = None
+        for row in reversed(rows):
+            if row["coverage"] == 0 or row["accuracy_answered"] < wanted:
+                break
+            chosen = row
+        return None if chosen is None else {"threshold": chosen["threshold"], "coverage": round(chosen["coverage"], 6),
+                                            "accuracy": round(chosen["accuracy_answered"], 6)}
 
     def path(self, level: str, value: str) -> list[str]:
         """The value and its ancestors, top first."""

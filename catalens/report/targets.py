@@ -57,6 +57,10 @@ def target_metrics(model, catalog: Catalog, result, out: Path) -> dict:
         metrics["tags"] = tag_metrics(truth, tags.given(result.targets[TAGS]), result.targets[TAGS], tags.names)
     if targets.tree:
         metrics["tree"] = {"levels": targets.tree, "thresholds": tree_answers(targets, result.targets, truths)}
+        chosen = (model.card.targets or {}).get("tree_thresholds") or {}
+        metrics["tree"]["for_accuracy"] = {
+            wanted: {"validation": entry, "evaluated": evaluated(targets, result.targets, truths, entry["threshold"])}
+            for wanted, entry in chosen.items() if entry}
         plot_tree_answers(metrics["tree"], out / "tree_coverage.png")
     return metrics
 
@@ -83,25 +87,17 @@ def tag_metrics(truth: np.ndarray, given: np.ndarray, scores: np.ndarray, names:
             "items": int(len(truth))}
 
 
-def tree_answers(targets, probabilities: dict, truths: dict) -> list[dict]:
+def evaluated(targets, probabilities: dict, truths: dict, threshold: float) -> dict:
+    """The answers at a --min-confidence chosen on validation, on the split being evaluated."""
+    row = tree_answers(targets, probabilities, truths, (threshold,))[0]
+    return {"threshold": threshold, "coverage": row["coverage"], "accuracy": row["accuracy_answered"],
+            "answered": sum(entry["answered"] for entry in row["levels"].values())}
+
+
+def tree_answers(targets, probabilities: dict, truths: dict, thresholds=THRESHOLDS) -> list[dict]:
     """At each threshold: per depth, the photos answered there and how many of them are right there (the
-    answer's whole path compared with the truth's); with the totals."""
-    rows = []
-    for threshold in THRESHOLDS:
-        answers = targets.answers(probabilities, threshold)
-        levels = {level: {"answered": 0, "right": 0} for level in targets.tree}
-        for row, (answer, level) in enumerate(answers):
-            if not level:
-                continue
-            levels[level]["answered"] += 1
-            truth = str(truths[level][row])
-            levels[level]["right"] += int(answer.split(" > ")[-1] == truth)
-        answered = sum(entry["answered"] for entry in levels.values())
-        right = sum(entry["right"] for entry in levels.values())
-        total = len(answers)
-        rows.append({"threshold": threshold, "coverage": answered / max(1, total),
-                     "accuracy_answered": right / max(1, answered), "items": total, "levels": levels})
-    return rows
+    answer's value at that depth compared with the truth's); with the totals."""
+    return targets.answer_counts(probabilities, {level: truths[level] for level in targets.tree}, thresholds)
 
 
 def target_lines(metrics: dict) -> list[str]:
@@ -133,5 +129,11 @@ def target_lines(metrics: dict) -> list[str]:
         for row in tree["thresholds"]:
             lines.append(f"| {row['threshold']:g} | {row['coverage']:.1%} | {row['accuracy_answered']:.1%} | "
                          + " | ".join(f"{row['levels'][level]['answered']:,}" for level in tree["levels"]) + " |")
+        for wanted, entry in tree.get("for_accuracy", {}).items():
+            val, here = entry["validation"], entry["evaluated"]
+            lines += ["", f"For {float(wanted):.0%} of the answers right: `--min-confidence {val['threshold']:g}` "
+                      f"(the lowest that got there on the validation split: {val['coverage']:.1%} answered, "
+                      f"{val['accuracy']:.1%} right); on this split it answers {here['coverage']:.1%}, "
+                      f"{here['accuracy']:.1%} right."]
         lines += ["", "![tree](tree_coverage.png)"]
     return lines
