@@ -18,7 +18,8 @@ accurate); the test split is scored once, for the chosen way.
 levels' heads trained jointly with it; minutes on a GPU, not a 2-core session's work).
 
 `--model finetune-cpu` trains the same rung on the CPU, cut from 12 epochs to 5 (the cosine schedule over 5) and in
-float32 (catalens's mixed precision is CUDA's): about an hour on 2 cores, where the whole rung would take three.
+float32 (catalens's mixed precision is CUDA's): an estimate of an hour on 2 cores. Its first try (2026-12-04) was
+killed by the kernel (SIGKILL, probably memory: 23 GB, batch 128) before its first epoch ended.
 
 `--model ensemble` runs the same on a tree run of stronger features (trained here when missing, into
 tree-ensemble): the auto recipe's top rung, EfficientNet-Lite0+Lite1+Lite2 features of each photo and its mirror

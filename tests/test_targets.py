@@ -69,7 +69,7 @@ def test_a_target_run_fits_a_head_per_target_and_finds_the_tree(targets_run):
     cv = {float(c): score for c, score in tags["cv_micro_f1"].items()}  # the tags' C: cross-validated on train
     assert len(cv) == 6 and tags["C"] == min(c for c, score in cv.items() if score == max(cv.values()))
     chosen = card["targets"]["tree_thresholds"]  # the tree's --min-confidence for 98 % / 99 % right, on validation
-    assert set(chosen) == {"0.98", "0.99"}
+    assert set(chosen) == {"0.98", "0.99"} and chosen["0.98"] is not None
     for wanted, entry in chosen.items():
         assert entry is None or (0.5 <= entry["threshold"] <= 0.995 and entry["accuracy"] >= float(wanted)), entry
 
@@ -409,6 +409,10 @@ def test_the_trees_answers_are_counted_and_a_threshold_is_found_for_a_share_righ
                                                                   "accuracy": 1.0}
     assert targets.threshold_for(probabilities, truths, 0.5) == {"threshold": 0.5, "coverage": 1.0, "accuracy": 0.75}
     assert targets.threshold_for(probabilities, truths, 0.7)["threshold"] == 0.985  # 0.5 passes, 0.9 does not
+    sure_of_topwear = {"leaf": probabilities["leaf"][[0]] * [1, 1, 1, 1, 0.99] / 0.9945}
+    targets.sum_up(sure_of_topwear)  # Topwear 0.99: nothing answered at 0.995, every threshold below it right
+    assert targets.threshold_for(sure_of_topwear, {level: values[[0]] for level, values in truths.items()},
+                                 0.98)["threshold"] == 0.5
     truths["sub"][3] = "Bottomwear"  # the only answer above 0.98 now wrong: no threshold gets there
     assert targets.threshold_for(probabilities, truths, 0.98) is None
 

@@ -154,7 +154,7 @@ def store_targets(heads: dict[str, Head], tree: list[str], parents: dict, tags: 
     targets.save(out / TARGETS_FILE, out / TARGETS_WEIGHTS_FILE)
     card.targets = {"names": names, "tree": tree, "heads": summary,
                     **({"tags": {"names": tags.names, **tags.info}} if tags is not None else {})}
-    if tree and val_features is not None:
+    if tree and val_features is not None and len(val_features):
         card.targets["tree_thresholds"] = tree_thresholds(targets, val_features, val_values)
     info("targets: " + " | ".join(f"{name} val acc {entry['validation']['accuracy']:.4f}"
                                   for name, entry in summary.items() if entry.get("validation")))

@@ -154,7 +154,9 @@ class Targets:
         rows = self.answer_counts(probabilities, truths, THRESHOLD_GRID)
         chosen = None
         for row in reversed(rows):
-            if row["coverage"] == 0 or row["accuracy_answered"] < wanted:
+            if row["coverage"] == 0:  # nothing answered this high: no evidence either way
+                continue
+            if row["accuracy_answered"] < wanted:
                 break
             chosen = row
         return None if chosen is None else {"threshold": chosen["threshold"], "coverage": round(chosen["coverage"], 6),
