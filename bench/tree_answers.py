@@ -166,6 +166,13 @@ def scored(model: Model, part, given: list[tuple[int, str]]) -> dict:
             "by_depth": by_depth}
 
 
+def on_test(final: dict) -> str:
+    """A test score against issue 30's tree target, as the rows say it."""
+    return (f"**answered {final['coverage']:.1%}, right at the depth answered {final['accuracy']:.1%}** (by depth "
+            f"{final['by_depth']}; targets >= 90 % answered, >= 98 % right: "
+            f"{'met' if final['coverage'] >= 0.9 and final['accuracy'] >= 0.98 else 'NOT met'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", action="store_true")
@@ -210,9 +217,7 @@ def main() -> None:
             f"({chosen_on[chosen]['photos']:,} photos, where the way is chosen): "
             + "; ".join(f"{name}: {said(score)}" for name, score in chosen_on.items())
             + f" (fused temperature {temperature:.2f}). Chosen: {chosen}. Test split, scored once for it "
-            f"({final['photos']:,} photos): **{said(final)}** "
-            f"(by depth {final['by_depth']}; targets >= 90 % answered, >= 98 % right: "
-            f"{'met' if final['coverage'] >= 0.9 and final['accuracy'] >= 0.98 else 'NOT met'})"]
+            f"({final['photos']:,} photos): {on_test(final)}"]
     publish(rows, args.record)
 
 

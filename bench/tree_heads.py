@@ -28,7 +28,6 @@ many are right. When the probabilities are honest, the share right at 0.9 is abo
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import torch
 from attributes import COLUMNS, IMAGES, TREE
 from common import publish
 from scipy.optimize import minimize
-from tree_answers import THRESHOLD, answers, scored
+from tree_answers import THRESHOLD, answers, on_test, scored
 
 from catalens.data import DataOptions, load_catalog
 from catalens.data.targets import column
@@ -218,9 +217,7 @@ def main() -> None:
     rows = [f"tree answers at --min-confidence {THRESHOLD} by leaf head (fashion-products, the Lite0 tree run's "
             f"features; validation cross-fitted over {HALVINGS} halvings of its 974 photos, where the head is "
             f"chosen): {described}. Chosen: {chosen}. Test split, scored once for it ({final['photos']:,} photos): "
-            f"**answered {final['coverage']:.1%}, right at the depth answered {final['accuracy']:.1%}** "
-            f"(by depth {json.dumps(final['by_depth'])}; targets >= 90 % answered, >= 98 % right: "
-            f"{'met' if final['coverage'] >= 0.9 and final['accuracy'] >= 0.98 else 'NOT met'})"]
+            f"{on_test(final)}"]
     publish(rows, args.record)
 
 
